@@ -1,0 +1,1 @@
+"""The signal/background MLP: torch network definition, training and shipped weights."""
