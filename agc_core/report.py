@@ -1,0 +1,245 @@
+"""Run report: the metrics.json record and the printed summary of a run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boost_histogram as bh
+import numpy as np
+
+from agc_core.outputs import write_text_atomic
+
+if TYPE_CHECKING:
+    from agc_core.runner import RunResult
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE_NAME = "metrics.json"
+METRICS_VERSION = 1
+
+# distributions whose versions go into metrics.json
+PACKAGES = ("agc-core", "numpy", "numba", "uproot", "awkward", "boost-histogram", "torch",
+            "pyhf", "iminuit", "matplotlib", "dask", "distributed", "lz4", "zstandard")
+
+# the fields metrics.json always has (see :func:`build_metrics`)
+METRICS_FIELDS = (
+    "metrics_version", "timestamp", "complete", "mode",
+    # the seed's own metric names (coffea's savemetrics plus the notebook's additions)
+    "walltime", "processtime", "entries", "bytesread", "chunks", "columns", "num_workers",
+    "use_dask", "systematics", "n_files_max_per_sample", "pipeline", "cores_per_worker",
+    "chunksize", "disable_processing", "io_file_percent", "dataset_source", "af",
+    # ours
+    "executor", "scheduler_address", "inference", "seed", "fileset", "output_dir",
+    "total_walltime", "cputime", "event_rate_hz", "event_rate_per_worker_hz",
+    "event_rate_processtime_hz", "read_rate_mb_s", "stage_times_s", "workers",
+    "chunks_failed", "failed_chunks", "yields", "accuracy", "outputs", "versions",
+    "git_commit", "host",
+)
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages that matter for the results (None: not installed)."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit(path: str | Path | None = None) -> str | None:
+    """The git commit of the source checkout (with ``-dirty`` when modified), or None."""
+    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=where, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = head.stdout.strip()
+    return commit + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def accuracy_by_process(hist: bh.Histogram, region: str, signal_process: str,
+                        variation: str = "nominal") -> dict[str, float]:
+    """The seed's MLP accuracy per process in a region, and ``overall``.
+
+    Correct means classification 1 for the signal process and 0 for the others; weighted
+    event counts of ``variation``, over all observable bins (flow included), as the seed's
+    ``.sum()`` of the projected histograms.
+
+    Returns:
+        ``{process: accuracy, ..., "overall": accuracy}``; processes without events in the
+        region are left out.
+    """
+    values = hist.view(flow=True).value
+    ir = hist.axes[1].index(region)
+    iv = hist.axes[3].index(variation)
+    if iv >= len(hist.axes[3]):
+        return {}
+    out: dict[str, float] = {}
+    correct_all = total_all = 0.0
+    for ip in range(len(hist.axes[2])):
+        process = hist.axes[2][ip]
+        per_class = values[:, ir, ip, iv, :2].sum(axis=0)
+        total = float(per_class.sum())
+        if total <= 0:
+            continue
+        correct = float(per_class[1] if process == signal_process else per_class[0])
+        out[process] = correct / total
+        correct_all += correct
+        total_all += total
+    if total_all > 0:
+        out["overall"] = correct_all / total_all
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def build_metrics(result: RunResult) -> dict[str, Any]:
+    """The metrics.json record of a run (every key of :data:`METRICS_FIELDS`).
+
+    Seed names: ``walltime`` (s, the processing stage: from submitting the first chunk to
+    receiving the last), ``processtime`` (s, summed over chunks of the time workers spent
+    reading and processing), ``entries`` (events), ``bytesread`` (compressed bytes read),
+    ``chunks``, ``columns`` (branches read), ``num_workers``, ``chunksize``, ...
+    Ours: ``total_walltime`` (s, the whole call), ``cputime`` (s, worker CPU time),
+    ``event_rate_hz`` (entries / walltime), ``event_rate_per_worker_hz`` (that / workers),
+    ``event_rate_processtime_hz`` (entries / processtime: the rate of one busy worker),
+    ``read_rate_mb_s`` (bytesread / walltime, 1 MB = 1e6 B), ``stage_times_s`` (read and
+    process time summed over chunks), ``workers`` (per worker: chunks, events, busy time,
+    CPU time, peak RSS in MB, rate), ``failed_chunks`` (sample, file, entry range, error),
+    ``yields`` (per sample and region: raw and weighted selected events), ``accuracy`` (per
+    region and process), ``outputs`` (file paths), ``versions``, ``git_commit``.
+    """
+    o = result.options
+    wall = result.walltime
+    n_workers = max(1, result.num_workers)
+    rate = result.n_events / wall if wall > 0 else 0.0
+    metrics: dict[str, Any] = {
+        "metrics_version": METRICS_VERSION,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "complete": result.complete,
+        "mode": "io_only" if o.io_only else "analysis",
+        "walltime": wall,
+        "processtime": result.processtime,
+        "entries": result.n_events,
+        "bytesread": result.bytes_read,
+        "chunks": result.n_chunks,
+        "columns": list(result.columns),
+        "num_workers": result.num_workers,
+        "use_dask": o.executor == "dask",
+        "systematics": o.systematics,
+        "n_files_max_per_sample": o.n_files_max_per_sample,
+        "pipeline": "agc-core",
+        "cores_per_worker": 1,
+        "chunksize": o.chunksize,
+        "disable_processing": o.io_only,
+        "io_file_percent": o.io_file_percent if o.io_only else None,
+        "dataset_source": result.dataset_source,
+        "af": platform.node(),
+        "executor": o.executor,
+        "scheduler_address": o.scheduler_address,
+        "inference": None if o.io_only else result.inference,
+        "seed": o.seed,
+        "fileset": str(result.fileset),
+        "output_dir": str(result.output_dir),
+        "total_walltime": result.total_walltime,
+        "cputime": result.cputime,
+        "event_rate_hz": rate,
+        "event_rate_per_worker_hz": rate / n_workers,
+        "event_rate_processtime_hz": (result.n_events / result.processtime
+                                      if result.processtime > 0 else 0.0),
+        "read_rate_mb_s": result.bytes_read / 1e6 / wall if wall > 0 else 0.0,
+        "stage_times_s": dict(result.stage_times),
+        "workers": [w.as_dict() for w in result.workers],
+        "chunks_failed": len(result.failures),
+        "failed_chunks": [f.as_dict() for f in result.failures],
+        "yields": [y.as_dict() for y in result.yields],
+        "accuracy": dict(result.accuracy),
+        "outputs": {k: str(v) for k, v in result.outputs.items()},
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "host": {"node": platform.node(), "platform": platform.platform(),
+                 "cpus": _cpu_count(), "argv": sys.argv},
+    }
+    return _jsonable(metrics)
+
+
+def _cpu_count() -> int | None:
+    import os
+
+    return os.cpu_count()
+
+
+def write_metrics(metrics: dict[str, Any], path: str | Path) -> Path:
+    """Write metrics.json atomically (indented, keys in insertion order)."""
+    return write_text_atomic(path, json.dumps(_jsonable(metrics), indent=2) + "\n")
+
+
+def _si(x: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.2f} {unit}"
+    return f"{x:.1f} "
+
+
+def format_summary(result: RunResult) -> str:
+    """A short human-readable summary of a run (what the CLI prints)."""
+    o = result.options
+    lines = []
+    state = "complete" if result.complete else (
+        f"INCOMPLETE: {len(result.failures)} of {result.n_chunks} chunks failed")
+    mode = f"I/O only ({o.io_file_percent} % branch set)" if o.io_only else "analysis"
+    lines.append(f"agc_core run ({mode}): {state}")
+    lines.append(f"  events processed : {result.n_events:,} in {result.n_chunks} chunks "
+                 f"({result.num_workers} x {o.executor} workers)")
+    wall = result.walltime
+    if wall > 0:
+        rate = result.n_events / wall
+        lines.append(f"  event rate       : {_si(rate)}Hz total, "
+                     f"{_si(rate / max(1, result.num_workers))}Hz per worker "
+                     f"(processing stage {wall:.2f} s, whole run {result.total_walltime:.2f} s)")
+        lines.append(f"  data read        : {result.bytes_read / 1e6:.1f} MB "
+                     f"({result.bytes_read / 1e6 / wall:.1f} MB/s)")
+    if result.yields:
+        lines.append("  selected events  : sample                 "
+                     + "  ".join(f"{r + ' raw':>10} {r + ' weighted':>14}"
+                                 for r in result.yields[0].raw))
+        for y in result.yields:
+            cells = "  ".join(f"{y.raw[r]:>10,} {y.weighted[r]:>14,.1f}" for r in y.raw)
+            lines.append(f"                     {y.process + ' ' + y.variation:<22} {cells}")
+    for region, acc in result.accuracy.items():
+        if "overall" in acc:
+            lines.append(f"  MLP accuracy     : {region} {acc['overall']:.4f}")
+    for failure in result.failures:
+        lines.append(f"  FAILED chunk     : {failure.describe()}")
+    if result.outputs:
+        lines.append(f"  outputs in       : {result.output_dir}")
+        for name, path in result.outputs.items():
+            lines.append(f"    {name:<16} {path}")
+    return "\n".join(lines)
