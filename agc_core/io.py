@@ -1,0 +1,905 @@
+"""Columnar reader: branches of one ROOT file's entry range into flat numpy arrays plus offsets."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import lzma
+import os
+import queue
+import statistics
+import struct
+import sys
+import threading
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import awkward as ak
+import cramjam
+import numba
+import numpy as np
+import uproot
+import xxhash
+from uproot.source.file import MemmapSource
+
+from agc_core.config import AnalysisConfig
+from agc_core.errors import ConfigError, InputError
+from agc_core.fileset import is_url
+
+log = logging.getLogger(__name__)
+
+#: how many opened files each process keeps (opening costs ~4-10 ms, a chunk ~10-100 ms)
+OPEN_FILES_MAX = 8
+
+_KEY = struct.Struct(">ihiIhh")        # TKey: fNbytes, fVersion, fObjlen, fDatime, fKeylen, fCycle
+_BASKET = struct.Struct(">Hiiii")      # TBasket: fVersion, fBufferSize, fNevBufSize, fNevBuf, fLast
+_BLOCK = struct.Struct("<2sB3s3s")     # compression block: algorithm, method, c-size, u-size (LE)
+_NATIVE_SWAP = sys.byteorder == "little"
+
+
+class Chunk(NamedTuple):
+    """The branches of one file's entry range, as flat arrays.
+
+    Attributes:
+        n_events: ``entry_stop - entry_start``.
+        entry_start: first entry read (global index in the file).
+        entry_stop: one past the last entry read.
+        columns: branch name -> flat contiguous array in the stored dtype, native byte order
+            (``float32`` for float branches). For a jagged branch, the content of all its
+            events; for a per-event scalar (``met_pt``), one value per event.
+        offsets: collection name (the branch-name part before the first ``_``: ``jet`` for
+            ``jet_pt``) -> ``int64`` offsets of length ``n_events + 1`` starting at 0, shared
+            by every jagged branch of the collection. Scalars have none.
+        bytes_read: compressed bytes of the baskets read (whole baskets including their key
+            headers, as stored in the file: ``fBasketBytes``), i.e. what came from storage; a
+            basket that straddles two chunks counts in both.
+    """
+
+    n_events: int
+    entry_start: int
+    entry_stop: int
+    columns: dict[str, np.ndarray]
+    offsets: dict[str, np.ndarray]
+    bytes_read: int
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What :func:`check_file` learned about a file.
+
+    Attributes:
+        path: the file (as given).
+        tree: the tree name.
+        num_entries: number of entries (events) of the tree.
+        branches: every branch name of the tree.
+        compressed_bytes: compressed size (all baskets, ``fZipBytes``) of the checked branches.
+    """
+
+    path: str
+    tree: str
+    num_entries: int
+    branches: tuple[str, ...]
+    compressed_bytes: int
+
+
+# ---------------------------------------------------------------------------------------------
+# decompression
+
+
+def _zlib_backends() -> dict[str, Callable[[np.ndarray, np.ndarray], int]]:
+    """Available zlib decompressors, fastest first: each writes into ``out``, returns bytes."""
+    backends: dict[str, Callable[[np.ndarray, np.ndarray], int]] = {}
+    try:  # libdeflate: ~2x zlib's speed (optional; not installed by default)
+        import deflate  # type: ignore[import-not-found]
+
+        def _libdeflate(src: np.ndarray, out: np.ndarray) -> int:
+            res = deflate.zlib_decompress(src, len(out))
+            out[: len(res)] = np.frombuffer(res, np.uint8)
+            return len(res)
+
+        backends["libdeflate"] = _libdeflate
+    except ImportError:
+        pass
+
+    def _cramjam(src: np.ndarray, out: np.ndarray) -> int:
+        return int(cramjam.zlib.decompress_into(src, out))
+
+    def _zlib(src: np.ndarray, out: np.ndarray) -> int:
+        res = zlib.decompress(src, bufsize=len(out))
+        out[: len(res)] = np.frombuffer(res, np.uint8)
+        return len(res)
+
+    backends["cramjam"] = _cramjam  # ~1.3x zlib's speed; cramjam comes with uproot
+    backends["zlib"] = _zlib
+    return backends
+
+
+ZLIB_BACKENDS = _zlib_backends()
+_zlib_name = next(iter(ZLIB_BACKENDS))
+_zlib_into = ZLIB_BACKENDS[_zlib_name]
+
+
+def zlib_backend() -> str:
+    """Name of the zlib decompressor in use (``libdeflate``, ``cramjam`` or ``zlib``)."""
+    return _zlib_name
+
+
+def decompress_into(src: np.ndarray, out: np.ndarray) -> None:
+    """Decompress a ROOT compressed payload (one or more blocks) into ``out``.
+
+    Handles ROOT's 9-byte block headers: ``ZL`` (zlib), ``L4`` (LZ4 with xxhash64 checksum),
+    ``ZS`` (zstd), ``XZ`` (lzma).
+
+    Args:
+        src: the compressed bytes (``uint8``).
+        out: ``uint8`` buffer of exactly the uncompressed size.
+
+    Raises:
+        ValueError: unknown algorithm, bad checksum, or sizes that do not add up.
+    """
+    pos = 0
+    filled = 0
+    n = len(src)
+    while pos < n:
+        if pos + 9 > n:
+            raise ValueError(f"compressed payload ends inside a block header at byte {pos}")
+        algo, _method, c3, u3 = _BLOCK.unpack(src[pos:pos + 9].tobytes())
+        csize = int.from_bytes(c3, "little")
+        usize = int.from_bytes(u3, "little")
+        block = src[pos + 9:pos + 9 + csize]
+        if len(block) != csize:
+            raise ValueError(f"compressed block at byte {pos} is cut ({len(block)} of {csize} "
+                             f"bytes)")
+        dest = out[filled:filled + usize]
+        if len(dest) != usize:
+            raise ValueError(f"blocks decompress to more than the {len(out)} bytes expected")
+        if algo == b"ZL":
+            got = _zlib_into(block, dest)
+        elif algo == b"L4":
+            checksum = int.from_bytes(block[:8].tobytes(), "big")
+            payload = block[8:]
+            if xxhash.xxh64_intdigest(payload) != checksum:
+                raise ValueError(f"LZ4 block at byte {pos}: checksum mismatch")
+            got = int(cramjam.lz4.decompress_block_into(payload, dest))
+        elif algo == b"ZS":
+            got = int(cramjam.zstd.decompress_into(block, dest))
+        elif algo == b"XZ":
+            res = lzma.decompress(block.tobytes())
+            got = len(res)
+            dest[:got] = np.frombuffer(res, np.uint8)[:usize]
+        else:
+            raise ValueError(f"unknown compression algorithm {algo!r} at byte {pos}")
+        if got != usize:
+            raise ValueError(f"block at byte {pos} decompressed to {got} bytes, expected {usize}")
+        pos += 9 + csize
+        filled += usize
+    if filled != len(out):
+        raise ValueError(f"payload decompressed to {filled} bytes, expected {len(out)}")
+
+
+class _Basket(NamedTuple):
+    """A decoded basket: its data bytes and per-entry byte offsets (None for fixed size)."""
+
+    data: np.ndarray
+    byte_offsets: np.ndarray | None
+    num_entries: int
+
+
+def decode_basket(raw: np.ndarray) -> _Basket:
+    """Decode one free-standing basket (TKey + TBasket header + payload).
+
+    Args:
+        raw: the basket's bytes as stored (``fBasketBytes`` long), ``uint8``.
+
+    Returns:
+        The uncompressed data (entry contents) and, for variable-size entries, the int64 byte
+        offsets of the entries within it (length ``num_entries + 1``).
+
+    Raises:
+        ValueError: the bytes are not a consistent basket (cut, corrupt).
+    """
+    if len(raw) < _KEY.size:
+        raise ValueError(f"basket is cut: {len(raw)} bytes, shorter than its key header")
+    nbytes, _kv, objlen, _dt, keylen, _cycle = _KEY.unpack(raw[:_KEY.size].tobytes())
+    if nbytes != len(raw) or not _KEY.size + _BASKET.size < keylen <= nbytes or objlen < 0:
+        raise ValueError(f"basket header is inconsistent (fNbytes={nbytes}, fKeylen={keylen}, "
+                         f"{len(raw)} bytes read)")
+    head = raw[keylen - _BASKET.size - 1:keylen - 1].tobytes()
+    _version, _bufsize, _nevbufsize, nevbuf, last = _BASKET.unpack(head)
+    border = last - keylen
+    if not 0 <= border <= objlen or nevbuf < 0:
+        raise ValueError(f"basket header is inconsistent (fLast={last}, fObjlen={objlen})")
+    if nbytes - keylen == objlen:  # stored uncompressed
+        payload = raw[keylen:nbytes]
+    else:
+        payload = np.empty(objlen, np.uint8)
+        decompress_into(raw[keylen:nbytes], payload)
+    if border == objlen:
+        return _Basket(payload, None, nevbuf)
+    stored = payload[border:border + 4 * (nevbuf + 1)].view(">i4")
+    if len(stored) < nevbuf + 1 or stored[0] < nevbuf:
+        raise ValueError(f"basket entry offsets are cut ({len(stored)} for {nevbuf} entries)")
+    byte_offsets = np.empty(nevbuf + 1, np.int64)
+    np.subtract(stored[1:nevbuf + 1], keylen, out=byte_offsets[:nevbuf])
+    byte_offsets[nevbuf] = border
+    return _Basket(payload[:border], byte_offsets, nevbuf)
+
+
+# ---------------------------------------------------------------------------------------------
+# numba helpers (the only per-entry loops of the reader)
+
+
+@numba.njit(cache=True, nogil=True)
+def _offsets_from_bytes(byte_offsets, lo, hi, header, itemsize, out, at, base):  # pragma: no cover
+    """Write item offsets of entries [lo, hi) into out[at+1 : at+1+hi-lo] continuing from base.
+
+    Returns the new base, or -(1 + i) for the first entry i whose byte count is impossible.
+    """
+    for i in range(lo, hi):
+        nb = byte_offsets[i + 1] - byte_offsets[i] - header
+        if nb < 0 or nb % itemsize != 0:
+            return -(1 + i)
+        base += nb // itemsize
+        at += 1
+        out[at] = base
+    return base
+
+
+@numba.njit(cache=True, nogil=True)
+def _strip_headers(data, byte_offsets, lo, hi, header, out, pos):  # pragma: no cover
+    """Copy the contents of entries [lo, hi), dropping each entry's header bytes, to out[pos:]."""
+    for i in range(lo, hi):
+        a = byte_offsets[i] + header
+        n = byte_offsets[i + 1] - a
+        out[pos:pos + n] = data[a:a + n]
+        pos += n
+    return pos
+
+
+# ---------------------------------------------------------------------------------------------
+# opening files (cached per process)
+
+
+class _Handle:
+    """An opened file with its trees, cached by :func:`_open`."""
+
+    def __init__(self, path: str, directory: Any) -> None:
+        self.path = path
+        self.directory = directory
+        self.trees: dict[str, Any] = {}
+
+
+_cache: OrderedDict[tuple[Any, ...], _Handle] = OrderedDict()
+_cache_lock = threading.Lock()
+_cache_pid = os.getpid()
+
+
+def close_files() -> None:
+    """Close every file this process keeps open for :func:`read_chunk` (a cache)."""
+    global _cache_pid
+    with _cache_lock:
+        if _cache_pid == os.getpid():
+            for handle in _cache.values():
+                handle.directory.close()
+        _cache.clear()
+        _cache_pid = os.getpid()
+
+
+def _local_path(path: str) -> str | None:
+    """The local filesystem path of ``path`` or None for a remote URL."""
+    if path.startswith("file://"):
+        return path[len("file://"):]
+    return None if is_url(path) else path
+
+
+def _root_header_end(local: str) -> int | None:
+    """The file length declared in a ROOT file's header (``fEND``), None if not a ROOT file."""
+    with open(local, "rb") as fh:
+        head = fh.read(32)
+    if len(head) < 20 or head[:4] != b"root":
+        return None
+    version = int.from_bytes(head[4:8], "big")
+    if version >= 1000000:
+        return int.from_bytes(head[12:20], "big") if len(head) >= 20 else None
+    return int.from_bytes(head[12:16], "big")
+
+
+def _check_local(path: str, local: str) -> os.stat_result:
+    """Check that a local file exists, is not empty and is not shorter than its header says.
+
+    Raises:
+        InputError: missing, a directory, unreadable, empty, not ROOT, or truncated.
+    """
+    try:
+        st = os.stat(local)
+        if os.path.isdir(local):
+            raise InputError(f"{path}: is a directory, not a ROOT file")
+        if st.st_size == 0:
+            raise InputError(f"{path}: empty file (0 bytes), not a ROOT file")
+        end = _root_header_end(local)
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: file not found") from exc
+    except PermissionError as exc:
+        raise InputError(f"{path}: cannot read file (permission denied)") from exc
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
+    if end is None:
+        raise InputError(f"{path}: not a ROOT file (no 'root' signature at its start)")
+    if st.st_size < end:
+        raise InputError(f"{path}: truncated file: {st.st_size} bytes, but its ROOT header "
+                         f"declares {end}")
+    return st
+
+
+def _open(path: str) -> _Handle:
+    """Open ``path`` (local path or URL) or return the cached handle.
+
+    Raises:
+        InputError: the file cannot be opened as ROOT file.
+    """
+    global _cache_pid
+    local = _local_path(path)
+    if local is not None:
+        st = _check_local(path, local)
+        key: tuple[Any, ...] = (os.path.abspath(local), st.st_ino, st.st_size, st.st_mtime_ns)
+    else:
+        key = (path,)
+    with _cache_lock:
+        if _cache_pid != os.getpid():  # forked: the parent's handles are not ours to use
+            _cache.clear()
+            _cache_pid = os.getpid()
+        handle = _cache.get(key)
+        if handle is not None:
+            _cache.move_to_end(key)
+            return handle
+    try:
+        if local is not None:
+            directory = uproot.open(local, handler=MemmapSource, array_cache=None)
+        else:
+            directory = uproot.open(path, array_cache=None)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        raise InputError(f"{path}: cannot open as ROOT file ({type(exc).__name__}: "
+                         f"{_first_line(exc)})") from exc
+    handle = _Handle(path, directory)
+    with _cache_lock:
+        _cache[key] = handle
+        while len(_cache) > OPEN_FILES_MAX:
+            _, old = _cache.popitem(last=False)
+            old.directory.close()
+    return handle
+
+
+def _forget(path: str) -> None:
+    """Drop ``path`` from the open-file cache (after an error: the file may change)."""
+    with _cache_lock:
+        for key in [k for k, h in _cache.items() if h.path == path]:
+            _cache.pop(key).directory.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else repr(exc)
+
+
+def _tree(handle: _Handle, tree: str) -> Any:
+    """The TTree ``tree`` of an opened file.
+
+    Raises:
+        InputError: no such tree (listing the trees there are), or not a TTree.
+    """
+    obj = handle.trees.get(tree)
+    if obj is not None:
+        return obj
+    path = handle.path
+    try:
+        classnames = handle.directory.classnames()
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        _forget(path)
+        raise InputError(f"{path}: cannot list the file's contents, truncated or corrupt file? "
+                         f"({type(exc).__name__}: {_first_line(exc)})") from exc
+    names = {k.split(";")[0]: v for k, v in classnames.items()}
+    if tree not in names:
+        trees = sorted(k for k, v in names.items() if v in ("TTree", "TNtuple"))
+        raise InputError(f"{path}: no tree '{tree}' (trees in the file: "
+                         f"{', '.join(trees) if trees else 'none'})")
+    if names[tree] not in ("TTree", "TNtuple"):
+        raise InputError(f"{path}: '{tree}' is a {names[tree]}, not a TTree")
+    try:
+        obj = handle.directory[tree]
+        obj.keys()
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        _forget(path)
+        raise InputError(f"{path}: cannot read tree '{tree}', truncated or corrupt file? "
+                         f"({type(exc).__name__}: {_first_line(exc)})") from exc
+    handle.trees[tree] = obj
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# branches
+
+
+def collection_of(branch: str) -> str:
+    """The collection a jagged branch belongs to: the name before the first ``_``.
+
+    Args:
+        branch: e.g. ``jet_pt``.
+
+    Returns:
+        e.g. ``jet`` (the whole name when it has no ``_``).
+    """
+    return branch.split("_", 1)[0]
+
+
+class _Plan(NamedTuple):
+    """How to decode a branch: ``kind`` is scalar, jagged (native decoders) or uproot."""
+
+    kind: str
+    from_dtype: np.dtype
+    to_dtype: np.dtype
+    header: int
+
+
+def _is_plain(interp: Any) -> bool:
+    return type(interp) is uproot.AsDtype and interp.from_dtype.shape == ()
+
+
+def _plan(branch: Any, path: str, tree: str) -> _Plan:
+    """Classify a branch's interpretation.
+
+    Raises:
+        InputError: the branch holds neither numbers nor variable-length lists of numbers.
+    """
+    interp = branch.interpretation
+    if _is_plain(interp):
+        return _Plan("scalar", interp.from_dtype, interp.to_dtype, 0)
+    if isinstance(interp, uproot.AsJagged) and _is_plain(interp.content):
+        c = interp.content
+        return _Plan("jagged", c.from_dtype, c.to_dtype, interp.header_bytes)
+    numeric = (uproot.AsDtype, uproot.interpretation.numerical.TruncatedNumerical)
+    if isinstance(interp, numeric) or (isinstance(interp, uproot.AsJagged)
+                                        and isinstance(interp.content, numeric)):
+        return _Plan("uproot", np.dtype(np.float64), np.dtype(np.float64), 0)
+    raise InputError(f"{path}: tree '{tree}', branch '{branch.name}' of type "
+                     f"{branch.typename} ({interp}) is neither a number nor a vector of numbers")
+
+
+def _branches(t: Any, names: Sequence[str], path: str, tree: str) -> list[Any]:
+    """Look up branches by name.
+
+    Raises:
+        InputError: naming the first missing branch and close matches.
+    """
+    out = []
+    keys = None
+    for name in names:
+        try:
+            out.append(t[name])
+        except KeyError:
+            keys = keys if keys is not None else t.keys()
+            close = difflib.get_close_matches(name, keys, n=3)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise InputError(f"{path}: tree '{tree}' has no branch '{name}'{hint}") from None
+    return out
+
+
+def _check_range(path: str, tree: str, n: int, start: Any, stop: Any) -> tuple[int, int]:
+    """Validate an entry range against the tree's number of entries.
+
+    Raises:
+        InputError: non-integer bounds or a range outside [0, n].
+    """
+    try:
+        a = 0 if start is None else int(start.__index__())
+        b = n if stop is None else int(stop.__index__())
+    except (AttributeError, TypeError):
+        raise InputError(f"{path}: entry range [{start!r}, {stop!r}) must be integers") from None
+    if not 0 <= a <= b <= n:
+        raise InputError(f"{path}: entry range [{a}, {b}) is out of bounds: tree '{tree}' has "
+                         f"{n} entries")
+    return a, b
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def _fetch(handle: _Handle, branches: list[Any], start: int, stop: int
+           ) -> tuple[list[list[tuple[int, Any]]], dict[tuple[int, int], np.ndarray], int]:
+    """Request every basket overlapping [start, stop) of ``branches`` in one source call.
+
+    Returns:
+        per branch the (basket number, byte range or embedded basket) list, the raw bytes per
+        byte range, and the total compressed bytes.
+    """
+    items = [b.entries_to_ranges_or_baskets(start, stop) for b in branches]
+    ranges = []
+    nbytes = 0
+    for b, its in zip(branches, items, strict=True):
+        for num, r in its:
+            if isinstance(r, tuple):
+                ranges.append((int(r[0]), int(r[1])))
+                nbytes += int(r[1]) - int(r[0])
+            else:
+                nbytes += int(b.basket_compressed_bytes(num))
+    raw: dict[tuple[int, int], np.ndarray] = {}
+    if ranges:
+        source = branches[0].file.source
+        for c in source.chunks(ranges, notifications=queue.Queue()):
+            data = c.raw_data
+            raw[(c.start, c.stop)] = (data if isinstance(data, np.ndarray)
+                                      else np.frombuffer(data, np.uint8))
+    return items, raw, nbytes
+
+
+def _pieces(branch: Any, its: list[tuple[int, Any]], raw: dict[tuple[int, int], np.ndarray],
+            start: int, stop: int) -> list[tuple[_Basket, int, int]]:
+    """Decode the baskets of one branch: (basket, first local entry, stop local entry) each."""
+    out = []
+    for num, r in its:
+        if isinstance(r, tuple):
+            key = (int(r[0]), int(r[1]))
+            data = raw[key]
+            if len(data) != key[1] - key[0]:
+                raise ValueError(f"basket {num} at bytes [{key[0]}, {key[1]}) is cut: only "
+                                 f"{len(data)} bytes could be read (truncated file?)")
+            basket = decode_basket(data)
+        else:  # embedded basket (file not closed properly), decoded by uproot
+            bo = r.byte_offsets
+            basket = _Basket(r.data, None if bo is None else bo.astype(np.int64), r.num_entries)
+        b0, b1 = (int(x) for x in branch.basket_entry_start_stop(num))
+        if basket.num_entries != b1 - b0:
+            raise ValueError(f"basket {num} holds {basket.num_entries} entries, the branch "
+                             f"metadata says {b1 - b0}")
+        out.append((basket, max(start, b0) - b0, min(stop, b1) - b0))
+    return out
+
+
+def _read_scalar(pieces: list[tuple[_Basket, int, int]], plan: _Plan, n: int) -> np.ndarray:
+    """Concatenate a fixed-size branch's entries, converting to native byte order."""
+    out = np.empty(n, plan.to_dtype)
+    pos = 0
+    size = plan.from_dtype.itemsize
+    for basket, lo, hi in pieces:
+        if len(basket.data) < hi * size:
+            raise ValueError(f"basket holds {len(basket.data)} bytes, fewer than {hi} entries "
+                             f"of {size} bytes")
+        out[pos:pos + hi - lo] = basket.data[lo * size:hi * size].view(plan.from_dtype)
+        pos += hi - lo
+    return out
+
+
+def _read_jagged(pieces: list[tuple[_Basket, int, int]], plan: _Plan, n: int,
+                 start: int) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate a jagged branch's entries: (flat native content, int64 offsets)."""
+    size = plan.from_dtype.itemsize
+    offsets = np.empty(n + 1, np.int64)
+    offsets[0] = 0
+    at = 0
+    base = 0
+    for basket, lo, hi in pieces:
+        bo = basket.byte_offsets
+        if bo is None:
+            raise _NeedsUproot
+        if len(bo) != basket.num_entries + 1 or bo[0] < 0 or bo[-1] > len(basket.data):
+            raise ValueError("basket entry offsets do not fit its data")
+        res = _offsets_from_bytes(bo, lo, hi, plan.header, size, offsets, at, base)
+        if res < 0:
+            raise ValueError(f"entry {start + at + (-res - 1 - lo)} has an impossible size")
+        at += hi - lo
+        base = res
+    content = np.empty(base, plan.to_dtype)
+    pos = 0
+    swap = plan.from_dtype.byteorder == ">" and _NATIVE_SWAP and size > 1
+    for basket, lo, hi in pieces:
+        bo = basket.byte_offsets
+        if plan.header == 0:
+            seg = basket.data[bo[lo]:bo[hi]].view(plan.from_dtype)
+            content[pos:pos + len(seg)] = seg
+            pos += len(seg)
+        else:
+            raw = content.view(np.uint8)
+            end = _strip_headers(basket.data, bo, lo, hi, plan.header, raw, pos * size)
+            if swap:
+                content[pos:end // size].byteswap(inplace=True)
+            pos = end // size
+    return content, offsets
+
+
+class _NeedsUproot(Exception):
+    """A branch layout the native decoder does not handle (e.g. counts from a counter branch)."""
+
+
+def _read_with_uproot(branch: Any, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a branch with uproot's own interpretation: (flat content, offsets or None)."""
+    arr = branch.array(entry_start=start, entry_stop=stop, library="ak", array_cache=None)
+    if arr.ndim == 1:
+        return np.ascontiguousarray(ak.to_numpy(arr)), None
+    if arr.ndim == 2:
+        content = np.ascontiguousarray(ak.to_numpy(ak.flatten(arr, axis=1)))
+        offsets = np.zeros(len(arr) + 1, np.int64)
+        np.cumsum(ak.to_numpy(ak.num(arr, axis=1)), out=offsets[1:])
+        return content, offsets
+    raise ValueError(f"branch has {arr.ndim} dimensions; only numbers and vectors are read")
+
+
+def read_chunk(path: str, branches: Iterable[str], entry_start: int = 0,
+               entry_stop: int | None = None, tree: str = "events") -> Chunk:
+    """Read branches of one entry range of a file into flat arrays plus per-collection offsets.
+
+    Works for any local path or URL uproot opens, for ``std::vector<T>`` branches written by
+    ROOT (AGC ntuples) and for ``T[]`` leaves with a counter written by uproot alike. Baskets
+    are fetched in one request, decompressed straight into numpy buffers and copied once into
+    the output (converting big-endian to native); no awkward arrays or Python objects per event.
+
+    Args:
+        path: local file path or URL (``https://``, ``root://``).
+        branches: branch names, e.g. ``cfg.analysis_branches``.
+        entry_start: first entry to read.
+        entry_stop: one past the last entry; None reads to the end.
+        tree: the TTree name.
+
+    Returns:
+        The :class:`Chunk`.
+
+    Raises:
+        InputError: missing or unreadable file, truncated or corrupt file, missing tree or branch,
+            entry range out of bounds, inconsistent multiplicities within a collection. Each
+            message names the file (and tree, branch, entry range where they matter).
+    """
+    path = os.fspath(path)
+    names = list(dict.fromkeys(branches))
+    handle = _open(path)
+    t = _tree(handle, tree)
+    start, stop = _check_range(path, tree, t.num_entries, entry_start, entry_stop)
+    objs = _branches(t, names, path, tree)
+    plans = [_plan(b, path, tree) for b in objs]
+    n = stop - start
+    where = f"{path}: tree '{tree}', entries [{start}, {stop})"
+    columns: dict[str, np.ndarray] = {}
+    offsets: dict[str, np.ndarray] = {}
+    owner: dict[str, str] = {}
+    current = ""
+    try:
+        if n == 0:
+            items, raw, nbytes = [[] for _ in objs], {}, 0
+        else:
+            items, raw, nbytes = _fetch(handle, objs, start, stop)
+        for name, b, plan, its in zip(names, objs, plans, items, strict=True):
+            current = f", branch '{name}'"
+            off = None
+            try:
+                if plan.kind == "uproot":
+                    raise _NeedsUproot
+                pieces = _pieces(b, its, raw, start, stop)
+                if plan.kind == "scalar":
+                    columns[name] = _read_scalar(pieces, plan, n)
+                else:
+                    columns[name], off = _read_jagged(pieces, plan, n, start)
+            except _NeedsUproot:
+                columns[name], off = _read_with_uproot(b, start, stop)
+            if off is not None:
+                coll = collection_of(name)
+                if coll not in offsets:
+                    offsets[coll], owner[coll] = off, name
+                elif not np.array_equal(offsets[coll], off):
+                    diff = np.flatnonzero(np.diff(offsets[coll]) != np.diff(off))
+                    raise InputError(f"{where}: branches '{owner[coll]}' and '{name}' of "
+                                     f"collection '{coll}' have different multiplicities (first "
+                                     f"at entry {start + int(diff[0])})")
+    except (InputError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        _forget(path)
+        raise InputError(f"{where}{current}: cannot read, truncated or corrupt file? "
+                         f"({type(exc).__name__}: {_first_line(exc)})") from exc
+    return Chunk(n, start, stop, columns, offsets, nbytes)
+
+
+def num_entries(path: str, tree: str = "events") -> int:
+    """Number of entries of a file's tree.
+
+    Args:
+        path: local file path or URL.
+        tree: the TTree name.
+
+    Returns:
+        The number of entries.
+
+    Raises:
+        InputError: missing, unreadable, truncated file or missing tree.
+    """
+    path = os.fspath(path)
+    return int(_tree(_open(path), tree).num_entries)
+
+
+def check_file(path: str, branches: Iterable[str] = (), tree: str = "events") -> FileInfo:
+    """Check once that a file can be read: it opens, has the tree, the branches, readable types.
+
+    Args:
+        path: local file path or URL.
+        branches: the branches that will be read.
+        tree: the TTree name.
+
+    Returns:
+        The :class:`FileInfo` (entries, branch names, compressed size of ``branches``).
+
+    Raises:
+        InputError: missing, unreadable or truncated file, missing tree, missing branch or a
+            branch that is not numeric.
+    """
+    path = os.fspath(path)
+    names = list(dict.fromkeys(branches))
+    t = _tree(_open(path), tree)
+    objs = _branches(t, names, path, tree)
+    for b in objs:
+        _plan(b, path, tree)
+    return FileInfo(path, tree, int(t.num_entries), tuple(t.keys()),
+                    int(sum(int(b.compressed_bytes) for b in objs)))
+
+
+def chunk_ranges(path: str, branches: Iterable[str], step: int,
+                 tree: str = "events") -> list[tuple[int, int]]:
+    """Split a file's entries into chunks of about ``step`` that end on basket boundaries.
+
+    A chunk ends at the first entry >= ``start + step`` where every one of ``branches`` starts a
+    new basket, so no basket is decompressed twice; when the next such boundary lies beyond
+    ``start + 2 * step`` the chunk is cut at ``start + step`` instead (bounded memory).
+
+    Args:
+        path: local file path or URL.
+        branches: the branches that will be read.
+        step: target number of entries per chunk (>= 1).
+        tree: the TTree name.
+
+    Returns:
+        (entry_start, entry_stop) pairs covering all entries in order; empty for an empty tree.
+
+    Raises:
+        InputError: as :func:`check_file`.
+        ConfigError: ``step`` < 1.
+    """
+    if step < 1:
+        raise ConfigError(f"chunk size must be a positive number of entries, got {step}")
+    path = os.fspath(path)
+    t = _tree(_open(path), tree)
+    n = int(t.num_entries)
+    common: set[int] | None = None
+    for b in _branches(t, list(dict.fromkeys(branches)), path, tree):
+        edges = {int(x) for x in b.entry_offsets}
+        common = edges if common is None else common & edges
+    bounds = sorted(x for x in (common or set()) if 0 < x < n)
+    out = []
+    start = 0
+    i = 0
+    while start < n:
+        while i < len(bounds) and bounds[i] < start + step:
+            i += 1
+        stop = bounds[i] if i < len(bounds) else n
+        if stop > start + 2 * step:
+            stop = start + step
+        out.append((start, stop))
+        start = stop
+    return out
+
+
+def branch_set(cfg: AnalysisConfig, name_or_percent: str | int) -> tuple[str, ...]:
+    """The branches to read: the analysis set or an AGC I/O benchmark set.
+
+    Args:
+        cfg: the analysis configuration.
+        name_or_percent: ``"analysis"``, or a percentage of ``cfg.io_branch_sets``
+            (``4``, ``"15"``, ``"25%"``, ...).
+
+    Returns:
+        The branch names.
+
+    Raises:
+        ConfigError: unknown set.
+    """
+    if isinstance(name_or_percent, str) and name_or_percent.strip().lower() == "analysis":
+        return tuple(cfg.analysis_branches)
+    text = str(name_or_percent).strip().rstrip("%")
+    if text.isdigit() and int(text) in cfg.io_branch_sets:
+        return tuple(cfg.io_branch_sets[int(text)])
+    choices = ", ".join(["analysis", *(str(k) for k in sorted(cfg.io_branch_sets))])
+    raise ConfigError(f"unknown branch set {name_or_percent!r} (choose from {choices}; "
+                      f"see io_branch_sets in {cfg.path})")
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmark
+
+
+def _read_uproot_ak(path: str, branches: list[str], ranges: list[tuple[int, int]],
+                    tree: str) -> None:
+    """Plain uproot: open the file and read the branches into awkward arrays."""
+    with uproot.open(path) as f:
+        t = f[tree]
+        for a, b in ranges:
+            t.arrays(branches, entry_start=a, entry_stop=b, library="ak")
+
+
+def _read_agc(path: str, branches: list[str], ranges: list[tuple[int, int]], tree: str) -> int:
+    """Our reader, from a closed file as uproot starts; returns the compressed bytes read."""
+    close_files()
+    return sum(read_chunk(path, branches, a, b, tree).bytes_read for a, b in ranges)
+
+
+def benchmark_read(path: str, branches: Sequence[str], repeats: int = 5, tree: str = "events",
+                   step: int | None = None) -> dict[str, Any]:
+    """Time :func:`read_chunk` against plain uproot (``library="ak"``) on the same branches.
+
+    Both read the whole file (in chunks of ``step`` entries if given, aligned to baskets by
+    :func:`chunk_ranges`), opening it anew on every repeat, in this process (one core; uproot's
+    default source may use a helper thread for I/O, counted in its CPU time). Runs alternate
+    between the two readers after one warm-up each (warm page cache).
+
+    Args:
+        path: the ROOT file.
+        branches: branches to read, e.g. ``branch_set(cfg, "analysis")``.
+        repeats: timed runs per reader (the best and the median are reported).
+        tree: the TTree name.
+        step: entries per chunk; None reads the file in one chunk.
+
+    Returns:
+        ``{"path", "tree", "branches", "n_events", "compressed_bytes", "uncompressed_bytes",
+        "zlib_backend", "repeats", "agc_core": stats, "uproot_ak": stats, "speedup"}`` where
+        stats = ``{"best_s", "median_s", "cpu_s", "events_per_s", "mb_per_s"}`` (rates from the
+        best time; MB/s = compressed MB read per second) and speedup = agc_core / uproot_ak
+        events per second.
+
+    Raises:
+        InputError: as :func:`read_chunk`.
+    """
+    path = os.fspath(path)
+    names = list(dict.fromkeys(branches))
+    n = num_entries(path, tree)
+    ranges = chunk_ranges(path, names, step, tree) if step else [(0, n)]
+    whole = read_chunk(path, names, 0, n, tree)
+    uncompressed = sum(a.nbytes for a in whole.columns.values())
+    uncompressed += sum(a.nbytes for a in whole.offsets.values())
+    del whole
+    runners: dict[str, Callable[[], Any]] = {
+        "agc_core": lambda: _read_agc(path, names, ranges, tree),
+        "uproot_ak": lambda: _read_uproot_ak(path, names, ranges, tree),
+    }
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    cpus: dict[str, list[float]] = {k: [] for k in runners}
+    nbytes = 0
+    for k, run in runners.items():  # warm-up (page cache, numba compilation)
+        res = run()
+        if k == "agc_core":
+            nbytes = int(res)
+    for _ in range(max(1, repeats)):
+        for k, run in runners.items():
+            c0, t0 = time.process_time(), time.perf_counter()
+            run()
+            times[k].append(time.perf_counter() - t0)
+            cpus[k].append(time.process_time() - c0)
+
+    def stats(k: str) -> dict[str, float]:
+        best = min(times[k])
+        return {"best_s": best, "median_s": statistics.median(times[k]),
+                "cpu_s": statistics.median(cpus[k]), "events_per_s": n / best,
+                "mb_per_s": nbytes / best / 1e6}
+
+    result = {"path": path, "tree": tree, "branches": names, "n_events": n,
+              "compressed_bytes": nbytes, "uncompressed_bytes": int(uncompressed),
+              "zlib_backend": zlib_backend(), "repeats": repeats,
+              "agc_core": stats("agc_core"), "uproot_ak": stats("uproot_ak")}
+    result["speedup"] = result["agc_core"]["events_per_s"] / result["uproot_ak"]["events_per_s"]
+    log.info("read %s: agc_core %.0f ev/s (%.1f MB/s), uproot ak %.0f ev/s (%.1f MB/s)", path,
+             result["agc_core"]["events_per_s"], result["agc_core"]["mb_per_s"],
+             result["uproot_ak"]["events_per_s"], result["uproot_ak"]["mb_per_s"])
+    return result
