@@ -1,0 +1,45 @@
+"""Jet four-vector components and angular distances in the seed's float32 precision."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def momentum_xyz(pt: np.float32, eta: np.float32, phi: np.float32
+                 ) -> tuple[np.float32, np.float32, np.float32]:
+    """Cartesian momentum of a jet, trigonometry in float64, each component rounded once.
+
+    Args:
+        pt: transverse momentum (GeV, float32, unscaled).
+        eta: pseudorapidity (float32).
+        phi: azimuth (rad, float32).
+
+    Returns:
+        (px, py, pz) as float32 (GeV): ``float32(float64(pt) * cos(float64(phi)))``,
+        ``float32(float64(pt) * sin(float64(phi)))``, ``float32(float64(pt) * sinh(float64(eta)))``.
+    """
+    pt64 = np.float64(pt)
+    phi64 = np.float64(phi)
+    px = np.float32(pt64 * math.cos(phi64))
+    py = np.float32(pt64 * math.sin(phi64))
+    pz = np.float32(pt64 * math.sinh(np.float64(eta)))
+    return px, py, pz
+
+
+@njit(cache=True)
+def momentum_squared(px: np.float32, py: np.float32, pz: np.float32) -> np.float32:
+    """``(px*px + py*py) + pz*pz`` in float32 (GeV^2), the seed's order of operations."""
+    return (px * px + py * py) + pz * pz
+
+
+@njit(cache=True)
+def delta_r(eta1: np.float32, phi1: np.float32, eta2: np.float32, phi2: np.float32
+            ) -> np.float32:
+    """The seed's ``sqrt((eta1 - eta2)**2 + (phi1 - phi2)**2)`` in float32, dphi NOT wrapped."""
+    deta = eta1 - eta2
+    dphi = phi1 - phi2
+    return np.float32(math.sqrt(deta * deta + dphi * dphi))
