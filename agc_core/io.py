@@ -234,16 +234,18 @@ def decode_basket(raw: np.ndarray) -> _Basket:
 
 
 @numba.njit(cache=True, nogil=True)
-def _offsets_from_bytes(byte_offsets, lo, hi, header, itemsize, out, at, base):  # pragma: no cover
+def _offsets_from_bytes(byte_offsets, lo, hi, header, shift, out, at, base):  # pragma: no cover
     """Write item offsets of entries [lo, hi) into out[at+1 : at+1+hi-lo] continuing from base.
 
-    Returns the new base, or -(1 + i) for the first entry i whose byte count is impossible.
+    Items are ``1 << shift`` bytes. Returns the new base, or -(1 + i) for the first entry i
+    whose byte count is negative or not a whole number of items.
     """
+    mask = (1 << shift) - 1
     for i in range(lo, hi):
         nb = byte_offsets[i + 1] - byte_offsets[i] - header
-        if nb < 0 or nb % itemsize != 0:
+        if nb < 0 or (nb & mask) != 0:
             return -(1 + i)
-        base += nb // itemsize
+        base += nb >> shift
         at += 1
         out[at] = base
     return base
@@ -583,6 +585,9 @@ def _read_jagged(pieces: list[tuple[_Basket, int, int]], plan: _Plan, n: int,
                  start: int) -> tuple[np.ndarray, np.ndarray]:
     """Concatenate a jagged branch's entries: (flat native content, int64 offsets)."""
     size = plan.from_dtype.itemsize
+    shift = size.bit_length() - 1
+    if 1 << shift != size:  # numeric dtypes have 1, 2, 4 or 8 bytes
+        raise _NeedsUproot
     offsets = np.empty(n + 1, np.int64)
     offsets[0] = 0
     at = 0
@@ -593,7 +598,7 @@ def _read_jagged(pieces: list[tuple[_Basket, int, int]], plan: _Plan, n: int,
             raise _NeedsUproot
         if len(bo) != basket.num_entries + 1 or bo[0] < 0 or bo[-1] > len(basket.data):
             raise ValueError("basket entry offsets do not fit its data")
-        res = _offsets_from_bytes(bo, lo, hi, plan.header, size, offsets, at, base)
+        res = _offsets_from_bytes(bo, lo, hi, plan.header, shift, offsets, at, base)
         if res < 0:
             raise ValueError(f"entry {start + at + (-res - 1 - lo)} has an impossible size")
         at += hi - lo
@@ -633,7 +638,7 @@ def _read_with_uproot(branch: Any, start: int, stop: int) -> tuple[np.ndarray, n
     raise ValueError(f"branch has {arr.ndim} dimensions; only numbers and vectors are read")
 
 
-def read_chunk(path: str, branches: Iterable[str], entry_start: int = 0,
+def read_chunk(path: str | os.PathLike[str], branches: Iterable[str], entry_start: int = 0,
                entry_stop: int | None = None, tree: str = "events") -> Chunk:
     """Read branches of one entry range of a file into flat arrays plus per-collection offsets.
 
@@ -706,7 +711,7 @@ def read_chunk(path: str, branches: Iterable[str], entry_start: int = 0,
     return Chunk(n, start, stop, columns, offsets, nbytes)
 
 
-def num_entries(path: str, tree: str = "events") -> int:
+def num_entries(path: str | os.PathLike[str], tree: str = "events") -> int:
     """Number of entries of a file's tree.
 
     Args:
@@ -723,7 +728,8 @@ def num_entries(path: str, tree: str = "events") -> int:
     return int(_tree(_open(path), tree).num_entries)
 
 
-def check_file(path: str, branches: Iterable[str] = (), tree: str = "events") -> FileInfo:
+def check_file(path: str | os.PathLike[str], branches: Iterable[str] = (),
+               tree: str = "events") -> FileInfo:
     """Check once that a file can be read: it opens, has the tree, the branches, readable types.
 
     Args:
@@ -748,7 +754,7 @@ def check_file(path: str, branches: Iterable[str] = (), tree: str = "events") ->
                     int(sum(int(b.compressed_bytes) for b in objs)))
 
 
-def chunk_ranges(path: str, branches: Iterable[str], step: int,
+def chunk_ranges(path: str | os.PathLike[str], branches: Iterable[str], step: int,
                  tree: str = "events") -> list[tuple[int, int]]:
     """Split a file's entries into chunks of about ``step`` that end on basket boundaries.
 

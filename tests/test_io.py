@@ -165,6 +165,9 @@ def test_defaults_and_duplicates(small_file):
     assert list(chunk.columns) == ["jet_pt", "met_pt"]
     assert chunk.n_events == sum(EXTENDS) == io.num_entries(small_file)
     assert io.read_chunk(str(small_file), [], 5, 9).columns == {}
+    as_url = io.read_chunk(f"file://{small_file}", ["jet_pt"], 5, 900)
+    np.testing.assert_array_equal(as_url.columns["jet_pt"],
+                                  io.read_chunk(small_file, ["jet_pt"], 5, 900).columns["jet_pt"])
 
 
 @pytest.mark.parametrize("compression", [uproot.LZ4(1), uproot.ZSTD(1), uproot.LZMA(1), None],
@@ -432,3 +435,14 @@ def test_inconsistent_multiplicities(tmp_path):
                f"collection 'jet' have different multiplicities (first at entry 1)")
     with pytest.raises(InputError, match=re.escape(message)):
         io.read_chunk(path, ["jet_pt", "jet_eta"])
+
+
+@pytest.mark.parametrize("handler", ["FSSpecSource", "MultithreadedFileSource"])
+def test_other_uproot_sources(small_file, monkeypatch, handler):
+    """The sources uproot uses for remote files (threads, futures) give the same arrays."""
+    source = (uproot.source.fsspec.FSSpecSource if handler == "FSSpecSource"
+              else uproot.source.file.MultithreadedFileSource)
+    monkeypatch.setattr(io, "MemmapSource", source)
+    io.close_files()
+    for start, stop in [(0, 5000), (650, 2050), (10, 10)]:
+        assert_chunk_equals_uproot(small_file, BRANCHES, start, stop)
