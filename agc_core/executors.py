@@ -298,6 +298,8 @@ class DaskExecutor(Executor):
 
         if self._client is not None:
             return self._client
+        if not log.isEnabledFor(logging.DEBUG):  # dask's INFO chatter only with --verbose
+            logging.getLogger("distributed").setLevel(logging.WARNING)
         if self.scheduler_address:
             try:
                 self._client = Client(self.scheduler_address, timeout="30s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,39 +63,60 @@ def file_handler(log_file: str | Path, level: int = logging.DEBUG) -> logging.Ha
     return handler
 
 
-def setup_run_logging(output_dir: str | Path | None, level: int = logging.INFO,
-                      console: bool = True) -> LogSetup:
-    """Configure the main process: console at ``level`` and ``agc.log`` in the output folder.
+class _ForwardAbove(logging.Handler):
+    """Hands records at or above a level on to the handlers of another logger (the root).
 
-    The file always records INFO and above (DEBUG when ``level`` is DEBUG), whatever the
-    console shows, so a ``--quiet`` run still leaves a useful log. Calling this again replaces
-    the handlers it installed before.
+    Lets ``agc_core`` log INFO into its file while what reaches the application's own
+    handlers keeps the threshold the application had set.
+    """
+
+    def __init__(self, handlers: Callable[[], list[logging.Handler]], level: int) -> None:
+        super().__init__(level)
+        self.handlers = handlers
+
+    def emit(self, record: logging.LogRecord) -> None:
+        for handler in self.handlers():
+            if record.levelno >= handler.level:
+                handler.handle(record)
+
+
+def setup_run_logging(output_dir: str | Path | None, level: int = logging.INFO,
+                      console: bool = False) -> LogSetup:
+    """Configure the main process for a run: ``agc.log`` in the output folder.
+
+    The file records ``level`` (INFO, or DEBUG) and above, whatever the console shows, so a
+    ``--quiet`` run still leaves a useful log. What reaches the application's (root) handlers
+    keeps the threshold the ``agc_core`` logger had before. Calling this again replaces the
+    handlers it installed before; :func:`teardown_run_logging` removes them.
 
     Args:
         output_dir: the run's output folder (created if needed), or None for no log file.
-        level: the console level.
-        console: whether to add a console (stderr) handler; the CLI already has one when it
-            called ``logging.basicConfig``, then this only adjusts its level.
+        level: the level of the log file.
+        console: add a console (stderr) handler at the previous threshold when the
+            application has none (e.g. a plain script).
 
     Returns:
         The :class:`LogSetup` to hand to worker processes.
     """
     pkg = logging.getLogger("agc_core")
     _remove_own_handlers(pkg)
-    file_level = min(level, logging.INFO)
-    pkg.setLevel(file_level)
+    previous = pkg.getEffectiveLevel()
+    pkg.setLevel(min(level, previous))
+    pkg.propagate = False
     root = logging.getLogger()
-    if console:
-        if root.handlers:
-            for handler in root.handlers:
-                handler.setLevel(level)
-        else:
-            handler = logging.StreamHandler()
-            handler.setLevel(level)
-            handler.setFormatter(logging.Formatter(CONSOLE_FORMAT))
-            setattr(handler, _MARK, True)
-            pkg.addHandler(handler)
-            pkg.propagate = False
+    forward: logging.Handler
+    if root.handlers:
+        forward = _ForwardAbove(lambda: root.handlers, previous)
+    elif console:
+        forward = logging.StreamHandler()
+        forward.setLevel(previous)
+        forward.setFormatter(logging.Formatter(CONSOLE_FORMAT))
+    else:  # what Python would do without any handler: warnings to stderr
+        last = logging.lastResort
+        forward = _ForwardAbove(lambda: [last] if last else [], max(previous, logging.WARNING))
+    setattr(forward, _MARK, True)
+    pkg.addHandler(forward)
+    file_level = level
     log_file = None
     if output_dir is not None:
         out = Path(output_dir)
@@ -127,4 +149,5 @@ def teardown_run_logging() -> None:
     """Remove (and close) the handlers installed by :func:`setup_run_logging`."""
     pkg = logging.getLogger("agc_core")
     _remove_own_handlers(pkg)
+    pkg.setLevel(logging.NOTSET)
     pkg.propagate = True

@@ -185,10 +185,17 @@ def plot_accuracy(hist: bh.Histogram, cfg: AnalysisConfig, region: str, path: Pa
     return _save(fig, path)
 
 
-def draw_all(hist: bh.Histogram, cfg: AnalysisConfig, output_dir: str | Path) -> list[Path]:
+def draw_all(hist: bh.Histogram, cfg: AnalysisConfig, output_dir: str | Path,
+             classification: bool = True) -> list[Path]:
     """Draw every plot whose inputs exist into ``output_dir``.
 
     A plot that fails is logged and skipped: the histograms are already on disk.
+
+    Args:
+        hist: the seed's 5-axis histogram.
+        cfg: the analysis configuration.
+        output_dir: the folder of the PNG files (created).
+        classification: also draw the MLP classification plots (pointless without an MLP).
 
     Returns:
         The PNG files written.
@@ -216,7 +223,7 @@ def draw_all(hist: bh.Histogram, cfg: AnalysisConfig, output_dir: str | Path) ->
                                  "Jet energy variations", out / "jet_energy_variations.png",
                                  False)),
     ]
-    for region in (r1, r2):
+    for region in (r1, r2) if classification else ():
         jobs += [
             (f"classification_{region}.png", has_nominal,
              lambda region=region: plot_classification_stack(

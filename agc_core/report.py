@@ -227,12 +227,13 @@ def format_summary(result: RunResult) -> str:
         lines.append(f"  data read        : {result.bytes_read / 1e6:.1f} MB "
                      f"({result.bytes_read / 1e6 / wall:.1f} MB/s)")
     if result.yields:
-        lines.append("  selected events  : sample                 "
+        width = max(len(f"{y.process} {y.variation}") for y in result.yields)
+        lines.append(f"  selected events  : {'sample':<{width}}  "
                      + "  ".join(f"{r + ' raw':>10} {r + ' weighted':>14}"
                                  for r in result.yields[0].raw))
         for y in result.yields:
             cells = "  ".join(f"{y.raw[r]:>10,} {y.weighted[r]:>14,.1f}" for r in y.raw)
-            lines.append(f"                     {y.process + ' ' + y.variation:<22} {cells}")
+            lines.append(f"  {'':<17}  {y.process + ' ' + y.variation:<{width}}  {cells}")
     for region, acc in result.accuracy.items():
         if "overall" in acc:
             lines.append(f"  MLP accuracy     : {region} {acc['overall']:.4f}")
@@ -240,6 +241,10 @@ def format_summary(result: RunResult) -> str:
         lines.append(f"  FAILED chunk     : {failure.describe()}")
     if result.outputs:
         lines.append(f"  outputs in       : {result.output_dir}")
+        plots = [p for name, p in result.outputs.items() if name.startswith("plots/")]
         for name, path in result.outputs.items():
-            lines.append(f"    {name:<16} {path}")
+            if not name.startswith("plots/"):
+                lines.append(f"    {name:<20} {path}")
+        if plots:
+            lines.append(f"    {'plots':<20} {plots[0].parent} ({len(plots)} PNG files)")
     return "\n".join(lines)
