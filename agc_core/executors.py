@@ -57,7 +57,8 @@ class Outcome:
         index: position of the item in the sequence given to :meth:`Executor.run`.
         value: the function's return value (None when it failed).
         error: one line ``"ExceptionType: message"`` when it failed for good, else None.
-        attempts: how many times it was started.
+        attempts: how many times it was started (a re-run after its worker died together
+            with others is not counted: only a death while it ran alone is its fault).
         detail: the formatted traceback (or other detail) of the last failure, for the log.
     """
 
@@ -178,7 +179,7 @@ class ProcessesExecutor(Executor):
 
     def __init__(self, workers: int | None = None, max_retries: int = DEFAULT_MAX_RETRIES,
                  start_method: str | None = None, preload: Sequence[str] = ()) -> None:
-        super().__init__(workers or default_workers(), max_retries)
+        super().__init__(default_workers() if workers is None else workers, max_retries)
         self.preload = list(preload)
         self.start_method = start_method or DEFAULT_START_METHOD
         if self.start_method not in multiprocessing.get_all_start_methods():
@@ -283,7 +284,7 @@ class DaskExecutor(Executor):
 
     def __init__(self, workers: int | None = None, max_retries: int = DEFAULT_MAX_RETRIES,
                  scheduler_address: str | None = None) -> None:
-        super().__init__(workers or default_workers(), max_retries)
+        super().__init__(default_workers() if workers is None else workers, max_retries)
         try:
             import distributed  # noqa: F401
         except ImportError as exc:

@@ -498,7 +498,11 @@ class ConstantClassifier:
         return np.full(len(features), self.value, dtype=np.int64)
 
 
-def load_run_classifier(kind: str) -> Any:
+#: HT cut (GeV) of the stand-in classifier used while agc_core.classifier is missing
+FALLBACK_HT_THRESHOLD = 300.0
+
+
+def load_run_classifier(kind: str, cfg: AnalysisConfig) -> Any:
     """The classifier of ``--inference``: ``numba``/``torch`` MLP or none.
 
     Raises:
@@ -517,8 +521,9 @@ def load_run_classifier(kind: str) -> Any:
             raise
         from agc_core.processor import ThresholdClassifier
 
-        log.warning("agc_core.classifier is not available: using the threshold classifier")
-        return ThresholdClassifier()
+        log.warning("agc_core.classifier is not available: classifying with HT > %g GeV",
+                    FALLBACK_HT_THRESHOLD)
+        return ThresholdClassifier.from_config(cfg, FALLBACK_HT_THRESHOLD)
     return load_classifier(kind=kind)
 
 
@@ -587,7 +592,7 @@ def init_worker(setup: WorkerSetup) -> None:
     try:
         state.cfg = load_analysis_config(setup.config_path)
         if not setup.io_only:
-            state.classifier = load_run_classifier(setup.inference)
+            state.classifier = load_run_classifier(setup.inference, state.cfg)
             state.process = load_function(setup.processor)
     except AGCError as exc:
         state.error = exc
@@ -881,7 +886,7 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
     branches = (tuple(cfg.io_branch_sets[options.io_file_percent]) if options.io_only
                 else tuple(cfg.analysis_branches))
     if not options.io_only:
-        load_run_classifier(options.inference)  # fail early on missing weights
+        load_run_classifier(options.inference, cfg)  # fail early on missing weights
     cache = EntriesCache(out / ENTRIES_CACHE_NAME)
     tasks, plan_failures = plan_tasks(samples, branches, options.chunksize, options.tree, cache)
     cache.save()

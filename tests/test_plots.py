@@ -1,0 +1,71 @@
+"""Tests of agc_core.plots (and the accuracy of agc_core.report they show)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agc_core.config import AnalysisConfig
+from agc_core.histograms import HistArray, to_boost
+from agc_core.plots import draw_all, observable
+from agc_core.report import accuracy_by_process
+
+PNG = b"\x89PNG\r\n\x1a\n"
+ALL_PLOTS = {
+    "stack_4j1b_ht.png", "stack_4j2b_mbjj.png", "btag_variations.png",
+    "jet_energy_variations.png", "classification_4j1b.png", "classification_4j2b.png",
+    "classification_overlay_4j1b.png", "classification_overlay_4j2b.png",
+    "accuracy_4j1b.png", "accuracy_4j2b.png",
+}
+
+
+def make_hist(cfg: AnalysisConfig, samples=None, seed: int = 3):
+    rng = np.random.default_rng(seed)
+    results = []
+    for process, variation in samples or cfg.samples:
+        arr = HistArray.empty(cfg.fill_variations(process, variation), cfg)
+        arr.sumw[:] = rng.random(arr.sumw.shape)
+        arr.sumw2[:] = arr.sumw
+        results.append((process, arr))
+    return to_boost(results, cfg)
+
+
+def test_draw_all_writes_every_plot(cfg, tmp_path):
+    paths = draw_all(make_hist(cfg), cfg, tmp_path / "plots")
+    assert {p.name for p in paths} == ALL_PLOTS
+    for p in paths:
+        assert p.read_bytes()[:8] == PNG
+    assert not [p for p in (tmp_path / "plots").iterdir() if p.suffix != ".png"]
+
+
+def test_plots_without_inputs_are_skipped(cfg, tmp_path):
+    hist = make_hist(cfg, [("wjets", "nominal"), ("single_top_tW", "nominal")])
+    paths = draw_all(hist, cfg, tmp_path, classification=False)
+    assert {p.name for p in paths} == {"stack_4j1b_ht.png", "stack_4j2b_mbjj.png"}
+
+
+def test_observable_fit_binning_and_classification(cfg):
+    hist = make_hist(cfg)
+    edges, values = observable(hist, cfg, "4j1b", "ttbar", "nominal", fit_binning=True)
+    np.testing.assert_allclose(edges, np.linspace(110, 550, 12))
+    _, full = observable(hist, cfg, "4j1b", "ttbar", "nominal")
+    assert len(full) == 25
+    np.testing.assert_allclose(values, full[3:].reshape(11, 2).sum(axis=1))
+    _, c0 = observable(hist, cfg, "4j2b", None, "nominal", 0)
+    _, c1 = observable(hist, cfg, "4j2b", None, "nominal", 1)
+    _, both = observable(hist, cfg, "4j2b", None, "nominal")
+    np.testing.assert_allclose(c0 + c1, both)
+
+
+def test_accuracy_by_process(cfg):
+    arrays = []
+    for process, n_sig, n_bkg in (("ttbar", 3.0, 1.0), ("wjets", 1.0, 4.0)):
+        arr = HistArray.empty(["nominal"], cfg)
+        arr.sumw[0, 0, 1, 5] = n_sig  # 4j1b, predicted signal
+        arr.sumw[0, 0, 0, 7] = n_bkg  # 4j1b, predicted background
+        arrays.append((process, arr))
+    acc = accuracy_by_process(to_boost(arrays, cfg), "4j1b", "ttbar")
+    assert acc["ttbar"] == pytest.approx(0.75)
+    assert acc["wjets"] == pytest.approx(0.8)
+    assert acc["overall"] == pytest.approx((3 + 4) / 9)
+    assert accuracy_by_process(to_boost(arrays, cfg), "4j2b", "ttbar") == {}
