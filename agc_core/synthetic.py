@@ -1,0 +1,1244 @@
+"""Embedded synthetic dataset: AGC-schema ntuples of the nine samples, generated and cached."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import awkward as ak
+import numpy as np
+import uproot
+
+from agc_core.config import AnalysisConfig, load_analysis_config
+from agc_core.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+# Bump whenever the generated content changes: cached datasets of another version are rebuilt.
+GENERATOR_VERSION = "agc-core-synthetic-1"
+FILESET_NAME = "fileset.json"
+MANIFEST_NAME = "manifest.json"
+BLOCK_EVENTS = 25_000  # events generated (and written as one basket per branch) at a time
+COMPRESSIONS = ("zlib", "lz4", "zstd")
+
+# physics constants of the generator (GeV)
+TOP_MASS, TOP_WIDTH = 172.5, 1.41
+W_MASS, W_WIDTH = 80.38, 2.085
+B_MASS, C_MASS = 4.8, 1.5
+ELECTRON_MASS, MUON_MASS = 0.000511, 0.10566
+TAU_LEPTONIC_BR = 0.352
+
+# fixed slot counts: every random draw has a fixed shape, so the variation samples, which
+# share the nominal's random numbers, differ only where a generator knob differs
+N_RADIATION = 8
+N_PILEUP = 6
+N_FAKE = 2
+N_TRIG_EXTRA = 3
+FLAV_LIGHT, FLAV_C, FLAV_B = 0, 4, 5
+PDG_E, PDG_MU, PDG_TAU = 11, 13, 15
+
+
+# --------------------------------------------------------------------------------------------
+# generator knobs
+
+
+@dataclass(frozen=True)
+class Radiation:
+    """Extra partons: initial-state radiation, or the matrix-element jets of W+jets.
+
+    Attributes:
+        mean: Poisson mean of the number of partons (used when ``ratio`` is 0).
+        ratio: if > 0, a staircase multiplicity ``P(n+1) / P(n) = ratio`` instead.
+        pt_min: lower end of the Pareto pt spectrum (GeV).
+        pt_index: Pareto index of the pt spectrum (density ~ pt^-index).
+        eta_sigma: width of the Gaussian pseudorapidity distribution.
+        frac_b: fraction of b quarks (gluon splitting, W+bb).
+        frac_c: fraction of c quarks (W+c, W+cc).
+        phi_noise: if > 0, successive partons are spread in azimuth by the golden angle plus
+            Gaussian noise of this width (multi-jet configurations fill the transverse plane);
+            if 0, azimuths are independent.
+    """
+
+    mean: float
+    ratio: float
+    pt_min: float
+    pt_index: float
+    eta_sigma: float
+    frac_b: float
+    frac_c: float
+    phi_noise: float = 0.0
+
+
+@dataclass(frozen=True)
+class ProcessTune:
+    """Generator knobs of one sample (physics of the synthetic events, not analysis numbers).
+
+    Attributes:
+        hard: hard process, one of ``ttbar``, ``tW``, ``t_chan``, ``s_chan``, ``wjets``.
+        n_leptonic: probabilities of 0, 1, 2 leptonically decaying W bosons in the event
+            (lepton-filtered samples: the AGC normalization implies enriched samples).
+        tau_fraction: fraction of leptonic W decays into a tau.
+        pstar_scale: momentum scale (GeV) of the hard two-body system in its rest frame.
+        pstar_shape: Gamma shape of that momentum.
+        rapidity_sigma: width of the hard system's rapidity.
+        radiation: extra partons (ISR, W+jets jets).
+        extra_b: probability of an extra soft b quark (t-channel spectator, g -> bb).
+        extra_b_pt_min: Pareto pt minimum of the extra b quark (GeV).
+        extra_b_eta_sigma: its pseudorapidity width.
+        fsr_prob: probability that a quark radiates a resolved gluon jet.
+        fsr_z_max: largest momentum fraction carried away by that gluon.
+        jet_response: overall parton-to-jet response (fragmentation, out-of-cone losses).
+        b_fragmentation: factor on the b-tag efficiency of b jets (B-hadron fragmentation
+            changes the displaced tracks the tagger sees).
+    """
+
+    hard: str
+    n_leptonic: tuple[float, float, float]
+    tau_fraction: float
+    pstar_scale: float
+    pstar_shape: float
+    rapidity_sigma: float
+    radiation: Radiation
+    extra_b: float
+    extra_b_pt_min: float
+    extra_b_eta_sigma: float
+    fsr_prob: float
+    fsr_z_max: float
+    jet_response: float
+    b_fragmentation: float = 1.0
+
+
+@dataclass(frozen=True)
+class Detector:
+    """Detector response knobs shared by all samples (CMS 2015-like).
+
+    Attributes:
+        btag_eff_b: probability that a b jet scores above 0.5 (the analysis threshold).
+        btag_eff_c: same for c jets.
+        btag_eff_light: same for light-quark and gluon jets (mistag rate).
+        btag_eta_max: tracker acceptance; jets beyond it score 0.
+        b_response: extra response factor of b jets (semileptonic decays, neutrinos).
+        jet_noise: noise term of the jet pt resolution (GeV).
+        jet_stochastic: stochastic term (GeV^0.5).
+        jet_constant: constant term.
+        jet_mass_frac: median jet mass over pt.
+        jet_store_pt_min: jets below this reconstructed pt are not stored (GeV).
+        jet_eta_max: calorimeter acceptance.
+        electron_eta_max: electron acceptance.
+        muon_eta_max: muon acceptance.
+        lepton_eff: identification efficiency of prompt leptons.
+        electron_res: relative electron pt resolution.
+        muon_res: relative muon pt resolution (at low pt; grows with pt).
+        lepton_store_pt_min: leptons below this pt are not stored (GeV).
+        nonprompt_b: probability of a (non-isolated) e or mu from a b quark decay.
+        nonprompt_c: same for a c quark.
+        fake_mean: mean number of fake / soft leptons per event.
+        fake_slope: exponential slope of their pt above the storage threshold (GeV).
+        pileup_mean: mean number of pileup vertices.
+        pileup_jets_per_vertex: mean pileup jets per vertex.
+        pileup_pt_min: lowest pileup jet pt (GeV).
+        pileup_pt_slope: exponential slope of pileup jet pt (GeV).
+        met_sigma0: constant term of the MET resolution per component (GeV).
+        met_sigma_ht: term proportional to sqrt(scalar sum of jet pt) (GeV^0.5).
+    """
+
+    btag_eff_b: float = 0.77
+    btag_eff_c: float = 0.30
+    btag_eff_light: float = 0.08
+    btag_eta_max: float = 2.4
+    b_response: float = 0.98
+    jet_noise: float = 3.0
+    jet_stochastic: float = 1.2
+    jet_constant: float = 0.06
+    jet_mass_frac: float = 0.1
+    jet_store_pt_min: float = 15.0
+    jet_eta_max: float = 4.7
+    electron_eta_max: float = 2.5
+    muon_eta_max: float = 2.4
+    lepton_eff: float = 0.9
+    electron_res: float = 0.02
+    muon_res: float = 0.012
+    lepton_store_pt_min: float = 5.0
+    nonprompt_b: float = 0.2
+    nonprompt_c: float = 0.1
+    fake_mean: float = 0.2
+    fake_slope: float = 4.0
+    pileup_mean: float = 11.0
+    pileup_jets_per_vertex: float = 0.12
+    pileup_pt_min: float = 10.0
+    pileup_pt_slope: float = 5.0
+    met_sigma0: float = 8.0
+    met_sigma_ht: float = 0.5
+
+
+DETECTOR = Detector()
+
+_TTBAR = ProcessTune(
+    hard="ttbar",
+    n_leptonic=(0.10, 0.72, 0.18),
+    tau_fraction=1 / 3,
+    pstar_scale=110.0,
+    pstar_shape=1.8,
+    rapidity_sigma=0.9,
+    radiation=Radiation(mean=1.8, ratio=0.0, pt_min=25.0, pt_index=3.0, eta_sigma=1.8,
+                        frac_b=0.02, frac_c=0.04),
+    extra_b=0.0,
+    extra_b_pt_min=15.0,
+    extra_b_eta_sigma=1.5,
+    fsr_prob=0.2,
+    fsr_z_max=0.3,
+    jet_response=1.02,
+)
+
+_RADIATION_SCALE_UP = 0.8    # scaleup: larger shower scale, smaller alpha_s: less radiation
+_RADIATION_SCALE_DOWN = 1.25  # scaledown: more radiation
+
+
+def _ttbar_variation(variation: str) -> ProcessTune:
+    """The ttbar tune of one variation sample (same hard events, changed knobs)."""
+    t = _TTBAR
+    if variation == "nominal":
+        return t
+    if variation in ("scaleup", "scaledown"):
+        f = _RADIATION_SCALE_UP if variation == "scaleup" else _RADIATION_SCALE_DOWN
+        rad = dataclasses.replace(t.radiation, mean=t.radiation.mean * f)
+        return dataclasses.replace(t, radiation=rad, fsr_prob=min(1.0, t.fsr_prob * f))
+    if variation == "ME_var":  # another matrix-element generator: harder top pt spectrum
+        return dataclasses.replace(t, pstar_scale=t.pstar_scale * 1.1,
+                                   rapidity_sigma=t.rapidity_sigma * 0.9)
+    if variation == "PS_var":  # another parton shower and hadronization model: more
+        # out-of-cone FSR, lower jet response, softer B-hadron fragmentation
+        return dataclasses.replace(t, fsr_prob=t.fsr_prob * 1.3,
+                                   jet_response=t.jet_response * 0.98, b_fragmentation=0.96)
+    raise ConfigError(f"synthetic dataset: no generator tune for ttbar variation '{variation}'")
+
+
+TUNES: dict[str, ProcessTune] = {
+    "ttbar": _TTBAR,
+    "single_top_s_chan": ProcessTune(
+        hard="s_chan", n_leptonic=(0.05, 0.95, 0.0), tau_fraction=1 / 3,
+        pstar_scale=60.0, pstar_shape=1.8, rapidity_sigma=0.9,
+        radiation=Radiation(mean=1.2, ratio=0.0, pt_min=25.0, pt_index=3.0, eta_sigma=1.8,
+                            frac_b=0.02, frac_c=0.04),
+        extra_b=0.0, extra_b_pt_min=15.0, extra_b_eta_sigma=1.5,
+        fsr_prob=0.2, fsr_z_max=0.4, jet_response=1.0),
+    "single_top_t_chan": ProcessTune(
+        hard="t_chan", n_leptonic=(0.35, 0.65, 0.0), tau_fraction=1 / 3,
+        pstar_scale=110.0, pstar_shape=1.8, rapidity_sigma=1.0,
+        radiation=Radiation(mean=1.2, ratio=0.0, pt_min=25.0, pt_index=3.0, eta_sigma=1.8,
+                            frac_b=0.02, frac_c=0.04),
+        extra_b=1.0, extra_b_pt_min=17.0, extra_b_eta_sigma=1.6,
+        fsr_prob=0.2, fsr_z_max=0.4, jet_response=1.0),
+    "single_top_tW": ProcessTune(
+        hard="tW", n_leptonic=(0.1, 0.75, 0.15), tau_fraction=1 / 3,
+        pstar_scale=95.0, pstar_shape=1.8, rapidity_sigma=0.9,
+        radiation=Radiation(mean=1.2, ratio=0.0, pt_min=25.0, pt_index=3.0, eta_sigma=1.8,
+                            frac_b=0.02, frac_c=0.04),
+        extra_b=0.8, extra_b_pt_min=15.0, extra_b_eta_sigma=1.5,
+        fsr_prob=0.2, fsr_z_max=0.4, jet_response=1.0),
+    "wjets": ProcessTune(
+        hard="wjets", n_leptonic=(0.0, 1.0, 0.0), tau_fraction=1 / 3,
+        pstar_scale=0.0, pstar_shape=1.0, rapidity_sigma=1.8,
+        radiation=Radiation(mean=0.0, ratio=0.48, pt_min=27.0, pt_index=3.0, eta_sigma=2.0,
+                            frac_b=0.05, frac_c=0.10, phi_noise=0.5),
+        extra_b=0.0, extra_b_pt_min=15.0, extra_b_eta_sigma=1.5,
+        fsr_prob=0.15, fsr_z_max=0.4, jet_response=1.0),
+}
+
+
+def sample_tune(process: str, variation: str) -> ProcessTune:
+    """The generator knobs of one sample.
+
+    Args:
+        process: process name (a key of ``cfg.xsec_pb``).
+        variation: sample variation (``nominal``, or a ttbar variation).
+
+    Returns:
+        The tune.
+
+    Raises:
+        ConfigError: no tune exists for this sample.
+    """
+    if process == "ttbar":
+        return _ttbar_variation(variation)
+    if process not in TUNES or variation != "nominal":
+        raise ConfigError(f"synthetic dataset: no generator tune for sample "
+                          f"{process}/{variation}")
+    return TUNES[process]
+
+
+# --------------------------------------------------------------------------------------------
+# four-vectors on arrays of any shape
+
+
+class P4(NamedTuple):
+    """Four-momenta (GeV) as arrays of equal shape."""
+
+    e: np.ndarray
+    px: np.ndarray
+    py: np.ndarray
+    pz: np.ndarray
+
+    @property
+    def pt(self) -> np.ndarray:
+        """Transverse momentum."""
+        return np.hypot(self.px, self.py)
+
+    @property
+    def eta(self) -> np.ndarray:
+        """Pseudorapidity (0 where pt is 0)."""
+        pt = self.pt
+        return np.arcsinh(self.pz / np.where(pt > 0, pt, 1.0)) * (pt > 0)
+
+    @property
+    def phi(self) -> np.ndarray:
+        """Azimuth in [-pi, pi]."""
+        return np.arctan2(self.py, self.px)
+
+    def scaled(self, factor: np.ndarray) -> P4:
+        """Every component times ``factor``."""
+        return P4(self.e * factor, self.px * factor, self.py * factor, self.pz * factor)
+
+
+def from_pt_eta_phi_m(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, m: Any) -> P4:
+    """Build four-momenta from pt, pseudorapidity, azimuth and mass."""
+    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
+    return P4(np.sqrt(px * px + py * py + pz * pz + np.square(m)), px, py, pz)
+
+
+def boost(p: P4, bx: np.ndarray, by: np.ndarray, bz: np.ndarray) -> P4:
+    """Lorentz-boost ``p`` by the velocity (bx, by, bz)."""
+    b2 = bx * bx + by * by + bz * bz
+    gamma = 1.0 / np.sqrt(np.maximum(1.0 - b2, 1e-12))
+    bp = bx * p.px + by * p.py + bz * p.pz
+    g2 = np.where(b2 > 0, (gamma - 1.0) / np.where(b2 > 0, b2, 1.0), 0.0)
+    k = g2 * bp + gamma * p.e
+    return P4(gamma * (p.e + bp), p.px + k * bx, p.py + k * by, p.pz + k * bz)
+
+
+def two_body(parent: P4, m1: Any, m2: Any, cos_t: np.ndarray, phi: np.ndarray
+             ) -> tuple[P4, P4]:
+    """Decay ``parent`` into two daughters of masses m1, m2 at rest-frame angles (cos_t, phi).
+
+    Returns:
+        The daughters' lab-frame four-momenta.
+    """
+    m2p = np.maximum(parent.e ** 2 - parent.px ** 2 - parent.py ** 2 - parent.pz ** 2, 0.0)
+    mp = np.sqrt(m2p)
+    m1 = np.broadcast_to(np.asarray(m1, dtype=np.float64), mp.shape)
+    m2 = np.broadcast_to(np.asarray(m2, dtype=np.float64), mp.shape)
+    q2 = (m2p - (m1 + m2) ** 2) * (m2p - (m1 - m2) ** 2)
+    q = np.sqrt(np.maximum(q2, 0.0)) / (2.0 * np.where(mp > 0, mp, 1.0))
+    sin_t = np.sqrt(np.maximum(1.0 - cos_t * cos_t, 0.0))
+    nx, ny, nz = sin_t * np.cos(phi), sin_t * np.sin(phi), cos_t
+    d1 = P4(np.sqrt(q * q + m1 * m1), q * nx, q * ny, q * nz)
+    d2 = P4(np.sqrt(q * q + m2 * m2), -q * nx, -q * ny, -q * nz)
+    e = np.where(parent.e > 0, parent.e, 1.0)
+    bx, by, bz = parent.px / e, parent.py / e, parent.pz / e
+    return boost(d1, bx, by, bz), boost(d2, bx, by, bz)
+
+
+def _isotropic(rng: np.random.Generator, shape: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Uniform directions: (cos theta, phi)."""
+    return rng.uniform(-1.0, 1.0, shape), rng.uniform(-np.pi, np.pi, shape)
+
+
+def _breit_wigner(rng: np.random.Generator, m0: float, width: float, shape: Any,
+                  lo: Any, hi: Any) -> np.ndarray:
+    """Masses from a Breit-Wigner (Cauchy) truncated to [lo, hi], by inverse CDF."""
+    a = np.arctan(2.0 * (np.asarray(lo) - m0) / width)
+    b = np.arctan(2.0 * (np.asarray(hi) - m0) / width)
+    return m0 + 0.5 * width * np.tan(a + rng.random(shape) * (b - a))
+
+
+def _pareto(u: np.ndarray, pt_min: float, index: float, cap: float = 3000.0) -> np.ndarray:
+    """Pareto (power-law) values from uniforms: density ~ x^-index above pt_min."""
+    return np.minimum(pt_min * (1.0 - u) ** (-1.0 / (index - 1.0)), cap)
+
+
+def _wrap(phi: np.ndarray) -> np.ndarray:
+    """Azimuth wrapped into [-pi, pi)."""
+    return (phi + np.pi) % (2.0 * np.pi) - np.pi
+
+
+# --------------------------------------------------------------------------------------------
+# particle-level containers
+
+
+@dataclass
+class _Partons:
+    """Quarks and gluons in fixed slots: arrays of shape (n_events, n_slots)."""
+
+    p4: P4
+    flavour: np.ndarray
+    valid: np.ndarray
+
+    @staticmethod
+    def concat(parts: list[_Partons]) -> _Partons:
+        """Join slot blocks side by side."""
+        return _Partons(
+            P4(*(np.concatenate([getattr(p.p4, c) for p in parts], axis=1)
+                 for c in P4._fields)),
+            np.concatenate([p.flavour for p in parts], axis=1),
+            np.concatenate([p.valid for p in parts], axis=1),
+        )
+
+
+@dataclass
+class _Hard:
+    """Output of a hard process: quark slots, charged-lepton slots (one per W), neutrinos."""
+
+    quarks: _Partons
+    lep_p4: P4
+    lep_pdg: np.ndarray
+    lep_charge: np.ndarray
+    lep_valid: np.ndarray
+    nu_px: np.ndarray
+    nu_py: np.ndarray
+
+
+def _stack(p4s: list[P4]) -> P4:
+    """Stack per-event four-vectors (n,) into slots (n, k)."""
+    return P4(*(np.stack([getattr(p, c) for p in p4s], axis=1) for c in P4._fields))
+
+
+def _radiation(rng: np.random.Generator, n: int, tune: ProcessTune) -> _Partons:
+    """Extra partons (ISR or W+jets jets) in N_RADIATION slots plus one extra-b slot."""
+    rad = tune.radiation
+    k = np.arange(N_RADIATION + 1)
+    if rad.ratio > 0:
+        pmf = rad.ratio ** k
+    else:
+        pmf = np.exp(-rad.mean + k * np.log(max(rad.mean, 1e-300)) - np.cumsum(
+            np.log(np.maximum(k, 1))))
+    cdf = np.cumsum(pmf / pmf.sum())
+    count = np.searchsorted(cdf, rng.random(n), side="right")
+    shape = (n, N_RADIATION)
+    pt = _pareto(rng.random(shape), rad.pt_min, rad.pt_index)
+    eta = rng.normal(0.0, rad.eta_sigma, shape)
+    phi = rng.uniform(-np.pi, np.pi, shape)
+    if rad.phi_noise > 0:
+        golden = np.pi * (3.0 - np.sqrt(5.0))
+        phi = _wrap(phi[:, :1] + golden * np.arange(N_RADIATION) + rad.phi_noise * phi / np.pi)
+    u = rng.random(shape)
+    flavour = np.where(u < rad.frac_b, FLAV_B, np.where(u < rad.frac_b + rad.frac_c, FLAV_C,
+                                                          FLAV_LIGHT))
+    valid = np.arange(N_RADIATION)[None, :] < count[:, None]
+    # extra soft b quark (t-channel spectator, gluon splitting)
+    xb_valid = rng.random(n) < tune.extra_b
+    xb_pt = _pareto(rng.random(n), tune.extra_b_pt_min, 3.0)
+    xb_eta = rng.normal(0.0, tune.extra_b_eta_sigma, n)
+    xb_phi = rng.uniform(-np.pi, np.pi, n)
+    pt = np.concatenate([pt, xb_pt[:, None]], axis=1)
+    eta = np.concatenate([eta, xb_eta[:, None]], axis=1)
+    phi = np.concatenate([phi, xb_phi[:, None]], axis=1)
+    flavour = np.concatenate([flavour, np.full((n, 1), FLAV_B)], axis=1)
+    valid = np.concatenate([valid, xb_valid[:, None]], axis=1)
+    mass = np.where(flavour == FLAV_B, B_MASS, np.where(flavour == FLAV_C, C_MASS, 0.0))
+    return _Partons(from_pt_eta_phi_m(pt, eta, phi, mass), flavour.astype(np.int8), valid)
+
+
+def _system(rng: np.random.Generator, mass: np.ndarray, px: np.ndarray, py: np.ndarray,
+            rapidity_sigma: float) -> P4:
+    """The hard system's four-momentum from its mass, transverse momentum and a rapidity."""
+    y = rng.normal(0.0, rapidity_sigma, mass.shape)
+    mt = np.sqrt(mass * mass + px * px + py * py)
+    return P4(mt * np.cosh(y), px, py, mt * np.sinh(y))
+
+
+def _pair_mass(rng: np.random.Generator, tune: ProcessTune, m1: np.ndarray, m2: Any
+               ) -> np.ndarray:
+    """Mass of a two-body hard system from its rest-frame momentum p* ~ Gamma."""
+    pstar = tune.pstar_scale * rng.gamma(tune.pstar_shape, size=m1.shape)
+    return np.sqrt(pstar ** 2 + m1 ** 2) + np.sqrt(pstar ** 2 + np.square(m2))
+
+
+def _top_decay(rng: np.random.Generator, top: P4, m_top: np.ndarray) -> tuple[P4, P4]:
+    """t -> b W with a Breit-Wigner W mass; returns (b, W)."""
+    m_w = _breit_wigner(rng, W_MASS, W_WIDTH, m_top.shape, 50.0, m_top - B_MASS - 1.0)
+    return two_body(top, B_MASS, m_w, *_isotropic(rng, m_top.shape))
+
+
+def _decay_ws(rng: np.random.Generator, tune: ProcessTune, fixed: list[tuple[P4, int]],
+              ws: list[tuple[P4, np.ndarray]]) -> _Hard:
+    """Decay the W bosons (leptonic or hadronic) and collect the hard process's objects.
+
+    Args:
+        rng: random generator of the hard process.
+        tune: the sample's knobs (leptonic multiplicity, tau fraction).
+        fixed: quarks that are always present, with their flavour.
+        ws: W bosons with their charge (+1 / -1 per event).
+    """
+    n = ws[0][0].e.shape[0]
+    n_w = len(ws)
+    probs = np.asarray(tune.n_leptonic[: n_w + 1], dtype=np.float64)
+    n_lep = np.searchsorted(np.cumsum(probs / probs.sum()), rng.random(n), side="right")
+    first = rng.random(n) < 0.5
+    if n_w == 1:
+        leptonic = [n_lep >= 1]
+    else:
+        leptonic = [(n_lep == 2) | ((n_lep == 1) & first), (n_lep == 2) | ((n_lep == 1) & ~first)]
+    quarks_p4, quarks_flav, quarks_valid = [], [], []
+    for p, flav in fixed:
+        quarks_p4.append(p)
+        quarks_flav.append(np.full(n, flav))
+        quarks_valid.append(np.ones(n, dtype=bool))
+    lep_p4, lep_pdg, lep_charge, lep_valid = [], [], [], []
+    nu_px, nu_py = np.zeros(n), np.zeros(n)
+    tf = tune.tau_fraction
+    for (w, charge), lep in zip(ws, leptonic, strict=True):
+        f1, f2 = two_body(w, 0.0, 0.0, *_isotropic(rng, (n,)))
+        u_flav = rng.random(n)
+        charm = rng.random(n) < 0.5  # W -> cs vs ud
+        quarks_p4 += [f1, f2]
+        quarks_flav += [np.where(charm, FLAV_C, FLAV_LIGHT), np.full(n, FLAV_LIGHT)]
+        quarks_valid += [~lep, ~lep]
+        lep_p4.append(f1)
+        lep_pdg.append(np.where(u_flav < tf, PDG_TAU,
+                                np.where(u_flav < tf + (1 - tf) / 2, PDG_E, PDG_MU)))
+        lep_charge.append(charge)
+        lep_valid.append(lep)
+        nu_px += np.where(lep, f2.px, 0.0)
+        nu_py += np.where(lep, f2.py, 0.0)
+    while len(lep_p4) < 2:  # always two lepton slots
+        lep_p4.append(lep_p4[0].scaled(0.0))
+        lep_pdg.append(np.full(n, PDG_E))
+        lep_charge.append(np.ones(n, dtype=np.int64))
+        lep_valid.append(np.zeros(n, dtype=bool))
+    quarks = _Partons(_stack(quarks_p4), np.stack(quarks_flav, axis=1).astype(np.int8),
+                      np.stack(quarks_valid, axis=1))
+    return _Hard(quarks, _stack(lep_p4), np.stack(lep_pdg, axis=1),
+                 np.stack(lep_charge, axis=1), np.stack(lep_valid, axis=1), nu_px, nu_py)
+
+
+def _hard_ttbar(rng: np.random.Generator, n: int, tune: ProcessTune, rx: np.ndarray,
+                ry: np.ndarray) -> _Hard:
+    """pp -> t tbar, t -> b W."""
+    m = _breit_wigner(rng, TOP_MASS, TOP_WIDTH, (2, n), 150.0, 195.0)
+    system = _system(rng, _pair_mass(rng, tune, m[0], m[1]), rx, ry, tune.rapidity_sigma)
+    t1, t2 = two_body(system, m[0], m[1], *_isotropic(rng, n))
+    b1, w1 = _top_decay(rng, t1, m[0])
+    b2, w2 = _top_decay(rng, t2, m[1])
+    return _decay_ws(rng, tune, [(b1, FLAV_B), (b2, FLAV_B)],
+                     [(w1, np.ones(n, np.int64)), (w2, -np.ones(n, np.int64))])
+
+
+def _single_top(rng: np.random.Generator, n: int, tune: ProcessTune, rx: np.ndarray,
+                ry: np.ndarray, partner_mass: Any, forward: bool
+                ) -> tuple[P4, P4, np.ndarray, np.ndarray]:
+    """pp -> t + partner; returns (top, partner, top mass, top charge sign)."""
+    m_top = _breit_wigner(rng, TOP_MASS, TOP_WIDTH, n, 150.0, 195.0)
+    system = _system(rng, _pair_mass(rng, tune, m_top, partner_mass), rx, ry,
+                     tune.rapidity_sigma)
+    cos_t, phi = _isotropic(rng, n)
+    if forward:  # t-channel: the light quark recoils forward
+        cos_t = np.sign(cos_t) * (1.0 - 2.0 * np.abs(cos_t) ** 3)
+    top, partner = two_body(system, m_top, partner_mass, cos_t, phi)
+    sign = np.where(rng.random(n) < 0.6, 1, -1)
+    return top, partner, m_top, sign
+
+
+def _hard_t_chan(rng: np.random.Generator, n: int, tune: ProcessTune, rx: np.ndarray,
+                 ry: np.ndarray) -> _Hard:
+    """t-channel single top: t + forward light quark (the spectator b is an extra-b slot)."""
+    top, q, m_top, sign = _single_top(rng, n, tune, rx, ry, 0.0, forward=True)
+    b, w = _top_decay(rng, top, m_top)
+    return _decay_ws(rng, tune, [(b, FLAV_B), (q, FLAV_LIGHT)], [(w, sign)])
+
+
+def _hard_s_chan(rng: np.random.Generator, n: int, tune: ProcessTune, rx: np.ndarray,
+                 ry: np.ndarray) -> _Hard:
+    """s-channel single top: t + b."""
+    top, bbar, m_top, sign = _single_top(rng, n, tune, rx, ry, B_MASS, forward=False)
+    b, w = _top_decay(rng, top, m_top)
+    return _decay_ws(rng, tune, [(b, FLAV_B), (bbar, FLAV_B)], [(w, sign)])
+
+
+def _hard_tw(rng: np.random.Generator, n: int, tune: ProcessTune, rx: np.ndarray,
+             ry: np.ndarray) -> _Hard:
+    """tW single top: t + W."""
+    m_w = _breit_wigner(rng, W_MASS, W_WIDTH, n, 50.0, 110.0)
+    top, w2, m_top, sign = _single_top(rng, n, tune, rx, ry, m_w, forward=False)
+    b, w1 = _top_decay(rng, top, m_top)
+    return _decay_ws(rng, tune, [(b, FLAV_B)], [(w1, sign), (w2, -sign)])
+
+
+def _hard_wjets(rng: np.random.Generator, n: int, tune: ProcessTune, rx: np.ndarray,
+                ry: np.ndarray) -> _Hard:
+    """W -> l nu recoiling against the radiation partons."""
+    m_w = _breit_wigner(rng, W_MASS, W_WIDTH, n, 50.0, 150.0)
+    w = _system(rng, m_w, rx, ry, tune.rapidity_sigma)
+    sign = np.where(rng.random(n) < 0.58, 1, -1)
+    return _decay_ws(rng, tune, [], [(w, sign)])
+
+
+_HARD: dict[str, Callable[..., _Hard]] = {
+    "ttbar": _hard_ttbar, "t_chan": _hard_t_chan, "s_chan": _hard_s_chan, "tW": _hard_tw,
+    "wjets": _hard_wjets,
+}
+
+
+def _fsr(rng: np.random.Generator, partons: _Partons, tune: ProcessTune
+         ) -> tuple[_Partons, _Partons]:
+    """Resolved final-state radiation: some quarks give a fraction z to a separate gluon jet.
+
+    Returns:
+        (the partons after radiating, the gluons in one slot per parton).
+    """
+    shape = partons.valid.shape
+    split = partons.valid & (rng.random(shape) < tune.fsr_prob)
+    z = 0.05 + (tune.fsr_z_max - 0.05) * rng.random(shape) ** 1.5
+    dr = 0.4 + 1.0 * rng.random(shape)
+    angle = rng.uniform(-np.pi, np.pi, shape)
+    z = np.where(split, z, 0.0)
+    p = partons.p4
+    gluon = from_pt_eta_phi_m(p.pt * z, p.eta + dr * np.cos(angle),
+                              p.phi + dr * np.sin(angle), 0.0)
+    after = _Partons(p.scaled(1.0 - z), partons.flavour, partons.valid)
+    return after, _Partons(gluon, np.zeros(shape, np.int8), split)
+
+
+def _tau_decays(rng: np.random.Generator, hard: _Hard
+                ) -> tuple[P4, np.ndarray, np.ndarray, _Partons, np.ndarray, np.ndarray]:
+    """Decay taus: leptonically (visible e/mu) or hadronically (a tau jet).
+
+    Returns:
+        (visible lepton p4, its pdg id, valid, tau-jet partons, extra neutrino px, py).
+    """
+    shape = hard.lep_valid.shape
+    is_tau = hard.lep_pdg == PDG_TAU
+    u_mode, u_flav = rng.random(shape), rng.random(shape)
+    z_lep = rng.beta(2.0, 2.5, shape)
+    z_had = rng.uniform(0.3, 1.0, shape)
+    leptonic = is_tau & (u_mode < TAU_LEPTONIC_BR)
+    hadronic = is_tau & ~leptonic
+    z = np.where(is_tau, np.where(leptonic, z_lep, 0.0), 1.0)
+    vis = hard.lep_p4.scaled(z)
+    pdg = np.where(is_tau, np.where(u_flav < 0.5, PDG_E, PDG_MU), hard.lep_pdg)
+    valid = hard.lep_valid & (~is_tau | leptonic)
+    tau_jet = _Partons(hard.lep_p4.scaled(np.where(hadronic, z_had, 1.0)),
+                       np.zeros(shape, np.int8), hard.lep_valid & hadronic)
+    lost = np.where(hard.lep_valid & is_tau, 1.0 - np.where(leptonic, z_lep, z_had), 0.0)
+    return (vis, pdg, valid, tau_jet, (hard.lep_p4.px * lost).sum(axis=1),
+            (hard.lep_p4.py * lost).sum(axis=1))
+
+
+# --------------------------------------------------------------------------------------------
+# detector level
+
+
+def _reco_jets(rng: np.random.Generator, partons: _Partons, response: np.ndarray,
+               b_fragmentation: float, det: Detector) -> dict[str, np.ndarray]:
+    """Jets from partons: pt response and resolution, angular smearing, jet mass, b-tag score.
+
+    Returns:
+        Slot arrays ``pt, eta, phi, mass, btag, ch, flavour, valid``.
+    """
+    shape = partons.valid.shape
+    g_pt, g_eta, g_phi = rng.normal(size=shape), rng.normal(size=shape), rng.normal(size=shape)
+    g_mass, u_tag, v_tag = rng.normal(size=shape), rng.random(shape), rng.random(shape)
+    charge = rng.integers(-1, 2, shape)
+    p = partons.p4
+    pt_true = np.maximum(p.pt, 1e-3)
+    flav = partons.flavour
+    mean = response * np.where(flav == FLAV_B, det.b_response, 1.0)
+    sigma = np.sqrt((det.jet_noise / pt_true) ** 2 + det.jet_stochastic ** 2 / pt_true
+                    + det.jet_constant ** 2)
+    pt = pt_true * mean * np.maximum(1.0 + sigma * g_pt, 0.2)
+    eta = p.eta + 0.01 * g_eta
+    phi = _wrap(p.phi + 0.01 * g_phi)
+    mass = pt * det.jet_mass_frac * np.exp(0.35 * g_mass)
+    in_tracker = np.abs(eta) < det.btag_eta_max
+    eff = np.where(flav == FLAV_B, det.btag_eff_b * b_fragmentation,
+                   np.where(flav == FLAV_C, det.btag_eff_c, det.btag_eff_light))
+    power = np.where(flav == FLAV_B, 0.6, np.where(flav == FLAV_C, 1.0, 2.0))
+    tagged = u_tag < eff
+    btag = np.where(tagged, 1.0 - 0.5 * v_tag ** 3, 0.5 * v_tag ** power)
+    btag = np.where(in_tracker, btag, 0.0)
+    valid = partons.valid & (pt > det.jet_store_pt_min) & (np.abs(eta) < det.jet_eta_max)
+    return {"pt": pt, "eta": eta, "phi": phi, "mass": mass, "btag": btag, "ch": charge,
+            "flavour": flav, "valid": valid}
+
+
+def _pileup_jets(rng: np.random.Generator, npv: np.ndarray, det: Detector) -> _Partons:
+    """Soft pileup jets (light flavour) in N_PILEUP slots."""
+    n = npv.shape[0]
+    count = rng.poisson(det.pileup_jets_per_vertex * npv)
+    shape = (n, N_PILEUP)
+    pt = det.pileup_pt_min + rng.exponential(det.pileup_pt_slope, shape)
+    eta = rng.uniform(-det.jet_eta_max, det.jet_eta_max, shape)
+    phi = rng.uniform(-np.pi, np.pi, shape)
+    valid = np.arange(N_PILEUP)[None, :] < count[:, None]
+    return _Partons(from_pt_eta_phi_m(pt, eta, phi, 0.0), np.zeros(shape, np.int8), valid)
+
+
+def _reco_leptons(rng: np.random.Generator, vis: P4, pdg: np.ndarray, valid: np.ndarray,
+                  charge: np.ndarray, quarks: _Partons, det: Detector
+                  ) -> dict[str, np.ndarray]:
+    """Reconstructed leptons: prompt (from W / tau), non-prompt (b, c decays) and fakes.
+
+    Returns:
+        Slot arrays ``pt, eta, phi, pdg, ch, iso, valid``.
+    """
+    n = valid.shape[0]
+    # prompt
+    shape = valid.shape
+    g_pt, g_ang, u_eff, u_iso = (rng.normal(size=shape), rng.normal(size=shape),
+                                 rng.random(shape), rng.random(shape))
+    res = np.where(pdg == PDG_E, det.electron_res,
+                   det.muon_res * np.sqrt(1.0 + (vis.pt / 100.0) ** 2))
+    p_pt = vis.pt * (1.0 + res * g_pt)
+    p_eta, p_phi = vis.eta + 0.001 * g_ang, _wrap(vis.phi + 0.001 * g_ang)
+    p_valid = valid & (u_eff < det.lepton_eff)
+    p_iso = -0.03 * np.log1p(-u_iso)
+    # non-prompt, one slot per quark
+    qs = quarks.valid.shape
+    u_np, u_fl, z = rng.random(qs), rng.random(qs), rng.beta(1.2, 5.0, qs)
+    d_eta, d_phi, u_iso2 = rng.normal(0, 0.1, qs), rng.normal(0, 0.1, qs), rng.random(qs)
+    q_charge = rng.integers(0, 2, qs) * 2 - 1
+    prob = np.where(quarks.flavour == FLAV_B, det.nonprompt_b,
+                    np.where(quarks.flavour == FLAV_C, det.nonprompt_c, 0.0))
+    np_valid = quarks.valid & (u_np < prob)
+    np_pt = quarks.p4.pt * z
+    np_eta, np_phi = quarks.p4.eta + d_eta, _wrap(quarks.p4.phi + d_phi)
+    np_pdg = np.where(u_fl < 0.5, PDG_E, PDG_MU)
+    np_iso = 0.15 - 0.4 * np.log1p(-u_iso2)
+    # fakes and soft leptons
+    fs = (n, N_FAKE)
+    count = rng.poisson(det.fake_mean, n)
+    f_pt = det.lepton_store_pt_min + rng.exponential(det.fake_slope, fs)
+    f_eta, f_phi = rng.uniform(-2.4, 2.4, fs), rng.uniform(-np.pi, np.pi, fs)
+    f_pdg = np.where(rng.random(fs) < 0.5, PDG_E, PDG_MU)
+    f_iso = 0.1 + rng.exponential(0.5, fs)
+    f_charge = rng.integers(0, 2, fs) * 2 - 1
+    f_valid = np.arange(N_FAKE)[None, :] < count[:, None]
+
+    out = {
+        "pt": np.concatenate([p_pt, np_pt, f_pt], axis=1),
+        "eta": np.concatenate([p_eta, np_eta, f_eta], axis=1),
+        "phi": np.concatenate([p_phi, np_phi, f_phi], axis=1),
+        "pdg": np.concatenate([pdg, np_pdg, f_pdg], axis=1),
+        "ch": np.concatenate([charge, q_charge, f_charge], axis=1),
+        "iso": np.concatenate([p_iso, np_iso, f_iso], axis=1),
+        "valid": np.concatenate([p_valid, np_valid, f_valid], axis=1),
+    }
+    eta_max = np.where(out["pdg"] == PDG_E, det.electron_eta_max, det.muon_eta_max)
+    out["valid"] &= (out["pt"] > det.lepton_store_pt_min) & (np.abs(out["eta"]) < eta_max)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# event batches in the AGC schema
+
+
+@dataclass(frozen=True)
+class EventBatch:
+    """Generated events in the AGC ntuple schema, as flat arrays.
+
+    Attributes:
+        n_events: number of events.
+        counts: ``{collection: int32 per-event multiplicity}`` (jet, electron, muon, trigobj).
+        jagged: ``{collection: {property: flat array}}``, float32 (``ch`` int32).
+        scalars: ``{branch: per-event array}`` (met_*, PV_*).
+    """
+
+    n_events: int
+    counts: dict[str, np.ndarray]
+    jagged: dict[str, dict[str, np.ndarray]]
+    scalars: dict[str, np.ndarray]
+
+    def branches(self) -> dict[str, np.ndarray]:
+        """Every branch as the reader sees it: counters, flat jagged contents, scalars."""
+        out: dict[str, np.ndarray] = {}
+        for name, counts in self.counts.items():
+            out[f"number{name}"] = counts
+            for prop, values in self.jagged[name].items():
+                out[f"{name}_{prop}"] = values
+        out.update(self.scalars)
+        return out
+
+    def to_awkward(self) -> dict[str, Any]:
+        """The tree content for uproot: one record array per collection, plus scalars."""
+        data: dict[str, Any] = {}
+        for name, counts in self.counts.items():
+            data[name] = ak.zip({prop: ak.unflatten(values, counts)
+                                 for prop, values in self.jagged[name].items()})
+        data.update(self.scalars)
+        return data
+
+
+def _sorted_flat(valid: np.ndarray, pt: np.ndarray, fields: dict[str, np.ndarray]
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Sort slots by decreasing pt in each event and flatten the valid ones.
+
+    Returns:
+        (int32 counts per event, flat arrays per field).
+    """
+    order = np.argsort(np.where(valid, -pt, np.inf), axis=1, kind="stable")
+    keep = np.take_along_axis(valid, order, axis=1)
+    flat = {k: np.take_along_axis(v, order, axis=1)[keep] for k, v in fields.items()}
+    return valid.sum(axis=1).astype(np.int32), flat
+
+
+def _kinematics(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, mass: Any
+                ) -> dict[str, np.ndarray]:
+    """Consistent float32 kinematics: px, py, pz from the stored pt, eta, phi; E >= |p|."""
+    pt32, eta32, phi32 = (x.astype(np.float32) for x in (pt, eta, phi))
+    pt64, eta64, phi64 = (x.astype(np.float64) for x in (pt32, eta32, phi32))
+    p = pt64 * np.cosh(eta64)
+    e64 = np.sqrt(p * p + np.square(np.asarray(mass, dtype=np.float64)))
+    e32 = e64.astype(np.float32)
+    e32 = np.where(e32.astype(np.float64) < p, np.nextafter(e32, np.float32(np.inf)), e32)
+    return {
+        "pt": pt32, "eta": eta32, "phi": phi32, "e": e32.astype(np.float32),
+        "px": (pt64 * np.cos(phi64)).astype(np.float32),
+        "py": (pt64 * np.sin(phi64)).astype(np.float32),
+        "pz": (pt64 * np.sinh(eta64)).astype(np.float32),
+    }
+
+
+_COMPONENTS = ("radiation", "hard", "fsr", "tau", "pileup", "jets", "leptons", "event")
+
+
+def _generators(seed: int, stream: int, file_idx: int, block: int
+                ) -> dict[str, np.random.Generator]:
+    """One independent PCG64 generator per generator component, keyed on all four numbers."""
+    return {name: np.random.Generator(np.random.PCG64(
+        np.random.SeedSequence([seed, stream, file_idx, block, i])))
+        for i, name in enumerate(_COMPONENTS)}
+
+
+def generate_events(tune: ProcessTune, n_events: int, seed: int, stream: int, file_idx: int,
+                    block: int = 0, det: Detector = DETECTOR) -> EventBatch:
+    """Generate one batch of events of one sample, fully vectorized.
+
+    Args:
+        tune: the sample's generator knobs (:func:`sample_tune`).
+        n_events: number of events.
+        seed: dataset seed.
+        stream: random stream of the sample (the nominal sample's index in ``cfg.samples``;
+            variation samples share their nominal's stream, i.e. the same generated events
+            with changed knobs).
+        file_idx: file index within the sample.
+        block: block index within the file.
+        det: detector knobs.
+
+    Returns:
+        The events in the AGC schema.
+    """
+    rng = _generators(seed, stream, file_idx, block)
+    n = n_events
+    rad = _radiation(rng["radiation"], n, tune)
+    kt = rng["radiation"].normal(0.0, 5.0, (2, n))
+    rx = kt[0] - np.where(rad.valid, rad.p4.px, 0.0).sum(axis=1)
+    ry = kt[1] - np.where(rad.valid, rad.p4.py, 0.0).sum(axis=1)
+    hard = _HARD[tune.hard](rng["hard"], n, tune, rx, ry)
+    quarks, gluons = _fsr(rng["fsr"], _Partons.concat([hard.quarks, rad]), tune)
+    vis, pdg, lep_valid, tau_jets, tau_nu_px, tau_nu_py = _tau_decays(rng["tau"], hard)
+
+    ev = rng["event"]
+    npv = 1 + ev.poisson(det.pileup_mean, n)
+    pileup = _pileup_jets(rng["pileup"], npv, det)
+    partons = _Partons.concat([quarks, gluons, tau_jets, pileup])
+    n_pu_slots = N_PILEUP
+    response = np.full(partons.valid.shape, tune.jet_response)
+    response[:, -n_pu_slots:] = 1.0
+    jets = _reco_jets(rng["jets"], partons, response, tune.b_fragmentation, det)
+    leptons = _reco_leptons(rng["leptons"], vis, pdg, lep_valid, hard.lep_charge, quarks, det)
+
+    counts: dict[str, np.ndarray] = {}
+    jagged: dict[str, dict[str, np.ndarray]] = {}
+    # jets
+    jv = jets["valid"]
+    counts["jet"], flat = _sorted_flat(jv, jets["pt"], jets)
+    kin = _kinematics(flat["pt"], flat["eta"], flat["phi"], flat["mass"])
+    jagged["jet"] = {**kin, "mass": flat["mass"].astype(np.float32),
+                     "btag": flat["btag"].astype(np.float32),
+                     "ch": flat["ch"].astype(np.int32)}
+    # electrons and muons
+    for name, code, mass, iso_name in (("electron", PDG_E, ELECTRON_MASS, "iso"),
+                                       ("muon", PDG_MU, MUON_MASS, "pfreliso04all")):
+        lv = leptons["valid"] & (leptons["pdg"] == code)
+        counts[name], flat = _sorted_flat(lv, leptons["pt"], leptons)
+        kin = _kinematics(flat["pt"], flat["eta"], flat["phi"], mass)
+        jagged[name] = {**kin, "ch": flat["ch"].astype(np.int32),
+                        iso_name: flat["iso"].astype(np.float32)}
+    # trigger objects: online copies of the leading leptons and jets, plus L1 seeds
+    counts["trigobj"], jagged["trigobj"] = _trigger_objects(ev, jets, leptons)
+    # MET and primary vertices
+    ht = np.where(jv, jets["pt"], 0.0).sum(axis=1)
+    sigma = det.met_sigma0 + det.met_sigma_ht * np.sqrt(ht)
+    g = ev.normal(size=(2, n))
+    met_px = hard.nu_px + tau_nu_px + sigma * g[0]
+    met_py = hard.nu_py + tau_nu_py + sigma * g[1]
+    met_pt = np.hypot(met_px, met_py)
+    good = npv - ev.binomial(npv - 1, 0.05)
+    scalars = {
+        "met_pt": met_pt.astype(np.float32),
+        "met_phi": np.arctan2(met_py, met_px).astype(np.float32),
+        "met_e": met_pt.astype(np.float32),
+        "met_px": met_px.astype(np.float32),
+        "met_py": met_py.astype(np.float32),
+        "PV_npvs": npv.astype(np.int32),
+        "PV_npvsGood": good.astype(np.int32),
+        "PV_x": ev.normal(0.0695, 0.0015, n).astype(np.float32),
+        "PV_y": ev.normal(0.0987, 0.0015, n).astype(np.float32),
+        "PV_z": ev.normal(0.0, 4.5, n).astype(np.float32),
+    }
+    return EventBatch(n, counts, jagged, scalars)
+
+
+def _trigger_objects(rng: np.random.Generator, jets: dict[str, np.ndarray],
+                     leptons: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Trigger objects: leading leptons (pt > 10) and jets (pt > 30) seen online, plus seeds."""
+    n = jets["valid"].shape[0]
+
+    def leading(d: dict[str, np.ndarray], k: int, pt_min: float) -> dict[str, np.ndarray]:
+        valid = d["valid"] & (d["pt"] > pt_min)
+        order = np.argsort(np.where(valid, -d["pt"], np.inf), axis=1, kind="stable")[:, :k]
+        return {f: np.take_along_axis(d[f], order, axis=1) for f in ("pt", "eta", "phi",
+                                                                     "valid")}
+
+    lj = leading({**jets, "valid": jets["valid"]}, 4, 30.0)
+    ll = leading(leptons, 2, 10.0)
+    es = (n, N_TRIG_EXTRA)
+    count = rng.poisson(1.2, n)
+    extra = {"pt": 8.0 + rng.exponential(12.0, es), "eta": rng.uniform(-2.5, 2.5, es),
+             "phi": rng.uniform(-np.pi, np.pi, es),
+             "valid": np.arange(N_TRIG_EXTRA)[None, :] < count[:, None]}
+    cat = {f: np.concatenate([ll[f], lj[f], extra[f]], axis=1)
+           for f in ("pt", "eta", "phi", "valid")}
+    shape = cat["pt"].shape
+    cat["pt"] = cat["pt"] * (1.0 + 0.03 * rng.normal(size=shape))
+    cat["eta"] = cat["eta"] + 0.02 * rng.normal(size=shape)
+    cat["phi"] = _wrap(cat["phi"] + 0.02 * rng.normal(size=shape))
+    counts, flat = _sorted_flat(cat["valid"], cat["pt"], cat)
+    return counts, _kinematics(flat["pt"], flat["eta"], flat["phi"], 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# files, manifest, cache
+
+
+def default_data_dir() -> Path:
+    """Where the embedded dataset is cached: ``$AGC_CORE_DATA`` or ``~/.cache/agc-core/dataset``."""
+    env = os.environ.get("AGC_CORE_DATA")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "agc-core" / "dataset"
+
+
+@dataclass(frozen=True)
+class DatasetParams:
+    """Parameters that determine the generated files' content."""
+
+    events_per_file: int
+    files_per_sample: int
+    seed: int
+    compression: str
+    compression_level: int
+    tree: str
+
+
+def _compression(name: str, level: int) -> Any:
+    """The uproot compression object for a name and level."""
+    table = {"zlib": uproot.ZLIB, "lz4": uproot.LZ4, "zstd": uproot.ZSTD}
+    if name not in table:
+        raise ConfigError(f"synthetic dataset: unknown compression '{name}' "
+                          f"(choose from {', '.join(COMPRESSIONS)})")
+    return table[name](level)
+
+
+def _resolve_params(cfg: AnalysisConfig, events_per_file: int | None,
+                    files_per_sample: int | None, seed: int | None, compression: str | None,
+                    compression_level: int | None) -> DatasetParams:
+    """Fill unset parameters from ``cfg.dataset`` and validate them."""
+    d = cfg.dataset
+    comp = (compression or d.compression).lower()
+    if compression_level is None:
+        compression_level = d.compression_level
+    params = DatasetParams(
+        events_per_file=d.events_per_file if events_per_file is None else int(events_per_file),
+        files_per_sample=(d.files_per_sample if files_per_sample is None
+                          else int(files_per_sample)),
+        seed=d.seed if seed is None else int(seed),
+        compression=comp,
+        compression_level=int(compression_level),
+        tree=d.tree,
+    )
+    _compression(params.compression, params.compression_level)
+    if params.events_per_file < 1 or params.files_per_sample < 1 or params.seed < 0:
+        raise ConfigError("synthetic dataset: events per file and files per sample must be "
+                          f">= 1 and the seed >= 0, got {params}")
+    return params
+
+
+def _file_key(params: DatasetParams, process: str, variation: str, file_idx: int
+              ) -> dict[str, Any]:
+    """What a single file's content depends on (stored in the manifest)."""
+    return {"generator": GENERATOR_VERSION, "process": process, "variation": variation,
+            "file_idx": file_idx, "events": params.events_per_file, "seed": params.seed,
+            "compression": params.compression, "level": params.compression_level,
+            "tree": params.tree}
+
+
+def _stream_id(cfg: AnalysisConfig, process: str) -> int:
+    """Random stream of a process: the index of its nominal sample in ``cfg.samples``."""
+    return cfg.samples.index((process, "nominal"))
+
+
+def _sha256(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_sample_file(path: Path, process: str, variation: str, file_idx: int,
+                      params: DatasetParams, cfg: AnalysisConfig) -> dict[str, Any]:
+    """Generate one file of one sample and write it atomically (temporary name + rename).
+
+    Args:
+        path: destination ROOT file.
+        process: process name.
+        variation: sample variation.
+        file_idx: file index within the sample (part of the random seed).
+        params: dataset parameters.
+        cfg: analysis configuration (sample list, tree name).
+
+    Returns:
+        The file's manifest entry (key, size, sha256, entries).
+    """
+    tune = sample_tune(process, variation)
+    stream = _stream_id(cfg, process)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with uproot.recreate(tmp, compression=_compression(params.compression,
+                                                          params.compression_level)) as f:
+            tree = None
+            for block, start in enumerate(range(0, params.events_per_file, BLOCK_EVENTS)):
+                n = min(BLOCK_EVENTS, params.events_per_file - start)
+                data = generate_events(tune, n, params.seed, stream, file_idx, block).to_awkward()
+                if tree is None:
+                    types = {k: (v.dtype if isinstance(v, np.ndarray) else v.type.content)
+                             for k, v in data.items()}
+                    tree = f.mktree(params.tree, types,
+                                    counter_name=lambda counted: f"number{counted}",
+                                    field_name=lambda outer, inner: f"{outer}_{inner}")
+                tree.extend(data)
+        entry = {"key": _file_key(params, process, variation, file_idx),
+                 "size": tmp.stat().st_size, "sha256": _sha256(tmp),
+                 "entries": params.events_per_file}
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return entry
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _file_ok(path: Path, entry: dict[str, Any], tree: str, checksum: bool) -> bool:
+    """Whether a cached file is intact: size, readable entry count (and sha256 if asked)."""
+    try:
+        if path.stat().st_size != entry["size"]:
+            return False
+        with uproot.open(path) as f:
+            if f[tree].num_entries != entry["entries"]:
+                return False
+    except Exception:  # noqa: BLE001 - any failure to read means "regenerate"
+        return False
+    return not checksum or _sha256(path) == entry["sha256"]
+
+
+def _relpath(process: str, variation: str, file_idx: int) -> str:
+    """File path of one sample file relative to the dataset folder."""
+    return f"{process}__{variation}/{file_idx}.root"
+
+
+def _build(out_dir: Path, params: DatasetParams, cfg: AnalysisConfig, progress: bool | None,
+           reuse: bool, checksum: bool) -> Path:
+    """Write (or reuse) every file, then the manifest and the fileset JSON."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = out_dir / MANIFEST_NAME
+    old: dict[str, Any] = {}
+    if reuse and manifest_path.is_file():
+        try:
+            old = json.loads(manifest_path.read_text()).get("files", {})
+        except (OSError, ValueError, AttributeError):
+            old = {}
+    jobs = [(p, v, i) for p, v in cfg.samples for i in range(params.files_per_sample)]
+    if progress is None:
+        progress = sys.stderr.isatty()
+    from tqdm import tqdm
+
+    files: dict[str, Any] = {}
+    t0, made = time.perf_counter(), 0
+    for p, v, i in tqdm(jobs, desc="generating synthetic AGC dataset", unit="file",
+                        disable=not progress):
+        rel = _relpath(p, v, i)
+        entry = old.get(rel)
+        if (entry is not None and entry.get("key") == _file_key(params, p, v, i)
+                and _file_ok(out_dir / rel, entry, params.tree, checksum)):
+            files[rel] = entry
+            continue
+        log.debug("generating %s", rel)
+        files[rel] = write_sample_file(out_dir / rel, p, v, i, params, cfg)
+        made += 1
+    for rel in set(old) - set(files):  # files of an earlier, larger dataset
+        (out_dir / rel).unlink(missing_ok=True)
+    _write_json(manifest_path, {"generator": GENERATOR_VERSION,
+                                "params": dataclasses.asdict(params), "files": files})
+    fileset: dict[str, Any] = {}
+    for p, v, i in jobs:
+        rel = _relpath(p, v, i)
+        fileset.setdefault(p, {}).setdefault(v, {"files": []})["files"].append(
+            {"path": rel, "nevts": files[rel]["entries"]})
+    fileset_path = out_dir / FILESET_NAME
+    _write_json(fileset_path, fileset)
+    if made:
+        log.info("generated %d of %d synthetic files in %s (%.1f s)", made, len(jobs), out_dir,
+                 time.perf_counter() - t0)
+    else:
+        log.info("reusing the synthetic dataset in %s", out_dir)
+    return fileset_path
+
+
+def generate_dataset(out_dir: str | Path | None = None, events_per_file: int | None = None,
+                     files_per_sample: int | None = None, seed: int | None = None,
+                     compression: str | None = None, cfg: AnalysisConfig | None = None,
+                     progress: bool | None = None, compression_level: int | None = None
+                     ) -> Path:
+    """Generate the embedded synthetic dataset (every file, even if cached).
+
+    Args:
+        out_dir: destination folder (default :func:`default_data_dir`).
+        events_per_file: events per file (default ``cfg.dataset.events_per_file``).
+        files_per_sample: files per sample (default ``cfg.dataset.files_per_sample``).
+        seed: random seed (default ``cfg.dataset.seed``).
+        compression: ``zlib``, ``lz4`` or ``zstd`` (default ``cfg.dataset.compression``).
+        cfg: analysis configuration (default: the packaged one).
+        progress: show a progress bar (default: when stderr is a terminal).
+        compression_level: compression level (default ``cfg.dataset.compression_level``).
+
+    Returns:
+        Path of the fileset JSON (AGC ``ntuples_merged.json`` format, relative paths).
+
+    Raises:
+        ConfigError: invalid parameters.
+        InputError: the folder cannot be written.
+    """
+    cfg = cfg or load_analysis_config()
+    params = _resolve_params(cfg, events_per_file, files_per_sample, seed, compression,
+                             compression_level)
+    out = Path(out_dir) if out_dir is not None else default_data_dir()
+    try:
+        return _build(out, params, cfg, progress, reuse=False, checksum=False)
+    except OSError as exc:
+        raise InputError(f"synthetic dataset: cannot write {out}: {exc}") from exc
+
+
+def ensure_dataset(out_dir: str | Path | None = None, events_per_file: int | None = None,
+                   files_per_sample: int | None = None, seed: int | None = None,
+                   compression: str | None = None, cfg: AnalysisConfig | None = None,
+                   progress: bool | None = None, compression_level: int | None = None,
+                   checksum: bool = False) -> Path:
+    """The embedded dataset, generated on first use and cached.
+
+    Files whose manifest entry matches the parameters and the generator version, with the
+    recorded size and entry count (and SHA-256 when ``checksum``), are reused; missing,
+    damaged or outdated files are regenerated.
+
+    Args:
+        out_dir: cache folder (default :func:`default_data_dir`).
+        events_per_file: see :func:`generate_dataset`.
+        files_per_sample: see :func:`generate_dataset`.
+        seed: see :func:`generate_dataset`.
+        compression: see :func:`generate_dataset`.
+        cfg: see :func:`generate_dataset`.
+        progress: see :func:`generate_dataset`.
+        compression_level: see :func:`generate_dataset`.
+        checksum: also verify every file's SHA-256 (reads all files).
+
+    Returns:
+        Path of the fileset JSON.
+
+    Raises:
+        ConfigError: invalid parameters.
+        InputError: the folder cannot be written.
+    """
+    cfg = cfg or load_analysis_config()
+    params = _resolve_params(cfg, events_per_file, files_per_sample, seed, compression,
+                             compression_level)
+    out = Path(out_dir) if out_dir is not None else default_data_dir()
+    try:
+        return _build(out, params, cfg, progress, reuse=True, checksum=checksum)
+    except OSError as exc:
+        raise InputError(f"synthetic dataset: cannot write {out}: {exc}") from exc
+
+
+def iter_sample_events(process: str, variation: str, n_events: int, seed: int,
+                       cfg: AnalysisConfig | None = None, file_idx: int = 0
+                       ) -> Iterator[EventBatch]:
+    """Generate the events of one sample file in memory, block by block (no I/O).
+
+    Yields exactly the batches :func:`write_sample_file` writes for the same arguments.
+    """
+    cfg = cfg or load_analysis_config()
+    tune = sample_tune(process, variation)
+    stream = _stream_id(cfg, process)
+    for block, start in enumerate(range(0, n_events, BLOCK_EVENTS)):
+        yield generate_events(tune, min(BLOCK_EVENTS, n_events - start), seed, stream,
+                              file_idx, block)
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+
+
+def _cli_generate(args: argparse.Namespace) -> int:
+    """``python -m agc_core generate``."""
+    t0 = time.perf_counter()
+    path = generate_dataset(args.out, args.events_per_file, args.files_per_sample, args.seed,
+                            args.compression)
+    files = list(path.parent.glob("*__*/*.root"))
+    size = sum(f.stat().st_size for f in files)
+    print(f"wrote {len(files)} files ({size / 1e6:.1f} MB) and {path} in "
+          f"{time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def add_cli(subparsers: Any) -> None:
+    """Register the ``generate`` subcommand."""
+    cfg = load_analysis_config()
+    d = cfg.dataset
+    parser = subparsers.add_parser(
+        "generate", help="generate the embedded synthetic dataset (AGC ntuple schema)",
+        description="Generate the synthetic AGC dataset: all samples, AGC ntuple schema, "
+                    "and a fileset JSON (fileset.json) with relative paths.")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"output folder (default: $AGC_CORE_DATA or {default_data_dir()})")
+    parser.add_argument("--events-per-file", type=int, default=d.events_per_file,
+                        help="events per file (default: %(default)s)")
+    parser.add_argument("--files-per-sample", type=int, default=d.files_per_sample,
+                        help="files per sample (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=d.seed, help="random seed (default: "
+                                                                 "%(default)s)")
+    parser.add_argument("--compression", choices=COMPRESSIONS, default=d.compression,
+                        help="compression algorithm (default: %(default)s)")
+    parser.set_defaults(func=_cli_generate)
