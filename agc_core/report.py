@@ -77,23 +77,24 @@ def accuracy_by_process(hist: bh.Histogram, region: str, signal_process: str,
     """The seed's MLP accuracy per process in a region, and ``overall``.
 
     Correct means classification 1 for the signal process and 0 for the others; weighted
-    event counts of ``variation``, over all observable bins (flow included), as the seed's
-    ``.sum()`` of the projected histograms.
+    event counts of ``variation`` over the observable bins without under/overflow, as the
+    seed's ``hist[...].sum()`` (flow excluded by default).
 
     Returns:
         ``{process: accuracy, ..., "overall": accuracy}``; processes without events in the
         region are left out.
     """
-    values = hist.view(flow=True).value
-    ir = hist.axes[1].index(region)
-    iv = hist.axes[3].index(variation)
-    if iv >= len(hist.axes[3]):
+    regions = [hist.axes[1][i] for i in range(len(hist.axes[1]))]
+    variations = [hist.axes[3][i] for i in range(len(hist.axes[3]))]
+    if region not in regions or variation not in variations:
         return {}
+    values = hist.view(flow=False).value
+    ir, iv = regions.index(region), variations.index(variation)
     out: dict[str, float] = {}
     correct_all = total_all = 0.0
     for ip in range(len(hist.axes[2])):
         process = hist.axes[2][ip]
-        per_class = values[:, ir, ip, iv, :2].sum(axis=0)
+        per_class = values[:, ir, ip, iv, :].sum(axis=0)
         total = float(per_class.sum())
         if total <= 0:
             continue

@@ -599,8 +599,11 @@ def init_worker(setup: WorkerSetup) -> None:
     except Exception as exc:
         state.error = ModelError(f"worker initialization failed: {type(exc).__name__}: {exc}")
     _STATE = state
-    log.debug("worker %s ready (%s)", _WORKER_ID, "I/O only" if setup.io_only else
-              f"inference {setup.inference}")
+    if state.error is not None:
+        log.error("worker %s cannot work: %s", _WORKER_ID, state.error)
+    else:
+        log.log(logging.DEBUG if _is_main_process() else logging.INFO, "worker %s ready (%s)",
+                _WORKER_ID, "I/O only" if setup.io_only else f"inference {setup.inference}")
 
 
 _MAIN_PID = os.getpid()

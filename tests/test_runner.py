@@ -1,0 +1,357 @@
+"""Tests of agc_core.runner (and report): chunking, executors, merging, outputs, faults, CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uproot
+
+from agc_core import io, runner
+from agc_core.cli import main
+from agc_core.config import REGIONS
+from agc_core.errors import ConfigError
+from agc_core.fileset import load_fileset
+from agc_core.histograms import HistArray
+from agc_core.outputs import load_full_histogram
+from agc_core.report import METRICS_FIELDS
+from agc_core.runner import (
+    ChunkTask,
+    EntriesCache,
+    OrderedMerger,
+    RunOptions,
+    even_ranges,
+    plan_tasks,
+    run_analysis,
+)
+
+EVENTS = 2000
+CHUNK = 600  # three chunks per file: [0, 600), [600, 1200), [1200, 2000)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """A tiny embedded dataset: one file of 2000 events per sample."""
+    from agc_core.synthetic import generate_dataset
+
+    out = tmp_path_factory.mktemp("dataset")
+    return Path(generate_dataset(out, events_per_file=EVENTS, files_per_sample=1,
+                                 progress=False))
+
+
+def options(dataset: Path, out: Path, **kw) -> RunOptions:
+    base = RunOptions(fileset=dataset, output_dir=out, chunksize=CHUNK, inference="none",
+                      plots=False, executor="iterative", progress=False,
+                      processor="agc_core.reference:process_chunk_reference")
+    return replace(base, **kw)
+
+
+@pytest.fixture(scope="module")
+def reference_run(dataset, tmp_path_factory):
+    """The in-process run with every output (plots included)."""
+    out = tmp_path_factory.mktemp("iterative")
+    return run_analysis(options(dataset, out, plots=True))
+
+
+def assert_same_hist(a, b) -> None:
+    assert a.axes == b.axes
+    np.testing.assert_array_equal(a.view(flow=True).value, b.view(flow=True).value)
+    np.testing.assert_array_equal(a.view(flow=True).variance, b.view(flow=True).variance)
+
+
+# --- planning and merging ---------------------------------------------------------------------
+
+
+def test_even_ranges():
+    assert even_ranges(0, 10) == []
+    assert even_ranges(10, 10) == [(0, 10)]
+    assert even_ranges(10, 4) == [(0, 3), (3, 7), (7, 10)]
+    assert even_ranges(1001, 500) == [(0, 334), (334, 667), (667, 1001)]
+
+
+def test_plan_tasks_is_stable_and_cached(dataset, cfg, tmp_path, monkeypatch):
+    samples = load_fileset(dataset, cfg)
+    cache = EntriesCache(tmp_path / "cache.json")
+    tasks, failures = plan_tasks(samples, cfg.analysis_branches, CHUNK, cache=cache)
+    cache.save()
+    assert not failures
+    assert [t.index for t in tasks] == list(range(len(tasks))) and len(tasks) == 27
+    assert [(t.entry_start, t.entry_stop) for t in tasks[:3]] == [(0, 600), (600, 1200),
+                                                                  (1200, 2000)]
+    assert [t.sample_id for t in tasks] == sorted(t.sample_id for t in tasks)
+
+    def no_io(*args, **kwargs):
+        raise AssertionError("the cache should have answered")
+
+    monkeypatch.setattr(runner, "_inspect_file", no_io)
+    again, _ = plan_tasks(samples, cfg.analysis_branches, CHUNK,
+                          cache=EntriesCache(tmp_path / "cache.json"))
+    assert again == tasks
+
+
+def test_plan_reports_unreadable_file(cfg, tmp_path, dataset):
+    samples = load_fileset(dataset, cfg)
+    broken = tmp_path / "broken.root"
+    broken.write_bytes(b"root" + b"\0" * 100)
+    s0 = samples[0]
+    samples[0] = replace(s0, files=(replace(s0.files[0], path=str(broken)),))
+    tasks, failures = plan_tasks(samples, cfg.analysis_branches, CHUNK)
+    assert len(failures) == 1 and failures[0].path == str(broken)
+    assert failures[0].entry_start is None and "whole file" in failures[0].describe()
+    assert len(tasks) == 24
+
+
+def test_ordered_merger_does_not_depend_on_arrival(cfg):
+    rng = np.random.default_rng(5)
+    tasks = [ChunkTask(i, "ttbar", "nominal", i % 2, 0, "f", 0, 1, 1.0) for i in range(40)]
+    hists = []
+    for _ in tasks:
+        h = HistArray.empty(["nominal"], cfg)
+        h.sumw[:] = rng.random(h.sumw.shape) * 10.0 ** rng.integers(-8, 8)
+        h.sumw2[:] = h.sumw ** 2
+        hists.append(h)
+    in_order = OrderedMerger(tasks)
+    for t in tasks:
+        in_order.add(t.index, hists[t.index])
+    shuffled = OrderedMerger(tasks)
+    order = list(range(40))
+    random.Random(1).shuffle(order)
+    for i in order:
+        shuffled.add(i, hists[i])
+    assert in_order.done and shuffled.done
+    for sid in (0, 1):
+        assert np.array_equal(in_order.sums[sid].sumw, shuffled.sums[sid].sumw)
+        assert np.array_equal(in_order.sums[sid].sumw2, shuffled.sums[sid].sumw2)
+
+
+# --- executors and workers ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("executor, workers", [("processes", 1), ("processes", 2),
+                                               ("dask", 2)])
+def test_executors_and_worker_counts_give_identical_histograms(
+        dataset, tmp_path, reference_run, executor, workers):
+    if executor == "dask":
+        pytest.importorskip("distributed")
+    result = run_analysis(options(dataset, tmp_path, executor=executor, workers=workers))
+    assert result.complete and result.num_workers == workers
+    assert result.n_events == reference_run.n_events == 9 * EVENTS
+    assert_same_hist(result.hist, reference_run.hist)
+    if executor == "processes" and workers == 2:
+        pids = {w.worker for w in result.workers}
+        assert len(pids) == 2
+        text = (tmp_path / "agc.log").read_text()
+        assert all(f"worker {w} ready" in text for w in pids)  # workers log into agc.log
+
+
+# --- outputs ------------------------------------------------------------------------------
+
+
+def test_run_outputs(reference_run, cfg):
+    r = reference_run
+    out = r.output_dir
+    assert r.complete and r.exit_code == 0 and r.n_chunks == 27
+    assert set(r.outputs) >= {"histograms.root", "histograms_full.npz", "metrics.json"}
+    assert len([n for n in r.outputs if n.startswith("plots/")]) == 4  # no MLP plots
+    expected = {f"{region}_pseudodata" for region in REGIONS}
+    for process, variation in cfg.samples:
+        for v in cfg.fill_variations(process, variation):
+            expected |= {f"{region}_{process}" + ("" if v == "nominal" else f"_{v}")
+                         for region in REGIONS}
+    with uproot.open(out / "histograms.root") as f:
+        names = {k.split(";")[0] for k in f.keys()}
+        assert names == expected
+        for name in names:
+            assert len(f[name].values()) == 11
+    assert_same_hist(load_full_histogram(out / "histograms_full.npz"), r.hist)
+    assert {y.process for y in r.yields} == set(cfg.xsec_pb)
+    ttbar = next(y for y in r.yields if (y.process, y.variation) == ("ttbar", "nominal"))
+    assert ttbar.n_events == EVENTS and ttbar.raw["4j2b"] > 0
+    w = next(s for s in load_fileset(r.fileset, cfg) if s.process == "ttbar").xsec_weight
+    assert ttbar.weighted["4j2b"] == pytest.approx(ttbar.raw["4j2b"] * w)
+
+
+def test_metrics_json_has_documented_fields(reference_run):
+    metrics = json.loads((reference_run.output_dir / "metrics.json").read_text())
+    assert set(METRICS_FIELDS) <= set(metrics)
+    assert metrics["entries"] == 9 * EVENTS
+    assert metrics["chunks"] == 27 and metrics["chunks_failed"] == 0
+    assert metrics["complete"] is True and metrics["mode"] == "analysis"
+    assert metrics["bytesread"] > 0 and metrics["walltime"] > 0
+    assert metrics["event_rate_hz"] == pytest.approx(metrics["entries"] / metrics["walltime"])
+    assert metrics["columns"] == list(reference_run.columns)
+    assert metrics["versions"]["numpy"] == np.__version__
+    assert len(metrics["workers"]) == 1 and metrics["workers"][0]["max_rss_mb"] > 0
+    assert metrics["executor"] == "iterative" and metrics["chunksize"] == CHUNK
+
+
+def test_systematics_none_keeps_only_nominal(dataset, tmp_path, reference_run):
+    r = run_analysis(options(dataset, tmp_path, systematics="none"))
+    assert r.complete and {y.variation for y in r.yields} == {"nominal"}
+    assert [r.hist.axes[3][i] for i in range(len(r.hist.axes[3]))] == ["nominal"]
+    with uproot.open(tmp_path / "histograms.root") as f:
+        names = {k.split(";")[0] for k in f.keys()}
+    assert len(names) == 10 and not any("pseudodata" in n for n in names)
+    ref = reference_run.hist
+    for ip, process in enumerate(r.hist.axes[2]):
+        jp = ref.axes[2].index(process)
+        np.testing.assert_array_equal(r.hist.view(flow=True).value[:, :, ip, 0],
+                                      ref.view(flow=True).value[:, :, jp,
+                                                                ref.axes[3].index("nominal")])
+
+
+# --- I/O only -----------------------------------------------------------------------------
+
+
+def basket_bytes(path: str, branches) -> int:
+    """Compressed bytes of every basket of the branches, as stored (fBasketBytes)."""
+    with uproot.open(path) as f:
+        tree = f["events"]
+        return sum(int(np.sum(tree[b].member("fBasketBytes")[:tree[b].num_baskets]))
+                   for b in branches)
+
+
+@pytest.mark.parametrize("percent", [4, 25])
+def test_io_only_reads_exactly_its_branch_set(dataset, tmp_path, cfg, monkeypatch, percent):
+    seen: list[tuple[str, ...]] = []
+    read = io.read_chunk
+
+    def spy(path, branches, *args, **kwargs):
+        seen.append(tuple(branches))
+        return read(path, branches, *args, **kwargs)
+
+    monkeypatch.setattr(io, "read_chunk", spy)
+    r = run_analysis(options(dataset, tmp_path, io_only=True, io_file_percent=percent,
+                             chunksize=100_000))
+    branches = tuple(cfg.io_branch_sets[percent])
+    assert r.complete and r.hist is None and r.n_events == 9 * EVENTS
+    assert set(seen) == {branches} and len(seen) == 9
+    files = [f.path for s in load_fileset(dataset, cfg) for f in s.files]
+    assert r.bytes_read == sum(basket_bytes(p, branches) for p in files)
+    metrics = json.loads((tmp_path / "metrics_io.json").read_text())
+    assert metrics["mode"] == "io_only" and metrics["io_file_percent"] == percent
+    assert metrics["columns"] == list(branches)
+    assert metrics["read_rate_mb_s"] > 0
+    assert not (tmp_path / "histograms.root").exists()
+
+
+# --- faults -------------------------------------------------------------------------------
+
+
+def copy_dataset(dataset: Path, dest: Path) -> Path:
+    shutil.copytree(dataset.parent, dest)
+    return dest / dataset.name
+
+
+def corrupt_basket(path: Path, branch: str = "jet_pt") -> None:
+    """Overwrite the middle of a branch's first basket payload (the file keeps its size)."""
+    with uproot.open(path) as f:
+        b = f["events"][branch]
+        seek = int(b.member("fBasketSeek")[0])
+        nbytes = int(b.member("fBasketBytes")[0])
+    with open(path, "r+b") as fh:
+        fh.seek(seek + nbytes // 2)
+        fh.write(b"\x00\xff" * 64)
+
+
+def test_failing_chunks_are_reported_and_the_rest_kept(dataset, tmp_path, reference_run):
+    fileset = copy_dataset(dataset, tmp_path / "data")
+    bad = fileset.parent / "wjets__nominal" / "0.root"
+    corrupt_basket(bad)
+    r = run_analysis(options(fileset, tmp_path / "out", executor="processes", workers=2))
+    assert not r.complete and r.exit_code == 1
+    assert len(r.failures) == 3  # the file's three chunks, each named
+    for failure, (a, b) in zip(r.failures, [(0, 600), (600, 1200), (1200, 2000)],
+                               strict=True):
+        assert (failure.process, failure.variation, failure.path) == ("wjets", "nominal",
+                                                                      str(bad))
+        assert (failure.entry_start, failure.entry_stop) == (a, b)
+        assert str(bad) in failure.error and failure.attempts == 1  # bad input: no retry
+    assert r.n_events == 8 * EVENTS
+    # every other sample's histograms are kept, identical to the clean run
+    ref, got = reference_run.hist, r.hist
+    assert "wjets" not in list(got.axes[2])
+    for process in ("ttbar", "single_top_s_chan", "single_top_t_chan", "single_top_tW"):
+        for variation in got.axes[3]:
+            a = got.view(flow=True)[:, :, got.axes[2].index(process),
+                                    got.axes[3].index(variation)]
+            b = ref.view(flow=True)[:, :, ref.axes[2].index(process),
+                                    ref.axes[3].index(variation)]
+            np.testing.assert_array_equal(a.value, b.value)
+            np.testing.assert_array_equal(a.variance, b.variance)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["complete"] is False and metrics["chunks_failed"] == 3
+    assert metrics["failed_chunks"][0]["path"] == str(bad)
+    assert (tmp_path / "out" / "histograms.root").exists()
+    assert replace(r, options=replace(r.options, allow_partial=True)).exit_code == 0
+
+
+def test_truncated_file_fails_by_name_in_the_cli(dataset, tmp_path, capsys):
+    fileset = copy_dataset(dataset, tmp_path / "data")
+    bad = fileset.parent / "single_top_tW__nominal" / "0.root"
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    args = ["run", "--fileset", str(fileset), "--output-dir", str(tmp_path / "out"),
+            "--executor", "iterative", "--inference", "none", "--no-plots"]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert "FAILED chunk" in captured.out and str(bad) in captured.out
+    assert "truncated" in captured.out
+    assert "incomplete" in captured.err
+    assert main([*args, "--allow-partial"]) == 0
+
+
+# --- CLI and API ----------------------------------------------------------------------------
+
+
+def test_cli_run_prints_summary(dataset, tmp_path, capsys):
+    code = main(["run", "--fileset", str(dataset), "--output-dir", str(tmp_path),
+                 "--executor", "iterative", "--inference", "none", "--no-plots",
+                 "--chunksize", "5000"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "events processed : 18,000" in out
+    assert "4j2b weighted" in out and "ttbar nominal" in out
+    assert str(tmp_path / "histograms.root") in out
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--fileset", "--n-files-max-per-sample", "--systematics", "--seed",
+                 "--workers", "--executor", "--scheduler-address", "--chunksize",
+                 "--inference", "--output-dir", "--allow-partial", "--config", "--io-only",
+                 "--io-file-percent"):
+        assert flag in text
+
+
+def test_default_fileset_is_the_embedded_dataset(dataset, tmp_path, monkeypatch):
+    import agc_core.synthetic
+
+    monkeypatch.setattr(agc_core.synthetic, "ensure_dataset", lambda **kw: dataset)
+    r = run_analysis(replace(options(dataset, tmp_path), fileset=None,
+                             n_files_max_per_sample=1))
+    assert r.complete and r.fileset == dataset
+
+
+def test_invalid_options_are_config_errors(dataset, tmp_path):
+    for bad in ({"systematics": "some"}, {"io_only": True, "io_file_percent": 7},
+                {"chunksize": 0}, {"executor": "threads"}, {"workers": 0},
+                {"inference": "onnx"}):
+        with pytest.raises(ConfigError):
+            run_analysis(options(dataset, tmp_path, **bad))
+
+
+def test_library_logging_keeps_the_application_level(dataset, tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    run_analysis(options(dataset, tmp_path))
+    assert not [r for r in caplog.records if r.levelno < logging.WARNING]
+    assert "run complete" in (tmp_path / "agc.log").read_text()
+    assert logging.getLogger("agc_core").propagate
