@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -118,6 +119,38 @@ class ChunkAnalysis:
         return feats[:, [KERNEL_FEATURES[name].index(f) for f in order]]
 
 
+class Workspace:
+    """Output buffers of the fused kernel, kept between chunks.
+
+    Fresh multi-megabyte arrays per chunk cost page faults (the kernel writes them once);
+    a workspace hands out views of buffers that only grow. Not thread-safe: use one per
+    thread (:func:`thread_workspace`).
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def array(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        """A C-contiguous array of ``shape`` backed by the named buffer (contents undefined)."""
+        size = int(np.prod(shape))
+        buf = self._buffers.get(name)
+        if buf is None or buf.dtype != dtype or buf.shape[0] < size:
+            buf = np.empty(max(size, 1), dtype=dtype)
+            self._buffers[name] = buf
+        return buf[:size].reshape(shape)
+
+
+_local = threading.local()
+
+
+def thread_workspace() -> Workspace:
+    """This thread's :class:`Workspace` (created on first use)."""
+    ws = getattr(_local, "workspace", None)
+    if ws is None:
+        ws = _local.workspace = Workspace()
+    return ws
+
+
 def _column(chunk: Any, name: str, dtype: type) -> np.ndarray:
     try:
         values = chunk.columns[name]
@@ -175,7 +208,8 @@ def _check_features(cfg: AnalysisConfig) -> None:
 
 
 def analyse_chunk(chunk: Any, sample: SampleInfo, cfg: AnalysisConfig, seed: int,
-                  pt_variations: bool | None = None) -> ChunkAnalysis:
+                  pt_variations: bool | None = None, workspace: Workspace | None = None
+                  ) -> ChunkAnalysis:
     """Run the fused kernel: selection, regions, observables, features for all pt variations.
 
     Args:
@@ -184,6 +218,8 @@ def analyse_chunk(chunk: Any, sample: SampleInfo, cfg: AnalysisConfig, seed: int
         cfg: the analysis configuration.
         seed: seed of the JER draws.
         pt_variations: compute pt_scale_up and pt_res_up too; default: for nominal samples.
+        workspace: reusable output buffers; the result's arrays are views into it, valid
+            until its next use. Default: fresh arrays.
 
     Returns:
         The :class:`ChunkAnalysis`.
@@ -196,13 +232,13 @@ def analyse_chunk(chunk: Any, sample: SampleInfo, cfg: AnalysisConfig, seed: int
         pt_variations = sample.variation == "nominal"
     scale = np.array([1.0, syst.jes_factor] if pt_variations else [1.0], dtype=np.float64)
     n_var = 3 if pt_variations else 1
-    cap = max(n_events, 0)
+    ws = workspace if workspace is not None else Workspace()
     count = np.zeros((n_var, len(REGIONS)), dtype=np.int64)
-    event_index = np.empty((n_var, len(REGIONS), cap), dtype=np.int64)
-    observable = np.empty((n_var, len(REGIONS), cap), dtype=np.float64)
-    feat_1b = np.empty((n_var, cap, N_FEATURES_4J1B), dtype=np.float32)
-    feat_2b = np.empty((n_var, cap, N_FEATURES_4J2B), dtype=np.float32)
-    btag_pt = np.empty((len(REGIONS), cap, syst.btag_n_jets), dtype=np.float32)
+    event_index = ws.array("event_index", (n_var, len(REGIONS), n_events), np.int64)
+    observable = ws.array("observable", (n_var, len(REGIONS), n_events), np.float64)
+    feat_1b = ws.array("features_4j1b", (n_var, n_events, N_FEATURES_4J1B), np.float32)
+    feat_2b = ws.array("features_4j2b", (n_var, n_events, N_FEATURES_4J2B), np.float32)
+    btag_pt = ws.array("btag_pt", (len(REGIONS), n_events, syst.btag_n_jets), np.float32)
     if n_events > 0:
         analyse_events(
             *inputs, scale, pt_variations,
@@ -245,7 +281,7 @@ def process_chunk(chunk: Any, sample: SampleInfo, cfg: AnalysisConfig, classifie
     """
     variations = cfg.fill_variations(sample.process, sample.variation)
     hist = HistArray.empty(variations, cfg)
-    result = analyse_chunk(chunk, sample, cfg, seed)
+    result = analyse_chunk(chunk, sample, cfg, seed, workspace=thread_workspace())
     syst, b = cfg.systematics, cfg.binning
     w0 = float(sample.xsec_weight)
     flat = variations.index("scale_var_up") if "scale_var_up" in variations else -1
@@ -283,5 +319,5 @@ def compute_features(chunk: Any, sample: SampleInfo, cfg: AnalysisConfig, seed: 
         ``{region: float32 (n, n_features)}`` with columns in ``cfg.regions`` order.
     """
     result = analyse_chunk(chunk, sample, cfg, seed, pt_variations=False)
-    return {r.name: np.ascontiguousarray(result.region_features(0, ir, r.features))
+    return {r.name: np.array(result.region_features(0, ir, r.features), order="C")
             for ir, r in enumerate(cfg.regions)}

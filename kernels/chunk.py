@@ -3,9 +3,10 @@ kinematic variation (nominal, jet energy scale, jet energy resolution) at once.
 
 Per event, leptons are selected once (they do not depend on the jet variations), then each
 kinematic variation selects its jets; the jet four-vector components are computed once per
-event and shared, and a variation whose selected jets equal an earlier variation's reuses its
-sphericity / trijet result (only HT differs). JER factors are drawn only for jets that could
-pass the cut with the largest possible draw.
+event and shared (pz only where needed: all selected jets in 4j1b, the best trijet's in 4j2b),
+and a variation whose selected jets equal an earlier variation's reuses its sphericity /
+trijet result (only HT differs). JER factors are drawn only where they decide the selection
+and, for events that land in a region, for the selected jets (HT).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from kernels.kinematics import momentum_xyz
+from kernels.kinematics import momentum_xy, momentum_z
 from kernels.rng import standard_normal, stream_key
-from kernels.selection import REGION_4J1B, REGION_4J2B, count_and_sum_above, event_region
-from kernels.sphericity import aplanarity
+from kernels.selection import REGION_4J1B, count_and_sum_above, event_region
+from kernels.sphericity import min_abs_eigenvalue, pair_tensor
 from kernels.trijet import best_trijet, invariant_mass, trijet_avg_dr
 
 N_FEATURES_4J1B = 4  # A, lepton_pt, leading_jet_pt, HT
@@ -40,6 +41,68 @@ def max_multiplicity(offsets: np.ndarray) -> int:
     for i in range(offsets.shape[0] - 1):
         m = max(m, offsets[i + 1] - offsets[i])
     return m
+
+
+@njit(cache=True)
+def select_scaled(jet_pt: np.ndarray, jet_btag: np.ndarray, j0: int, nj: int, factor: float,
+                  jet_cut: float, btag_threshold: np.float32, selected: np.ndarray
+                  ) -> tuple[int, int, int, float, np.float32, np.uint64]:
+    """Select an event's jets with one pt factor for all of them.
+
+    Args:
+        jet_pt, jet_btag: float32 flat jet pt (GeV) and b-tag score.
+        j0, nj: first flat index and number of the event's jets.
+        factor: float64 pt factor.
+        jet_cut: float64 strict cut on ``float64(pt) * factor`` (GeV).
+        btag_threshold: float32 working point.
+        selected: int64 output, local indices (0..nj-1) of the selected jets in stored order.
+
+    Returns:
+        (n selected, n with btag >= thr, n with btag > thr, HT float64 GeV, leading unscaled
+        pt float32 GeV, bit mask of the selected local indices (first 64 jets)).
+    """
+    ns = 0
+    n_ge = 0
+    n_gt = 0
+    ht = 0.0
+    lead = np.float32(0.0)
+    mask = np.uint64(0)
+    for j in range(nj):
+        pt = jet_pt[j0 + j]
+        scaled = np.float64(pt) * factor
+        if scaled > jet_cut:
+            selected[ns] = j
+            if ns == 0 or pt > lead:
+                lead = pt
+            ns += 1
+            ht += scaled
+            tag = jet_btag[j0 + j]
+            if tag >= btag_threshold:
+                n_ge += 1
+            if tag > btag_threshold:
+                n_gt += 1
+            if j < 64:
+                mask |= np.uint64(1) << np.uint64(j)
+    return ns, n_ge, n_gt, ht, lead, mask
+
+
+@njit(cache=True)
+def jer_bounds(jer_width: float) -> tuple[float, float]:
+    """(lower, upper) bounds of every JER factor ``1 + w * N`` the keyed generator can draw.
+
+    A jet with ``pt * upper <= cut`` never passes, one with ``pt * lower > cut`` always does
+    (``lower`` may be <= 0, then no jet is sure), so only the jets in between need their draw to
+    decide the selection.
+    """
+    w = abs(jer_width) * MAX_STANDARD_NORMAL
+    return 1.0 - w, 1.0 + w
+
+
+@njit(cache=True)
+def jer_factor(key: np.uint64, entry: int, jet: int, jer_width: float) -> float:
+    """The JER pt factor ``1 + w * standard_normal(key, entry, jet)`` (float64), exactly the
+    value :func:`kernels.rng.jer_factors` gives that jet."""
+    return 1.0 + jer_width * standard_normal(key, entry, jet)
 
 
 @njit(cache=True)
@@ -75,14 +138,15 @@ def analyse_events(
         btag_threshold: float32 working point (``>=`` for the filter and 4j1b, ``>`` for 4j2b).
         n_btag_min: minimum number of ``>=`` tagged jets.
         count: int64 (n_var, 2) output, set to the number of events per (variation, region).
-        event_index: int64 (n_var, 2, n_events) output, chunk index of each selected event.
-        observable: float64 (n_var, 2, n_events) output: HT (4j1b) or trijet mass (4j2b), GeV.
-        features_4j1b: float32 (n_var, n_events, 4) output: A, lepton pt, leading jet pt
+        event_index: int64 (n_var, 2, >= n_events) output, chunk index of each selected event.
+        observable: float64 (n_var, 2, >= n_events) output: HT (4j1b) or trijet mass (4j2b),
+            GeV.
+        features_4j1b: float32 (n_var, >= n_events, 4) output: A, lepton pt, leading jet pt
             (unscaled), HT.
-        features_4j2b: float32 (n_var, n_events, 5) output: trijet mass, trijet average dR,
-            lepton pt, leading jet pt (unscaled), HT.
-        btag_pt: float32 (2, n_events, n_btag_jets) output for variation 0 only: unscaled pt of
-            the first selected jets (stored order) of each selected event, per region.
+        features_4j2b: float32 (n_var, >= n_events, 5) output: trijet mass, trijet average
+            dR, lepton pt, leading jet pt (unscaled), HT.
+        btag_pt: float32 (2, >= n_events, n_btag_jets) output for variation 0 only: unscaled
+            pt of the first selected jets (stored order) of each selected event, per region.
 
     Only the first ``count[v, r]`` entries along the event axis of the outputs are written.
     """
@@ -91,9 +155,9 @@ def analyse_events(
     n_var = n_scale + (1 if jer else 0)
     n_btag_pt = btag_pt.shape[2]
     max_jets = max_multiplicity(jet_offsets)
-    jer_upper = 1.0 + abs(jer_width) * MAX_STANDARD_NORMAL
+    jer_lower, jer_upper = jer_bounds(jer_width)
 
-    selected = np.empty((n_var, max_jets), dtype=np.int64)
+    sel = np.empty(max_jets, dtype=np.int64)  # local indices of the selected jets
     masks = np.zeros(n_var, dtype=np.uint64)
     regions = np.full(n_var, -1, dtype=np.int64)
     result_a = np.zeros(n_var, dtype=np.float64)
@@ -103,7 +167,9 @@ def analyse_events(
     py = np.empty(max_jets, dtype=np.float32)
     pz = np.empty(max_jets, dtype=np.float32)
     tag_gt = np.empty(max_jets, dtype=np.bool_)
-    stamp = np.full(max_jets, -1, dtype=np.int64)
+    factors = np.empty(max_jets, dtype=np.float64)
+    stamp_xy = np.full(max_jets, -1, dtype=np.int64)
+    stamp_z = np.full(max_jets, -1, dtype=np.int64)
     count[:, :] = 0
 
     for i in range(n_events):
@@ -121,46 +187,57 @@ def analyse_events(
 
         for v in range(n_var):
             regions[v] = -1
-            is_jer = v >= n_scale
-            if is_jer:
+            if v < n_scale:
+                ns, n_ge, n_gt, ht, lead, mask = select_scaled(
+                    jet_pt, jet_btag, j0, nj, scale_factors[v], jet_cut, btag_threshold, sel)
+            else:
+                # JER: draw only the factors that decide the selection (see jer_bounds)
+                ns = 0
+                n_ge = 0
+                n_gt = 0
+                ht = 0.0
+                lead = np.float32(0.0)
+                mask = np.uint64(0)
                 n_cand = 0
                 for j in range(nj):
                     if np.float64(jet_pt[j0 + j]) * jer_upper > jet_cut:
                         n_cand += 1
                 if n_cand < n_jets_min:
                     continue
-                factor = 1.0
-            else:
-                factor = scale_factors[v]
-            ns = 0
-            n_ge = 0
-            n_gt = 0
-            ht = 0.0
-            lead = np.float32(0.0)
-            mask = np.uint64(0)
-            for j in range(nj):
-                pt = jet_pt[j0 + j]
-                if is_jer:
-                    if np.float64(pt) * jer_upper <= jet_cut:
+                for j in range(nj):
+                    pt = jet_pt[j0 + j]
+                    pt64 = np.float64(pt)
+                    factors[j] = np.nan
+                    if pt64 * jer_upper <= jet_cut:
                         continue
-                    factor = 1.0 + jer_width * standard_normal(key, entry, j)
-                scaled = np.float64(pt) * factor
-                if scaled > jet_cut:
-                    selected[v, ns] = j
+                    if not pt64 * jer_lower > jet_cut:
+                        s = jer_factor(key, entry, j, jer_width)
+                        factors[j] = s
+                        if not pt64 * s > jet_cut:
+                            continue
+                    sel[ns] = j
                     if ns == 0 or pt > lead:
                         lead = pt
                     ns += 1
-                    ht += scaled
                     tag = jet_btag[j0 + j]
                     if tag >= btag_threshold:
                         n_ge += 1
                     if tag > btag_threshold:
                         n_gt += 1
-                    if use_mask:
+                    if j < 64:
                         mask |= np.uint64(1) << np.uint64(j)
             region = event_region(ne + nm, ns, n_ge, n_gt, n_leptons, n_jets_min, n_btag_min)
             if region < 0:
                 continue
+            if v >= n_scale:
+                # the event is in a region: draw the sure jets' factors too, HT in stored order
+                for a in range(ns):
+                    j = sel[a]
+                    s = factors[j]
+                    if np.isnan(s):
+                        s = jer_factor(key, entry, j, jer_width)
+                        factors[j] = s
+                    ht += np.float64(jet_pt[j0 + j]) * s
             regions[v] = region
             masks[v] = mask
 
@@ -171,17 +248,27 @@ def analyse_events(
                     if regions[u] == region and masks[u] == mask:
                         same = u
                         break
-            sel = selected[v]
-            if same < 0:
+            if same >= 0:
+                result_a[v] = result_a[same]
+                result_mass[v] = result_mass[same]
+                result_dr[v] = result_dr[same]
+            else:
                 for a in range(ns):
                     j = sel[a]
-                    if stamp[j] != i:
-                        stamp[j] = i
-                        k = j0 + j
-                        px[j], py[j], pz[j] = momentum_xyz(jet_pt[k], jet_eta[k], jet_phi[k])
-                        tag_gt[j] = jet_btag[k] > btag_threshold
+                    if stamp_xy[j] != i:
+                        stamp_xy[j] = i
+                        px[j], py[j] = momentum_xy(jet_pt[j0 + j], jet_phi[j0 + j])
+                        tag_gt[j] = jet_btag[j0 + j] > btag_threshold
                 if region == REGION_4J1B:
-                    result_a[v] = aplanarity(px, py, pz, sel, ns)
+                    for a in range(ns):
+                        j = sel[a]
+                        if stamp_z[j] != i:
+                            stamp_z[j] = i
+                            pz[j] = momentum_z(jet_pt[j0 + j], jet_eta[j0 + j])
+                    sxx, syy, szz, sxy, sxz, syz = pair_tensor(px, py, pz, sel, ns)
+                    result_a[v] = 1.5 * min_abs_eigenvalue(
+                        np.float64(sxx), np.float64(syy), np.float64(szz), np.float64(sxy),
+                        np.float64(sxz), np.float64(syz))
                 else:
                     t0, t1, t2 = best_trijet(px, py, tag_gt, sel, ns)
                     if t0 < 0:  # cannot happen with two tags > threshold; stay defined
@@ -191,15 +278,16 @@ def analyse_events(
                         ja = sel[t0]
                         jb = sel[t1]
                         jc = sel[t2]
+                        for j in (ja, jb, jc):
+                            if stamp_z[j] != i:
+                                stamp_z[j] = i
+                                pz[j] = momentum_z(jet_pt[j0 + j], jet_eta[j0 + j])
                         result_mass[v] = invariant_mass(
                             (jet_e[j0 + ja] + jet_e[j0 + jb]) + jet_e[j0 + jc],
                             (px[ja] + px[jb]) + px[jc], (py[ja] + py[jb]) + py[jc],
                             (pz[ja] + pz[jb]) + pz[jc])
-                        result_dr[v] = trijet_avg_dr(jet_eta[j0:], jet_phi[j0:], ja, jb, jc)
-            else:
-                result_a[v] = result_a[same]
-                result_mass[v] = result_mass[same]
-                result_dr[v] = result_dr[same]
+                        result_dr[v] = trijet_avg_dr(jet_eta, jet_phi, j0 + ja, j0 + jb,
+                                                      j0 + jc)
 
             row = count[v, region]
             count[v, region] = row + 1
@@ -221,4 +309,3 @@ def analyse_events(
             if v == 0:
                 for k in range(min(n_btag_pt, ns)):
                     btag_pt[region, row, k] = jet_pt[j0 + sel[k]]
-

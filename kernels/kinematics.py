@@ -9,6 +9,28 @@ from numba import njit
 
 
 @njit(cache=True)
+def momentum_xy(pt: np.float32, phi: np.float32) -> tuple[np.float32, np.float32]:
+    """Transverse momentum components ``float32(float64(pt) * cos|sin(float64(phi)))`` (GeV).
+
+    Args:
+        pt: transverse momentum (GeV, float32, unscaled).
+        phi: azimuth (rad, float32).
+
+    Returns:
+        (px, py) as float32 (GeV), each rounded once from float64.
+    """
+    pt64 = np.float64(pt)
+    phi64 = np.float64(phi)
+    return np.float32(pt64 * math.cos(phi64)), np.float32(pt64 * math.sin(phi64))
+
+
+@njit(cache=True)
+def momentum_z(pt: np.float32, eta: np.float32) -> np.float32:
+    """Longitudinal momentum ``float32(float64(pt) * sinh(float64(eta)))`` (GeV, float32)."""
+    return np.float32(np.float64(pt) * math.sinh(np.float64(eta)))
+
+
+@njit(cache=True)
 def momentum_xyz(pt: np.float32, eta: np.float32, phi: np.float32
                  ) -> tuple[np.float32, np.float32, np.float32]:
     """Cartesian momentum of a jet, trigonometry in float64, each component rounded once.
@@ -22,12 +44,8 @@ def momentum_xyz(pt: np.float32, eta: np.float32, phi: np.float32
         (px, py, pz) as float32 (GeV): ``float32(float64(pt) * cos(float64(phi)))``,
         ``float32(float64(pt) * sin(float64(phi)))``, ``float32(float64(pt) * sinh(float64(eta)))``.
     """
-    pt64 = np.float64(pt)
-    phi64 = np.float64(phi)
-    px = np.float32(pt64 * math.cos(phi64))
-    py = np.float32(pt64 * math.sin(phi64))
-    pz = np.float32(pt64 * math.sinh(np.float64(eta)))
-    return px, py, pz
+    px, py = momentum_xy(pt, phi)
+    return px, py, momentum_z(pt, eta)
 
 
 @njit(cache=True)

@@ -50,6 +50,7 @@ def best_trijet(px: np.ndarray, py: np.ndarray, btag_pass: np.ndarray, index: np
     best_b = -1
     best_c = -1
     best_pt = np.float32(0.0)
+    best_pt2 = np.float32(0.0)
     for a in range(n):
         i = index[a]
         for b in range(a + 1, n):
@@ -61,12 +62,18 @@ def best_trijet(px: np.ndarray, py: np.ndarray, btag_pass: np.ndarray, index: np
                 k = index[c]
                 if not (tag_ij or btag_pass[k]):
                     continue
-                pt = transverse_momentum(x_ij + px[k], y_ij + py[k])
-                if best_a < 0 or pt > best_pt:
-                    best_pt = pt
-                    best_a = a
-                    best_b = b
-                    best_c = c
+                x = x_ij + px[k]
+                y = y_ij + py[k]
+                pt2 = x * x + y * y
+                # sqrt is monotonic: only a larger pt^2 can give a larger float32 pt
+                if best_a < 0 or pt2 > best_pt2:
+                    pt = np.float32(math.sqrt(pt2))
+                    if best_a < 0 or pt > best_pt:
+                        best_pt = pt
+                        best_pt2 = pt2
+                        best_a = a
+                        best_b = b
+                        best_c = c
     return best_a, best_b, best_c
 
 

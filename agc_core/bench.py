@@ -1,0 +1,322 @@
+"""Benchmarks: kernels (and other stages) against the awkward reference, printed as tables.
+
+``python -m agc_core bench [--what SECTION ...]``. Sections are registered with
+:func:`register_section`; each returns a :class:`BenchTable`. The ``kernels`` section times
+every numba kernel and the whole chunk processor (all variations) on the same in-memory
+events as the awkward reference, single-threaded, with numba warm (compilation excluded).
+Speed is never asserted in a test; this is where it is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from agc_core.config import AnalysisConfig, load_analysis_config
+
+log = logging.getLogger(__name__)
+
+
+class ArrayChunk(NamedTuple):
+    """In-memory chunk with the fields of ``agc_core.io.Chunk`` (columns + offsets)."""
+
+    n_events: int
+    entry_start: int
+    entry_stop: int
+    columns: dict[str, np.ndarray]
+    offsets: dict[str, np.ndarray]
+    bytes_read: int
+
+
+@dataclass
+class BenchTable:
+    """One section's result: a titled table of rows (first column = name).
+
+    Attributes:
+        title: section title.
+        columns: column headers.
+        rows: table rows (strings or numbers).
+        notes: lines printed under the table.
+    """
+
+    title: str
+    columns: list[str]
+    rows: list[list[Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def render(self) -> str:
+        """The table as aligned text."""
+        cells = [[_fmt(c) for c in row] for row in [self.columns, *self.rows]]
+        widths = [max(len(r[i]) for r in cells) for i in range(len(self.columns))]
+        lines = [self.title, "=" * len(self.title)]
+        for k, row in enumerate(cells):
+            lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                   for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+            if k == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        lines += self.notes
+        return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if value == 0 or not np.isfinite(value):
+            return f"{value:g}"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.3g}"
+    return str(value)
+
+
+SectionFn = Callable[[argparse.Namespace, AnalysisConfig], BenchTable]
+
+#: registered sections: name -> (function, help)
+SECTIONS: dict[str, tuple[SectionFn, str]] = {}
+
+#: modules that may register more sections when imported (skipped if absent)
+SECTION_MODULES: tuple[str, ...] = ()
+
+
+def register_section(name: str, help: str) -> Callable[[SectionFn], SectionFn]:
+    """Decorator registering a benchmark section ``fn(args, cfg) -> BenchTable``."""
+
+    def deco(fn: SectionFn) -> SectionFn:
+        SECTIONS[name] = (fn, help)
+        return fn
+
+    return deco
+
+
+def best_time(fn: Callable[[], Any], repeat: int, min_time: float = 0.0) -> float:
+    """Smallest wall time (s) of ``repeat`` calls of ``fn`` (at least ``min_time`` in total)."""
+    best = np.inf
+    spent = 0.0
+    k = 0
+    while k < repeat or spent < min_time:
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        best = min(best, dt)
+        spent += dt
+        k += 1
+    return best
+
+
+# --------------------------------------------------------------------------------------------
+# in-memory events
+
+
+def synthetic_chunk(process: str, variation: str, n_events: int, seed: int = 42,
+                    cfg: AnalysisConfig | None = None) -> ArrayChunk:
+    """Events of one sample generated in memory by ``agc_core.synthetic`` (no files).
+
+    Args:
+        process, variation: the sample.
+        n_events: number of events.
+        seed: generator seed.
+        cfg: analysis configuration.
+
+    Returns:
+        An :class:`ArrayChunk` with the analysis branches (entry_start 0).
+    """
+    from agc_core.synthetic import iter_sample_events
+
+    cfg = cfg or load_analysis_config()
+    columns: dict[str, list[np.ndarray]] = {}
+    counts: dict[str, list[np.ndarray]] = {}
+    for batch in iter_sample_events(process, variation, n_events, seed, cfg):
+        for coll in ("jet", "electron", "muon"):
+            counts.setdefault(coll, []).append(batch.counts[coll])
+            for prop, values in batch.jagged[coll].items():
+                name = f"{coll}_{prop}"
+                if name in cfg.analysis_branches:
+                    columns.setdefault(name, []).append(values)
+    offsets = {}
+    for coll, parts in counts.items():
+        c = np.concatenate(parts).astype(np.int64)
+        off = np.zeros(c.shape[0] + 1, dtype=np.int64)
+        np.cumsum(c, out=off[1:])
+        offsets[coll] = off
+    cols = {k: np.ascontiguousarray(np.concatenate(v), dtype=np.float32)
+            for k, v in columns.items()}
+    return ArrayChunk(n_events, 0, n_events, cols, offsets, 0)
+
+
+def slice_chunk(chunk: Any, start: int, stop: int) -> ArrayChunk:
+    """Events [start, stop) of a chunk as a new chunk (entry_start shifted accordingly)."""
+    offsets: dict[str, np.ndarray] = {}
+    columns: dict[str, np.ndarray] = {}
+    for coll, off in chunk.offsets.items():
+        lo, hi = off[start], off[stop]
+        offsets[coll] = off[start: stop + 1] - lo
+        for name, values in chunk.columns.items():
+            if name.split("_", 1)[0] == coll:
+                columns[name] = values[lo:hi]
+    return ArrayChunk(stop - start, chunk.entry_start + start, chunk.entry_start + stop,
+                      columns, offsets, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# kernels section
+
+
+def _rate(n: int, seconds: float) -> float:
+    return n / seconds if seconds > 0 else float("inf")
+
+
+@register_section("kernels", "numba kernels and the chunk processor vs the awkward reference")
+def bench_kernels(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
+    """Time each kernel and the whole processor against the reference on the same events."""
+    import awkward as ak
+
+    from agc_core import reference
+    from agc_core.processor import SampleInfo, ThresholdClassifier, analyse_chunk, process_chunk
+    from kernels.fill import fill_region
+    from kernels.rng import jer_factors
+    from kernels.selection import select_jets, select_leptons
+    from kernels.sphericity import sphericity_a_events
+    from kernels.trijet import best_trijet_events
+
+    n = args.events
+    process = args.process
+    t0 = time.perf_counter()
+    chunk = synthetic_chunk(process, "nominal", n, args.seed, cfg)
+    log.info("generated %d %s events in %.1f s", n, process, time.perf_counter() - t0)
+    n_ref = min(n, args.reference_events)
+    ref_chunk = slice_chunk(chunk, 0, n_ref)
+    sample = SampleInfo(process, "nominal", cfg.samples.index((process, "nominal")), 0, 1.0)
+    clf = ThresholdClassifier.from_config(cfg, 300.0)
+    sel, syst, b = cfg.selection, cfg.systematics, cfg.binning
+    c, o = chunk.columns, chunk.offsets
+    rep = args.repeat
+
+    table = BenchTable(
+        f"kernels: {n:,} {process} events in memory, one core "
+        f"(reference: awkward, {n_ref:,} events)",
+        ["kernel", "kernel ev/s", "reference ev/s", "speedup"],
+    )
+
+    def row(name: str, fn: Callable[[], Any], ref: Callable[[], Any] | None,
+            n_kernel: int = n, n_reference: int = n_ref) -> None:
+        fn()  # compile / warm
+        rk = _rate(n_kernel, best_time(fn, rep))
+        if ref is None:
+            table.rows.append([name, rk, "-", "-"])
+            return
+        ref()
+        rr = _rate(n_reference, best_time(ref, max(1, rep // 3)))
+        table.rows.append([name, rk, rr, f"{rk / rr:.0f}x"])
+
+    # leptons
+    row("select_leptons", lambda: select_leptons(
+        o["electron"], c["electron_pt"], o["muon"], c["muon_pt"],
+        np.float32(sel.electron_pt_min), np.float32(sel.muon_pt_min)), None)
+    # jets, nominal factors
+    ones = np.ones(c["jet_pt"].shape[0])
+    row("select_jets (nominal)", lambda: select_jets(
+        o["jet"], c["jet_pt"], c["jet_btag"], ones, sel.jet_pt_min,
+        np.float32(sel.btag_threshold)), None)
+    row("jer_factors", lambda: jer_factors(o["jet"], 0, args.seed, sample.sample_id, 0,
+                                           syst.jer_width), None)
+
+    # per-region kernels on the reference's selected jets (nominal)
+    events = reference.build_events(chunk)
+    out = reference.analyse_pt_variation(events, ak.Array(np.ones(n)), cfg)
+    for region, name, kernel, ref in (
+        ("4j1b", "sphericity_a_events", lambda j: sphericity_a_events(*j[:4]),
+         lambda jets: reference.sphericity_a(jets)),
+        ("4j2b", "best_trijet_events", lambda j: best_trijet_events(
+            *j, np.float32(sel.btag_threshold)),
+         lambda jets: reference.best_trijet(jets, sel.btag_threshold)),
+    ):
+        idx = out[region].event_index
+        jets = events.jet[idx]
+        jets = jets[events.jet[idx].pt > sel.jet_pt_min]
+        flat = [np.ascontiguousarray(ak.to_numpy(ak.flatten(jets[p])), dtype=np.float32)
+                for p in ("pt", "eta", "phi", "e", "btag")]
+        off = np.zeros(len(jets) + 1, dtype=np.int64)
+        np.cumsum(ak.to_numpy(ak.num(jets)), out=off[1:])
+        jets_ref = jets[: max(1, len(jets) * n_ref // n)]
+        row(f"{name} ({region} events)", lambda k=kernel, a=(off, *flat): k(a),
+            lambda r=ref, j=jets_ref: r(j), len(jets), len(jets_ref))
+
+    # filling: all nominal weight variations of one region
+    variations = cfg.fill_variations(process, "nominal")
+    res = analyse_chunk(chunk, sample, cfg, args.seed)
+    n1 = res.n(0, 0)
+    cls = np.zeros(n1, dtype=np.int64)
+    sumw = np.zeros((len(variations), 2, 2, b.bins + 2))
+    sumw2 = np.zeros_like(sumw)
+    flat_idx = variations.index("scale_var_up") if "scale_var_up" in variations else -1
+    row(f"fill_region ({len(variations) - 2} weight variations)", lambda: fill_region(
+        sumw, sumw2, 0, res.observable[0, 0], cls, n1, b.low, b.high, 1.0, 0, flat_idx,
+        1.001, 0.999, variations.index("btag_var_0_up"), res.btag_pt[0],
+        syst.btag_magnitude, np.float32(syst.btag_pt_ref)), None, n1)
+
+    # one kinematic variation vs the reference's loop body
+    row("analyse_chunk (nominal only)", lambda: analyse_chunk(
+        chunk, sample, cfg, args.seed, pt_variations=False),
+        lambda: reference.analyse_pt_variation(
+            reference.build_events(ref_chunk), ak.Array(np.ones(n_ref)), cfg))
+    row("analyse_chunk (3 pt variations)", lambda: analyse_chunk(chunk, sample, cfg, args.seed),
+        lambda: reference.analyse_chunk(ref_chunk, sample, cfg, args.seed))
+    row("process_chunk (all variations)", lambda: process_chunk(
+        chunk, sample, cfg, clf, args.seed),
+        lambda: reference.process_chunk_reference(ref_chunk, sample, cfg, clf, args.seed))
+    for iv, pv in enumerate(res.pt_variations):
+        table.notes.append(f"  {pv}: {res.n(iv, 0):,} 4j1b + {res.n(iv, 1):,} 4j2b events "
+                           f"selected of {n:,}")
+    table.notes.append(f"best of {rep} runs (reference: best of {max(1, rep // 3)}); "
+                       "classifier: ThresholdClassifier(HT > 300 GeV)")
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """``python -m agc_core bench``: run the selected sections and print their tables."""
+    cfg = load_analysis_config(getattr(args, "config", None))
+    names = list(SECTIONS) if "all" in args.what else args.what
+    for name in names:
+        fn, _ = SECTIONS[name]
+        table = fn(args, cfg)
+        print(table.render())
+        print()
+    return 0
+
+
+def _load_section_modules() -> None:
+    for module in SECTION_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def add_cli(subparsers: Any) -> None:
+    """Register the ``bench`` subcommand."""
+    _load_section_modules()
+    p = subparsers.add_parser(
+        "bench", help="benchmark kernels and stages against the reference",
+        description="Time the numba kernels (and other stages) against the awkward reference "
+                    "on the same in-memory events; prints one table per section.")
+    p.add_argument("--what", nargs="+", default=["kernels"],
+                   choices=[*SECTIONS, "all"], help="sections to run (default: kernels)")
+    p.add_argument("--events", type=int, default=500_000,
+                   help="in-memory events for the kernels (default 500000)")
+    p.add_argument("--reference-events", type=int, default=50_000,
+                   help="events given to the (slow) reference (default 50000)")
+    p.add_argument("--process", default="ttbar", help="sample process (nominal) to generate")
+    p.add_argument("--repeat", type=int, default=5, help="timed runs per kernel (best kept)")
+    p.add_argument("--seed", type=int, default=42, help="generator and JER seed")
+    p.set_defaults(func=run_bench)
