@@ -185,9 +185,9 @@ DETECTOR = Detector()
 
 _TTBAR = ProcessTune(
     hard="ttbar",
-    n_leptonic=(0.10, 0.72, 0.18),
+    n_leptonic=(0.16, 0.66, 0.18),
     tau_fraction=1 / 3,
-    pstar_scale=110.0,
+    pstar_scale=120.0,
     pstar_shape=1.8,
     rapidity_sigma=0.9,
     radiation=Radiation(mean=1.8, ratio=0.0, pt_min=25.0, pt_index=3.0, eta_sigma=1.8,
@@ -379,19 +379,24 @@ def _wrap(phi: np.ndarray) -> np.ndarray:
 class _Partons:
     """Quarks and gluons in fixed slots: arrays of shape (n_events, n_slots)."""
 
-    p4: P4
+    pt: np.ndarray
+    eta: np.ndarray
+    phi: np.ndarray
+    mass: np.ndarray
     flavour: np.ndarray
     valid: np.ndarray
 
     @staticmethod
+    def from_p4(p: P4, flavour: np.ndarray, valid: np.ndarray) -> _Partons:
+        """Partons from four-momenta."""
+        mass = np.sqrt(np.maximum(p.e ** 2 - p.px ** 2 - p.py ** 2 - p.pz ** 2, 0.0))
+        return _Partons(p.pt, p.eta, p.phi, mass, flavour, valid)
+
+    @staticmethod
     def concat(parts: list[_Partons]) -> _Partons:
         """Join slot blocks side by side."""
-        return _Partons(
-            P4(*(np.concatenate([getattr(p.p4, c) for p in parts], axis=1)
-                 for c in P4._fields)),
-            np.concatenate([p.flavour for p in parts], axis=1),
-            np.concatenate([p.valid for p in parts], axis=1),
-        )
+        return _Partons(*(np.concatenate([getattr(p, f.name) for p in parts], axis=1)
+                          for f in dataclasses.fields(_Partons)))
 
 
 @dataclass
@@ -412,17 +417,21 @@ def _stack(p4s: list[P4]) -> P4:
     return P4(*(np.stack([getattr(p, c) for p in p4s], axis=1) for c in P4._fields))
 
 
-def _radiation(rng: np.random.Generator, n: int, tune: ProcessTune) -> _Partons:
-    """Extra partons (ISR or W+jets jets) in N_RADIATION slots plus one extra-b slot."""
-    rad = tune.radiation
+def _multiplicity_cdf(rad: Radiation) -> np.ndarray:
+    """CDF of the number of radiation partons over 0..N_RADIATION."""
     k = np.arange(N_RADIATION + 1)
     if rad.ratio > 0:
         pmf = rad.ratio ** k
     else:
-        pmf = np.exp(-rad.mean + k * np.log(max(rad.mean, 1e-300)) - np.cumsum(
-            np.log(np.maximum(k, 1))))
-    cdf = np.cumsum(pmf / pmf.sum())
-    count = np.searchsorted(cdf, rng.random(n), side="right")
+        log_fact = np.cumsum(np.log(np.maximum(k, 1)))
+        pmf = np.exp(k * np.log(max(rad.mean, 1e-300)) - log_fact)
+    return np.cumsum(pmf / pmf.sum())
+
+
+def _radiation(rng: np.random.Generator, n: int, tune: ProcessTune) -> _Partons:
+    """Extra partons (ISR or W+jets jets) in N_RADIATION slots plus one extra-b slot."""
+    rad = tune.radiation
+    count = np.searchsorted(_multiplicity_cdf(rad), rng.random(n), side="right")
     shape = (n, N_RADIATION)
     pt = _pareto(rng.random(shape), rad.pt_min, rad.pt_index)
     eta = rng.normal(0.0, rad.eta_sigma, shape)
@@ -439,13 +448,12 @@ def _radiation(rng: np.random.Generator, n: int, tune: ProcessTune) -> _Partons:
     xb_pt = _pareto(rng.random(n), tune.extra_b_pt_min, 3.0)
     xb_eta = rng.normal(0.0, tune.extra_b_eta_sigma, n)
     xb_phi = rng.uniform(-np.pi, np.pi, n)
-    pt = np.concatenate([pt, xb_pt[:, None]], axis=1)
-    eta = np.concatenate([eta, xb_eta[:, None]], axis=1)
-    phi = np.concatenate([phi, xb_phi[:, None]], axis=1)
-    flavour = np.concatenate([flavour, np.full((n, 1), FLAV_B)], axis=1)
-    valid = np.concatenate([valid, xb_valid[:, None]], axis=1)
+    flavour = np.concatenate([flavour, np.full((n, 1), FLAV_B)], axis=1).astype(np.int8)
     mass = np.where(flavour == FLAV_B, B_MASS, np.where(flavour == FLAV_C, C_MASS, 0.0))
-    return _Partons(from_pt_eta_phi_m(pt, eta, phi, mass), flavour.astype(np.int8), valid)
+    return _Partons(np.concatenate([pt, xb_pt[:, None]], axis=1),
+                    np.concatenate([eta, xb_eta[:, None]], axis=1),
+                    np.concatenate([phi, xb_phi[:, None]], axis=1), mass, flavour,
+                    np.concatenate([valid, xb_valid[:, None]], axis=1))
 
 
 def _system(rng: np.random.Generator, mass: np.ndarray, px: np.ndarray, py: np.ndarray,
@@ -471,38 +479,38 @@ def _top_decay(rng: np.random.Generator, top: P4, m_top: np.ndarray) -> tuple[P4
 
 def _decay_ws(rng: np.random.Generator, tune: ProcessTune, fixed: list[tuple[P4, int]],
               ws: list[tuple[P4, np.ndarray]]) -> _Hard:
-    """Decay the W bosons (leptonic or hadronic) and collect the hard process's objects.
+    """Decay the W bosons (leptonically or hadronically) and collect the hard process's objects.
 
     Args:
         rng: random generator of the hard process.
         tune: the sample's knobs (leptonic multiplicity, tau fraction).
         fixed: quarks that are always present, with their flavour.
         ws: W bosons with their charge (+1 / -1 per event).
+
+    Returns:
+        Quark slots (fixed quarks, then two per W), one lepton slot per W (two in all).
     """
     n = ws[0][0].e.shape[0]
-    n_w = len(ws)
-    probs = np.asarray(tune.n_leptonic[: n_w + 1], dtype=np.float64)
+    probs = np.asarray(tune.n_leptonic[: len(ws) + 1], dtype=np.float64)
     n_lep = np.searchsorted(np.cumsum(probs / probs.sum()), rng.random(n), side="right")
     first = rng.random(n) < 0.5
-    if n_w == 1:
+    if len(ws) == 1:
         leptonic = [n_lep >= 1]
     else:
         leptonic = [(n_lep == 2) | ((n_lep == 1) & first), (n_lep == 2) | ((n_lep == 1) & ~first)]
-    quarks_p4, quarks_flav, quarks_valid = [], [], []
-    for p, flav in fixed:
-        quarks_p4.append(p)
-        quarks_flav.append(np.full(n, flav))
-        quarks_valid.append(np.ones(n, dtype=bool))
+    q_p4 = [p for p, _ in fixed]
+    q_flav = [np.full(n, flav) for _, flav in fixed]
+    q_valid = [np.ones(n, dtype=bool) for _ in fixed]
     lep_p4, lep_pdg, lep_charge, lep_valid = [], [], [], []
     nu_px, nu_py = np.zeros(n), np.zeros(n)
     tf = tune.tau_fraction
     for (w, charge), lep in zip(ws, leptonic, strict=True):
-        f1, f2 = two_body(w, 0.0, 0.0, *_isotropic(rng, (n,)))
+        f1, f2 = two_body(w, 0.0, 0.0, *_isotropic(rng, n))
         u_flav = rng.random(n)
-        charm = rng.random(n) < 0.5  # W -> cs vs ud
-        quarks_p4 += [f1, f2]
-        quarks_flav += [np.where(charm, FLAV_C, FLAV_LIGHT), np.full(n, FLAV_LIGHT)]
-        quarks_valid += [~lep, ~lep]
+        charm = rng.random(n) < 0.5  # W -> cs rather than ud
+        q_p4 += [f1, f2]
+        q_flav += [np.where(charm, FLAV_C, FLAV_LIGHT), np.full(n, FLAV_LIGHT)]
+        q_valid += [~lep, ~lep]
         lep_p4.append(f1)
         lep_pdg.append(np.where(u_flav < tf, PDG_TAU,
                                 np.where(u_flav < tf + (1 - tf) / 2, PDG_E, PDG_MU)))
@@ -510,13 +518,13 @@ def _decay_ws(rng: np.random.Generator, tune: ProcessTune, fixed: list[tuple[P4,
         lep_valid.append(lep)
         nu_px += np.where(lep, f2.px, 0.0)
         nu_py += np.where(lep, f2.py, 0.0)
-    while len(lep_p4) < 2:  # always two lepton slots
+    if len(ws) == 1:  # always two lepton slots
         lep_p4.append(lep_p4[0].scaled(0.0))
         lep_pdg.append(np.full(n, PDG_E))
         lep_charge.append(np.ones(n, dtype=np.int64))
         lep_valid.append(np.zeros(n, dtype=bool))
-    quarks = _Partons(_stack(quarks_p4), np.stack(quarks_flav, axis=1).astype(np.int8),
-                      np.stack(quarks_valid, axis=1))
+    quarks = _Partons.from_p4(_stack(q_p4), np.stack(q_flav, axis=1).astype(np.int8),
+                              np.stack(q_valid, axis=1))
     return _Hard(quarks, _stack(lep_p4), np.stack(lep_pdg, axis=1),
                  np.stack(lep_charge, axis=1), np.stack(lep_valid, axis=1), nu_px, nu_py)
 
@@ -601,19 +609,31 @@ def _fsr(rng: np.random.Generator, partons: _Partons, tune: ProcessTune
     dr = 0.4 + 1.0 * rng.random(shape)
     angle = rng.uniform(-np.pi, np.pi, shape)
     z = np.where(split, z, 0.0)
-    p = partons.p4
-    gluon = from_pt_eta_phi_m(p.pt * z, p.eta + dr * np.cos(angle),
-                              p.phi + dr * np.sin(angle), 0.0)
-    after = _Partons(p.scaled(1.0 - z), partons.flavour, partons.valid)
-    return after, _Partons(gluon, np.zeros(shape, np.int8), split)
+    p = partons
+    after = _Partons(p.pt * (1.0 - z), p.eta, p.phi, p.mass * (1.0 - z), p.flavour, p.valid)
+    gluons = _Partons(p.pt * z, p.eta + dr * np.cos(angle), _wrap(p.phi + dr * np.sin(angle)),
+                      np.zeros(shape), np.zeros(shape, np.int8), split)
+    return after, gluons
+
+
+@dataclass
+class _VisibleLeptons:
+    """Charged leptons after tau decays, in the two W slots: arrays of shape (n_events, 2)."""
+
+    pt: np.ndarray
+    eta: np.ndarray
+    phi: np.ndarray
+    pdg: np.ndarray
+    charge: np.ndarray
+    valid: np.ndarray
 
 
 def _tau_decays(rng: np.random.Generator, hard: _Hard
-                ) -> tuple[P4, np.ndarray, np.ndarray, _Partons, np.ndarray, np.ndarray]:
-    """Decay taus: leptonically (visible e/mu) or hadronically (a tau jet).
+                ) -> tuple[_VisibleLeptons, _Partons, np.ndarray, np.ndarray]:
+    """Decay taus: leptonically (a softer e or mu) or hadronically (a tau jet).
 
     Returns:
-        (visible lepton p4, its pdg id, valid, tau-jet partons, extra neutrino px, py).
+        (visible leptons, tau-jet partons, px and py of the extra neutrinos).
     """
     shape = hard.lep_valid.shape
     is_tau = hard.lep_pdg == PDG_TAU
@@ -622,52 +642,74 @@ def _tau_decays(rng: np.random.Generator, hard: _Hard
     z_had = rng.uniform(0.3, 1.0, shape)
     leptonic = is_tau & (u_mode < TAU_LEPTONIC_BR)
     hadronic = is_tau & ~leptonic
-    z = np.where(is_tau, np.where(leptonic, z_lep, 0.0), 1.0)
-    vis = hard.lep_p4.scaled(z)
-    pdg = np.where(is_tau, np.where(u_flav < 0.5, PDG_E, PDG_MU), hard.lep_pdg)
-    valid = hard.lep_valid & (~is_tau | leptonic)
-    tau_jet = _Partons(hard.lep_p4.scaled(np.where(hadronic, z_had, 1.0)),
-                       np.zeros(shape, np.int8), hard.lep_valid & hadronic)
-    lost = np.where(hard.lep_valid & is_tau, 1.0 - np.where(leptonic, z_lep, z_had), 0.0)
-    return (vis, pdg, valid, tau_jet, (hard.lep_p4.px * lost).sum(axis=1),
-            (hard.lep_p4.py * lost).sum(axis=1))
+    pt, eta, phi = hard.lep_p4.pt, hard.lep_p4.eta, hard.lep_p4.phi
+    vis = _VisibleLeptons(
+        pt * np.where(leptonic, z_lep, 1.0), eta, phi,
+        np.where(is_tau, np.where(u_flav < 0.5, PDG_E, PDG_MU), hard.lep_pdg),
+        hard.lep_charge, hard.lep_valid & ~hadronic)
+    tau_jets = _Partons(pt * z_had, eta, phi, np.zeros(shape), np.zeros(shape, np.int8),
+                        hard.lep_valid & hadronic)
+    lost = np.where(hard.lep_valid & is_tau, 1.0 - np.where(leptonic, z_lep, z_had), 0.0) * pt
+    return vis, tau_jets, (lost * np.cos(phi)).sum(axis=1), (lost * np.sin(phi)).sum(axis=1)
 
 
 # --------------------------------------------------------------------------------------------
-# detector level
+# detector level: flat arrays of the valid slots, with their event index
+
+
+def _uniforms(rng: np.random.Generator, k: int, shape: tuple[int, ...]) -> np.ndarray:
+    """k uniform [0, 1) arrays of a slot shape (float32: fast, and fine for smearing)."""
+    return rng.random((k, *shape), dtype=np.float32)
+
+
+def _gauss(u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
+    """Standard normal values from two uniforms (Box-Muller), for the valid slots only."""
+    r = np.sqrt(-2.0 * np.log1p(-u1.astype(np.float64)))
+    return r * np.cos(2.0 * np.pi * u2.astype(np.float64))
 
 
 def _reco_jets(rng: np.random.Generator, partons: _Partons, response: np.ndarray,
-               b_fragmentation: float, det: Detector) -> dict[str, np.ndarray]:
-    """Jets from partons: pt response and resolution, angular smearing, jet mass, b-tag score.
+               b_fragmentation: float, det: Detector) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Jets from partons: response and resolution, angular smearing, jet mass, b-tag score.
+
+    Random numbers are drawn for every slot (so samples that share the nominal's random
+    numbers stay aligned), the arithmetic is done on the valid slots only.
+
+    Args:
+        rng: the jets' random generator.
+        partons: all parton slots, shape (n, s).
+        response: mean response per slot, shape (s,).
+        b_fragmentation: factor on the b jets' tagging efficiency.
+        det: detector knobs.
 
     Returns:
-        Slot arrays ``pt, eta, phi, mass, btag, ch, flavour, valid``.
+        (event index, flat arrays ``pt, eta, phi, mass, btag, ch``) of the stored jets.
     """
     shape = partons.valid.shape
-    g_pt, g_eta, g_phi = rng.normal(size=shape), rng.normal(size=shape), rng.normal(size=shape)
-    g_mass, u_tag, v_tag = rng.normal(size=shape), rng.random(shape), rng.random(shape)
-    charge = rng.integers(-1, 2, shape)
-    p = partons.p4
-    pt_true = np.maximum(p.pt, 1e-3)
-    flav = partons.flavour
-    mean = response * np.where(flav == FLAV_B, det.b_response, 1.0)
+    u = _uniforms(rng, 10, shape)
+    charge = rng.integers(-1, 2, shape, dtype=np.int8)
+    v = partons.valid
+    ev, slot = np.nonzero(v)
+    g = [_gauss(u[2 + 2 * i][v], u[3 + 2 * i][v]) for i in range(4)]
+    pt_true = np.maximum(partons.pt[v], 1e-3)
+    flav = partons.flavour[v]
+    is_b, is_c = flav == FLAV_B, flav == FLAV_C
+    mean = response[slot] * np.where(is_b, det.b_response, 1.0)
     sigma = np.sqrt((det.jet_noise / pt_true) ** 2 + det.jet_stochastic ** 2 / pt_true
                     + det.jet_constant ** 2)
-    pt = pt_true * mean * np.maximum(1.0 + sigma * g_pt, 0.2)
-    eta = p.eta + 0.01 * g_eta
-    phi = _wrap(p.phi + 0.01 * g_phi)
-    mass = pt * det.jet_mass_frac * np.exp(0.35 * g_mass)
-    in_tracker = np.abs(eta) < det.btag_eta_max
-    eff = np.where(flav == FLAV_B, det.btag_eff_b * b_fragmentation,
-                   np.where(flav == FLAV_C, det.btag_eff_c, det.btag_eff_light))
-    power = np.where(flav == FLAV_B, 0.6, np.where(flav == FLAV_C, 1.0, 2.0))
-    tagged = u_tag < eff
-    btag = np.where(tagged, 1.0 - 0.5 * v_tag ** 3, 0.5 * v_tag ** power)
-    btag = np.where(in_tracker, btag, 0.0)
-    valid = partons.valid & (pt > det.jet_store_pt_min) & (np.abs(eta) < det.jet_eta_max)
-    return {"pt": pt, "eta": eta, "phi": phi, "mass": mass, "btag": btag, "ch": charge,
-            "flavour": flav, "valid": valid}
+    pt = pt_true * mean * np.maximum(1.0 + sigma * g[0], 0.2)
+    eta = partons.eta[v] + 0.01 * g[1]
+    phi = _wrap(partons.phi[v] + 0.01 * g[2])
+    mass = pt * det.jet_mass_frac * np.exp(0.35 * g[3])
+    eff = np.where(is_b, det.btag_eff_b * b_fragmentation,
+                   np.where(is_c, det.btag_eff_c, det.btag_eff_light))
+    power = np.where(is_b, 0.6, np.where(is_c, 1.0, 2.0))
+    u_tag, v_tag = u[0][v], u[1][v].astype(np.float64)
+    btag = np.where(u_tag < eff, 1.0 - 0.5 * v_tag ** 3, 0.5 * v_tag ** power)
+    btag = np.where(np.abs(eta) < det.btag_eta_max, btag, 0.0)
+    keep = (pt > det.jet_store_pt_min) & (np.abs(eta) < det.jet_eta_max)
+    out = {"pt": pt, "eta": eta, "phi": phi, "mass": mass, "btag": btag, "ch": charge[v]}
+    return ev[keep], {k: a[keep] for k, a in out.items()}
 
 
 def _pileup_jets(rng: np.random.Generator, npv: np.ndarray, det: Detector) -> _Partons:
@@ -679,62 +721,115 @@ def _pileup_jets(rng: np.random.Generator, npv: np.ndarray, det: Detector) -> _P
     eta = rng.uniform(-det.jet_eta_max, det.jet_eta_max, shape)
     phi = rng.uniform(-np.pi, np.pi, shape)
     valid = np.arange(N_PILEUP)[None, :] < count[:, None]
-    return _Partons(from_pt_eta_phi_m(pt, eta, phi, 0.0), np.zeros(shape, np.int8), valid)
+    return _Partons(pt, eta, phi, np.zeros(shape), np.zeros(shape, np.int8), valid)
 
 
-def _reco_leptons(rng: np.random.Generator, vis: P4, pdg: np.ndarray, valid: np.ndarray,
-                  charge: np.ndarray, quarks: _Partons, det: Detector
-                  ) -> dict[str, np.ndarray]:
+def _reco_leptons(rng: np.random.Generator, vis: _VisibleLeptons, quarks: _Partons,
+                  det: Detector) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Reconstructed leptons: prompt (from W / tau), non-prompt (b, c decays) and fakes.
 
     Returns:
-        Slot arrays ``pt, eta, phi, pdg, ch, iso, valid``.
+        (event index, flat arrays ``pt, eta, phi, pdg, ch, iso``) of the stored leptons.
     """
-    n = valid.shape[0]
-    # prompt
-    shape = valid.shape
-    g_pt, g_ang, u_eff, u_iso = (rng.normal(size=shape), rng.normal(size=shape),
-                                 rng.random(shape), rng.random(shape))
-    res = np.where(pdg == PDG_E, det.electron_res,
-                   det.muon_res * np.sqrt(1.0 + (vis.pt / 100.0) ** 2))
-    p_pt = vis.pt * (1.0 + res * g_pt)
-    p_eta, p_phi = vis.eta + 0.001 * g_ang, _wrap(vis.phi + 0.001 * g_ang)
-    p_valid = valid & (u_eff < det.lepton_eff)
-    p_iso = -0.03 * np.log1p(-u_iso)
-    # non-prompt, one slot per quark
+    n = vis.valid.shape[0]
+    # prompt: resolution, identification efficiency, isolation
+    u = _uniforms(rng, 6, vis.valid.shape)
+    v = vis.valid & (u[0] < det.lepton_eff)
+    ev_p = np.nonzero(v)[0]
+    g = [_gauss(u[2][v], u[3][v]), _gauss(u[4][v], u[5][v])]
+    pdg_p, pt_v = vis.pdg[v], vis.pt[v]
+    res = np.where(pdg_p == PDG_E, det.electron_res,
+                   det.muon_res * np.sqrt(1.0 + (pt_v / 100.0) ** 2))
+    prompt = {"pt": pt_v * (1.0 + res * g[0]), "eta": vis.eta[v] + 0.001 * g[1],
+              "phi": _wrap(vis.phi[v] + 0.001 * g[1]), "pdg": pdg_p,
+              "ch": vis.charge[v], "iso": -0.03 * np.log1p(-u[1][v].astype(np.float64))}
+    # non-prompt: one slot per quark, from semileptonic b and c decays inside jets
     qs = quarks.valid.shape
-    u_np, u_fl, z = rng.random(qs), rng.random(qs), rng.beta(1.2, 5.0, qs)
-    d_eta, d_phi, u_iso2 = rng.normal(0, 0.1, qs), rng.normal(0, 0.1, qs), rng.random(qs)
-    q_charge = rng.integers(0, 2, qs) * 2 - 1
+    u = _uniforms(rng, 9, qs)
     prob = np.where(quarks.flavour == FLAV_B, det.nonprompt_b,
                     np.where(quarks.flavour == FLAV_C, det.nonprompt_c, 0.0))
-    np_valid = quarks.valid & (u_np < prob)
-    np_pt = quarks.p4.pt * z
-    np_eta, np_phi = quarks.p4.eta + d_eta, _wrap(quarks.p4.phi + d_phi)
-    np_pdg = np.where(u_fl < 0.5, PDG_E, PDG_MU)
-    np_iso = 0.15 - 0.4 * np.log1p(-u_iso2)
+    v = quarks.valid & (u[0] < prob)
+    ev_np = np.nonzero(v)[0]
+    g = [_gauss(u[4][v], u[5][v]), _gauss(u[6][v], u[7][v])]
+    z = 1.0 - (1.0 - u[8][v].astype(np.float64)) ** 0.2  # momentum fraction, mean 1/6
+    nonprompt = {"pt": quarks.pt[v] * z, "eta": quarks.eta[v] + 0.1 * g[0],
+                 "phi": _wrap(quarks.phi[v] + 0.1 * g[1]),
+                 "pdg": np.where(u[1][v] < 0.5, PDG_E, PDG_MU),
+                 "ch": np.where(u[2][v] < 0.5, -1, 1),
+                 "iso": 0.15 - 0.4 * np.log1p(-u[3][v].astype(np.float64))}
     # fakes and soft leptons
     fs = (n, N_FAKE)
     count = rng.poisson(det.fake_mean, n)
-    f_pt = det.lepton_store_pt_min + rng.exponential(det.fake_slope, fs)
-    f_eta, f_phi = rng.uniform(-2.4, 2.4, fs), rng.uniform(-np.pi, np.pi, fs)
-    f_pdg = np.where(rng.random(fs) < 0.5, PDG_E, PDG_MU)
-    f_iso = 0.1 + rng.exponential(0.5, fs)
-    f_charge = rng.integers(0, 2, fs) * 2 - 1
-    f_valid = np.arange(N_FAKE)[None, :] < count[:, None]
-
-    out = {
-        "pt": np.concatenate([p_pt, np_pt, f_pt], axis=1),
-        "eta": np.concatenate([p_eta, np_eta, f_eta], axis=1),
-        "phi": np.concatenate([p_phi, np_phi, f_phi], axis=1),
-        "pdg": np.concatenate([pdg, np_pdg, f_pdg], axis=1),
-        "ch": np.concatenate([charge, q_charge, f_charge], axis=1),
-        "iso": np.concatenate([p_iso, np_iso, f_iso], axis=1),
-        "valid": np.concatenate([p_valid, np_valid, f_valid], axis=1),
-    }
+    u = _uniforms(rng, 6, fs)
+    v = np.arange(N_FAKE)[None, :] < count[:, None]
+    ev_f = np.nonzero(v)[0]
+    fakes = {"pt": det.lepton_store_pt_min - det.fake_slope * np.log1p(-u[0][v].astype(
+                 np.float64)),
+             "eta": -2.4 + 4.8 * u[1][v].astype(np.float64),
+             "phi": -np.pi + 2 * np.pi * u[2][v].astype(np.float64),
+             "pdg": np.where(u[3][v] < 0.5, PDG_E, PDG_MU),
+             "ch": np.where(u[4][v] < 0.5, -1, 1),
+             "iso": 0.1 - 0.5 * np.log1p(-u[5][v].astype(np.float64))}
+    ev = np.concatenate([ev_p, ev_np, ev_f])
+    out = {k: np.concatenate([prompt[k], nonprompt[k], fakes[k]]) for k in prompt}
     eta_max = np.where(out["pdg"] == PDG_E, det.electron_eta_max, det.muon_eta_max)
-    out["valid"] &= (out["pt"] > det.lepton_store_pt_min) & (np.abs(out["eta"]) < eta_max)
-    return out
+    keep = (out["pt"] > det.lepton_store_pt_min) & (np.abs(out["eta"]) < eta_max)
+    return ev[keep], {k: a[keep] for k, a in out.items()}
+
+
+def _sort_events(ev: np.ndarray, pt: np.ndarray, n: int, fields: dict[str, np.ndarray]
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Group flat objects by event, by decreasing pt within an event.
+
+    Returns:
+        (int32 counts per event, the fields in that order).
+    """
+    order = np.argsort(ev + 0.5 / (1.0 + np.maximum(pt, 0.0)), kind="stable")
+    counts = np.bincount(ev, minlength=n).astype(np.int32)
+    return counts, {k: a[order] for k, a in fields.items()}
+
+
+def _rank(counts: np.ndarray) -> np.ndarray:
+    """Position of every flat object within its event."""
+    starts = np.cumsum(counts) - counts
+    return np.arange(int(counts.sum())) - np.repeat(starts, counts)
+
+
+def _trigger_objects(rng: np.random.Generator, n: int,
+                     objects: list[tuple[np.ndarray, dict[str, np.ndarray], int, float]]
+                     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Trigger objects: the leading reconstructed objects seen online, plus L1 seeds.
+
+    Args:
+        rng: random generator.
+        n: number of events.
+        objects: (counts, sorted fields, how many leading ones, pt threshold) per collection.
+
+    Returns:
+        (int32 counts, flat float32 kinematics).
+    """
+    evs, pts, etas, phis = [], [], [], []
+    for counts, f, k, pt_min in objects:
+        sel = (_rank(counts) < k) & (f["pt"] > pt_min)
+        evs.append(np.repeat(np.arange(n), counts)[sel])
+        pts.append(f["pt"][sel])
+        etas.append(f["eta"][sel])
+        phis.append(f["phi"][sel])
+    es = (n, N_TRIG_EXTRA)
+    count = rng.poisson(0.8, n)
+    u = _uniforms(rng, 3, es)
+    v = np.arange(N_TRIG_EXTRA)[None, :] < count[:, None]
+    evs.append(np.nonzero(v)[0])
+    pts.append(8.0 - 12.0 * np.log1p(-u[0][v].astype(np.float64)))
+    etas.append(-2.5 + 5.0 * u[1][v].astype(np.float64))
+    phis.append(-np.pi + 2 * np.pi * u[2][v].astype(np.float64))
+    ev = np.concatenate(evs)
+    g = rng.standard_normal((3, ev.shape[0]))
+    pt = np.concatenate(pts) * (1.0 + 0.03 * g[0])
+    fields = {"pt": pt, "eta": np.concatenate(etas) + 0.02 * g[1],
+              "phi": _wrap(np.concatenate(phis) + 0.02 * g[2])}
+    counts, flat = _sort_events(ev, pt, n, fields)
+    return counts, _kinematics(flat["pt"], flat["eta"], flat["phi"], 0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -767,6 +862,12 @@ class EventBatch:
         out.update(self.scalars)
         return out
 
+    def offsets(self, collection: str) -> np.ndarray:
+        """int64 offsets (length n_events + 1) of a collection."""
+        off = np.zeros(self.n_events + 1, dtype=np.int64)
+        np.cumsum(self.counts[collection], out=off[1:])
+        return off
+
     def to_awkward(self) -> dict[str, Any]:
         """The tree content for uproot: one record array per collection, plus scalars."""
         data: dict[str, Any] = {}
@@ -777,30 +878,16 @@ class EventBatch:
         return data
 
 
-def _sorted_flat(valid: np.ndarray, pt: np.ndarray, fields: dict[str, np.ndarray]
-                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Sort slots by decreasing pt in each event and flatten the valid ones.
-
-    Returns:
-        (int32 counts per event, flat arrays per field).
-    """
-    order = np.argsort(np.where(valid, -pt, np.inf), axis=1, kind="stable")
-    keep = np.take_along_axis(valid, order, axis=1)
-    flat = {k: np.take_along_axis(v, order, axis=1)[keep] for k, v in fields.items()}
-    return valid.sum(axis=1).astype(np.int32), flat
-
-
 def _kinematics(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, mass: Any
                 ) -> dict[str, np.ndarray]:
     """Consistent float32 kinematics: px, py, pz from the stored pt, eta, phi; E >= |p|."""
-    pt32, eta32, phi32 = (x.astype(np.float32) for x in (pt, eta, phi))
+    pt32, eta32, phi32 = (np.asarray(x, dtype=np.float32) for x in (pt, eta, phi))
     pt64, eta64, phi64 = (x.astype(np.float64) for x in (pt32, eta32, phi32))
     p = pt64 * np.cosh(eta64)
-    e64 = np.sqrt(p * p + np.square(np.asarray(mass, dtype=np.float64)))
-    e32 = e64.astype(np.float32)
+    e32 = np.sqrt(p * p + np.square(np.asarray(mass, dtype=np.float64))).astype(np.float32)
     e32 = np.where(e32.astype(np.float64) < p, np.nextafter(e32, np.float32(np.inf)), e32)
     return {
-        "pt": pt32, "eta": eta32, "phi": phi32, "e": e32.astype(np.float32),
+        "pt": pt32, "eta": eta32, "phi": phi32, "e": e32,
         "px": (pt64 * np.cos(phi64)).astype(np.float32),
         "py": (pt64 * np.sin(phi64)).astype(np.float32),
         "pz": (pt64 * np.sinh(eta64)).astype(np.float32),
@@ -827,8 +914,8 @@ def generate_events(tune: ProcessTune, n_events: int, seed: int, stream: int, fi
         n_events: number of events.
         seed: dataset seed.
         stream: random stream of the sample (the nominal sample's index in ``cfg.samples``;
-            variation samples share their nominal's stream, i.e. the same generated events
-            with changed knobs).
+            variation samples share their nominal's stream: the same generated events,
+            simulated with changed knobs).
         file_idx: file index within the sample.
         block: block index within the file.
         det: detector knobs.
@@ -838,52 +925,62 @@ def generate_events(tune: ProcessTune, n_events: int, seed: int, stream: int, fi
     """
     rng = _generators(seed, stream, file_idx, block)
     n = n_events
+    # particle level
     rad = _radiation(rng["radiation"], n, tune)
     kt = rng["radiation"].normal(0.0, 5.0, (2, n))
-    rx = kt[0] - np.where(rad.valid, rad.p4.px, 0.0).sum(axis=1)
-    ry = kt[1] - np.where(rad.valid, rad.p4.py, 0.0).sum(axis=1)
+    rx = kt[0] - np.where(rad.valid, rad.pt * np.cos(rad.phi), 0.0).sum(axis=1)
+    ry = kt[1] - np.where(rad.valid, rad.pt * np.sin(rad.phi), 0.0).sum(axis=1)
     hard = _HARD[tune.hard](rng["hard"], n, tune, rx, ry)
     quarks, gluons = _fsr(rng["fsr"], _Partons.concat([hard.quarks, rad]), tune)
-    vis, pdg, lep_valid, tau_jets, tau_nu_px, tau_nu_py = _tau_decays(rng["tau"], hard)
-
-    ev = rng["event"]
-    npv = 1 + ev.poisson(det.pileup_mean, n)
+    vis, tau_jets, tau_nu_px, tau_nu_py = _tau_decays(rng["tau"], hard)
+    ev_rng = rng["event"]
+    npv = 1 + ev_rng.poisson(det.pileup_mean, n)
     pileup = _pileup_jets(rng["pileup"], npv, det)
+    # detector level
     partons = _Partons.concat([quarks, gluons, tau_jets, pileup])
-    n_pu_slots = N_PILEUP
-    response = np.full(partons.valid.shape, tune.jet_response)
-    response[:, -n_pu_slots:] = 1.0
-    jets = _reco_jets(rng["jets"], partons, response, tune.b_fragmentation, det)
-    leptons = _reco_leptons(rng["leptons"], vis, pdg, lep_valid, hard.lep_charge, quarks, det)
-
+    response = np.full(partons.valid.shape[1], tune.jet_response)
+    response[-N_PILEUP:] = 1.0
+    ev, jets = _reco_jets(rng["jets"], partons, response, tune.b_fragmentation, det)
     counts: dict[str, np.ndarray] = {}
     jagged: dict[str, dict[str, np.ndarray]] = {}
-    # jets
-    jv = jets["valid"]
-    counts["jet"], flat = _sorted_flat(jv, jets["pt"], jets)
-    kin = _kinematics(flat["pt"], flat["eta"], flat["phi"], flat["mass"])
-    jagged["jet"] = {**kin, "mass": flat["mass"].astype(np.float32),
-                     "btag": flat["btag"].astype(np.float32),
-                     "ch": flat["ch"].astype(np.int32)}
-    # electrons and muons
+    counts["jet"], jets = _sort_events(ev, jets["pt"], n, jets)
+    ht = np.bincount(ev, weights=jets["pt"], minlength=n)
+    jagged["jet"] = {**_kinematics(jets["pt"], jets["eta"], jets["phi"], jets["mass"]),
+                     "mass": jets["mass"].astype(np.float32),
+                     "btag": jets["btag"].astype(np.float32),
+                     "ch": jets["ch"].astype(np.int32)}
+    ev, leptons = _reco_leptons(rng["leptons"], vis, quarks, det)
+    sorted_leptons = {}
     for name, code, mass, iso_name in (("electron", PDG_E, ELECTRON_MASS, "iso"),
                                        ("muon", PDG_MU, MUON_MASS, "pfreliso04all")):
-        lv = leptons["valid"] & (leptons["pdg"] == code)
-        counts[name], flat = _sorted_flat(lv, leptons["pt"], leptons)
-        kin = _kinematics(flat["pt"], flat["eta"], flat["phi"], mass)
-        jagged[name] = {**kin, "ch": flat["ch"].astype(np.int32),
-                        iso_name: flat["iso"].astype(np.float32)}
-    # trigger objects: online copies of the leading leptons and jets, plus L1 seeds
-    counts["trigobj"], jagged["trigobj"] = _trigger_objects(ev, jets, leptons)
-    # MET and primary vertices
-    ht = np.where(jv, jets["pt"], 0.0).sum(axis=1)
+        is_flav = leptons["pdg"] == code
+        counts[name], lep = _sort_events(ev[is_flav], leptons["pt"][is_flav], n,
+                                         {k: a[is_flav] for k, a in leptons.items()})
+        sorted_leptons[name] = lep
+        jagged[name] = {**_kinematics(lep["pt"], lep["eta"], lep["phi"], mass),
+                        "ch": lep["ch"].astype(np.int32),
+                        iso_name: lep["iso"].astype(np.float32)}
+    counts["trigobj"], jagged["trigobj"] = _trigger_objects(ev_rng, n, [
+        (counts["electron"], sorted_leptons["electron"], 1, 20.0),
+        (counts["muon"], sorted_leptons["muon"], 1, 20.0),
+        (counts["jet"], jets, 2, 30.0),
+    ])
+    scalars = _event_scalars(ev_rng, hard.nu_px + tau_nu_px, hard.nu_py + tau_nu_py, ht, npv,
+                             det)
+    return EventBatch(n, counts, jagged, scalars)
+
+
+def _event_scalars(rng: np.random.Generator, nu_px: np.ndarray, nu_py: np.ndarray,
+                   ht: np.ndarray, npv: np.ndarray, det: Detector) -> dict[str, np.ndarray]:
+    """Per-event branches: missing transverse momentum and primary vertices."""
+    n = npv.shape[0]
     sigma = det.met_sigma0 + det.met_sigma_ht * np.sqrt(ht)
-    g = ev.normal(size=(2, n))
-    met_px = hard.nu_px + tau_nu_px + sigma * g[0]
-    met_py = hard.nu_py + tau_nu_py + sigma * g[1]
+    g = rng.standard_normal((2, n))
+    met_px = nu_px + sigma * g[0]
+    met_py = nu_py + sigma * g[1]
     met_pt = np.hypot(met_px, met_py)
-    good = npv - ev.binomial(npv - 1, 0.05)
-    scalars = {
+    good = npv - rng.binomial(npv - 1, 0.05)
+    return {
         "met_pt": met_pt.astype(np.float32),
         "met_phi": np.arctan2(met_py, met_px).astype(np.float32),
         "met_e": met_pt.astype(np.float32),
@@ -891,39 +988,10 @@ def generate_events(tune: ProcessTune, n_events: int, seed: int, stream: int, fi
         "met_py": met_py.astype(np.float32),
         "PV_npvs": npv.astype(np.int32),
         "PV_npvsGood": good.astype(np.int32),
-        "PV_x": ev.normal(0.0695, 0.0015, n).astype(np.float32),
-        "PV_y": ev.normal(0.0987, 0.0015, n).astype(np.float32),
-        "PV_z": ev.normal(0.0, 4.5, n).astype(np.float32),
+        "PV_x": rng.normal(0.0695, 0.0015, n).astype(np.float32),
+        "PV_y": rng.normal(0.0987, 0.0015, n).astype(np.float32),
+        "PV_z": rng.normal(0.0, 4.5, n).astype(np.float32),
     }
-    return EventBatch(n, counts, jagged, scalars)
-
-
-def _trigger_objects(rng: np.random.Generator, jets: dict[str, np.ndarray],
-                     leptons: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Trigger objects: leading leptons (pt > 10) and jets (pt > 30) seen online, plus seeds."""
-    n = jets["valid"].shape[0]
-
-    def leading(d: dict[str, np.ndarray], k: int, pt_min: float) -> dict[str, np.ndarray]:
-        valid = d["valid"] & (d["pt"] > pt_min)
-        order = np.argsort(np.where(valid, -d["pt"], np.inf), axis=1, kind="stable")[:, :k]
-        return {f: np.take_along_axis(d[f], order, axis=1) for f in ("pt", "eta", "phi",
-                                                                     "valid")}
-
-    lj = leading({**jets, "valid": jets["valid"]}, 4, 30.0)
-    ll = leading(leptons, 2, 10.0)
-    es = (n, N_TRIG_EXTRA)
-    count = rng.poisson(1.2, n)
-    extra = {"pt": 8.0 + rng.exponential(12.0, es), "eta": rng.uniform(-2.5, 2.5, es),
-             "phi": rng.uniform(-np.pi, np.pi, es),
-             "valid": np.arange(N_TRIG_EXTRA)[None, :] < count[:, None]}
-    cat = {f: np.concatenate([ll[f], lj[f], extra[f]], axis=1)
-           for f in ("pt", "eta", "phi", "valid")}
-    shape = cat["pt"].shape
-    cat["pt"] = cat["pt"] * (1.0 + 0.03 * rng.normal(size=shape))
-    cat["eta"] = cat["eta"] + 0.02 * rng.normal(size=shape)
-    cat["phi"] = _wrap(cat["phi"] + 0.02 * rng.normal(size=shape))
-    counts, flat = _sorted_flat(cat["valid"], cat["pt"], cat)
-    return counts, _kinematics(flat["pt"], flat["eta"], flat["phi"], 0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1061,7 +1129,7 @@ def _file_ok(path: Path, entry: dict[str, Any], tree: str, checksum: bool) -> bo
         with uproot.open(path) as f:
             if f[tree].num_entries != entry["entries"]:
                 return False
-    except Exception:  # noqa: BLE001 - any failure to read means "regenerate"
+    except Exception:  # any failure to read the file means "regenerate it"
         return False
     return not checksum or _sha256(path) == entry["sha256"]
 
