@@ -57,10 +57,10 @@ class TrainSettings:
         optimizer: ``"adam"`` or ``"sgd"`` (the seed's).
     """
 
-    epochs: int = 60
-    batch_size: int = 512
-    learning_rate: float = 1e-3
-    patience: int = 6
+    epochs: int = 100
+    batch_size: int = 1024
+    learning_rate: float = 2e-3
+    patience: int = 12
     val_fraction: float = 0.25
     seed: int = 1
     threads: int = 1
@@ -543,10 +543,10 @@ def train(fileset: str | Path | None = None, out_dir: str | Path = DEFAULT_OUT,
     cfg = cfg or load_analysis_config()
     settings = settings or TrainSettings()
     if fileset is None:
-        from agc_core.synthetic import ensure_dataset
+        from agc_core.synthetic import GENERATOR_VERSION, ensure_dataset
 
         fileset = ensure_dataset(cfg=cfg)
-        source = "embedded synthetic dataset"
+        source = f"embedded synthetic dataset ({GENERATOR_VERSION}, seed {cfg.dataset.seed})"
     else:
         source = Path(fileset).name
     t0 = time.perf_counter()
