@@ -39,7 +39,8 @@ METRICS_FIELDS = (
     # ours
     "executor", "scheduler_address", "inference", "seed", "fileset", "output_dir",
     "total_walltime", "cputime", "event_rate_hz", "event_rate_per_worker_hz",
-    "event_rate_processtime_hz", "read_rate_mb_s", "stage_times_s", "workers",
+    "event_rate_processtime_hz", "event_rate_steady_hz", "event_rate_cputime_hz",
+    "read_rate_mb_s", "stage_times_s", "workers",
     "chunks_failed", "failed_chunks", "yields", "accuracy", "outputs", "versions",
     "git_commit", "host",
 )
@@ -78,32 +79,21 @@ def accuracy_by_process(hist: bh.Histogram, region: str, signal_process: str,
 
     Correct means classification 1 for the signal process and 0 for the others; weighted
     event counts of ``variation`` over the observable bins without under/overflow, as the
-    seed's ``hist[...].sum()`` (flow excluded by default).
+    seed (see :func:`agc_core.accuracy.classification_summary`).
 
     Returns:
         ``{process: accuracy, ..., "overall": accuracy}``; processes without events in the
-        region are left out.
+        region are left out; empty when the region or the variation is not in ``hist``.
     """
-    regions = [hist.axes[1][i] for i in range(len(hist.axes[1]))]
-    variations = [hist.axes[3][i] for i in range(len(hist.axes[3]))]
-    if region not in regions or variation not in variations:
+    from agc_core.accuracy import classification_summary
+
+    try:
+        summary = classification_summary(hist, region, signal_process, variation)
+    except KeyError:
         return {}
-    values = hist.view(flow=False).value
-    ir, iv = regions.index(region), variations.index(variation)
-    out: dict[str, float] = {}
-    correct_all = total_all = 0.0
-    for ip in range(len(hist.axes[2])):
-        process = hist.axes[2][ip]
-        per_class = values[:, ir, ip, iv, :].sum(axis=0)
-        total = float(per_class.sum())
-        if total <= 0:
-            continue
-        correct = float(per_class[1] if process == signal_process else per_class[0])
-        out[process] = correct / total
-        correct_all += correct
-        total_all += total
-    if total_all > 0:
-        out["overall"] = correct_all / total_all
+    out = dict(summary.accuracy)
+    if out:
+        out["overall"] = summary.overall
     return out
 
 
@@ -131,6 +121,8 @@ def build_metrics(result: RunResult) -> dict[str, Any]:
     Ours: ``total_walltime`` (s, the whole call), ``cputime`` (s, worker CPU time),
     ``event_rate_hz`` (entries / walltime), ``event_rate_per_worker_hz`` (that / workers),
     ``event_rate_processtime_hz`` (entries / processtime: the rate of one busy worker),
+    ``event_rate_steady_hz`` (entries / (walltime - worker start-up before the first chunk)),
+    ``event_rate_cputime_hz`` (entries / cputime: events per CPU second),
     ``read_rate_mb_s`` (bytesread / walltime, 1 MB = 1e6 B), ``stage_times_s`` (read and
     process time summed over chunks), ``workers`` (per worker: chunks, events, busy time,
     CPU time, peak RSS in MB, rate), ``failed_chunks`` (sample, file, entry range, error),
@@ -141,6 +133,7 @@ def build_metrics(result: RunResult) -> dict[str, Any]:
     wall = result.walltime
     n_workers = max(1, result.num_workers)
     rate = result.n_events / wall if wall > 0 else 0.0
+    steady = wall - result.stage_times.get("worker_startup", 0.0)
     metrics: dict[str, Any] = {
         "metrics_version": METRICS_VERSION,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -175,6 +168,9 @@ def build_metrics(result: RunResult) -> dict[str, Any]:
         "event_rate_per_worker_hz": rate / n_workers,
         "event_rate_processtime_hz": (result.n_events / result.processtime
                                       if result.processtime > 0 else 0.0),
+        "event_rate_steady_hz": (result.n_events / steady if steady > 0 else 0.0),
+        "event_rate_cputime_hz": (result.n_events / result.cputime
+                                  if result.cputime > 0 else 0.0),
         "read_rate_mb_s": result.bytes_read / 1e6 / wall if wall > 0 else 0.0,
         "stage_times_s": dict(result.stage_times),
         "workers": [w.as_dict() for w in result.workers],

@@ -524,7 +524,7 @@ def load_run_classifier(kind: str, cfg: AnalysisConfig) -> Any:
         log.warning("agc_core.classifier is not available: classifying with HT > %g GeV",
                     FALLBACK_HT_THRESHOLD)
         return ThresholdClassifier.from_config(cfg, FALLBACK_HT_THRESHOLD)
-    return load_classifier(kind=kind)
+    return load_classifier(kind=kind, cfg=cfg)
 
 
 def load_function(spec: str) -> Callable[..., Any]:
@@ -805,7 +805,7 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
 
     Returns:
         (merger, successful results without histograms, failures, processing wall time,
-        workers used, seconds until the first result).
+        workers used, start-up seconds: until the first chunk began).
     """
     merger = OrderedMerger(tasks)
     results: list[ChunkResult] = []
@@ -839,6 +839,8 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
                         log.debug("traceback of %s:\n%s", task.name, outcome.detail)
                 if not first:
                     first = time.perf_counter() - t0
+                    if outcome.ok:  # the pool's start-up: before the first chunk began
+                        first -= outcome.value.t_read + outcome.value.t_process
                 bar.update(1)
                 elapsed = time.perf_counter() - t0
                 bar.set_postfix_str(f"{events / elapsed / 1e3:.0f} kevents/s", refresh=False)
@@ -906,7 +908,7 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
     merger, results, failures, walltime, n_workers, first = process_tasks(tasks, setup,
                                                                           options)
     failures = plan_failures + failures
-    stage_times["startup_to_first_chunk"] = first
+    stage_times["worker_startup"] = max(0.0, first)
     stage_times["read"] = sum(r.t_read for r in results)
     stage_times["process"] = sum(r.t_process for r in results)
     events_by_sample: dict[int, int] = {}
