@@ -1,0 +1,385 @@
+"""Tests of agc_core.synthetic: schema, determinism, kinematics, physics, calibration, cache."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+
+from agc_core import synthetic
+from agc_core.config import REGIONS, AnalysisConfig
+from agc_core.errors import ConfigError
+from agc_core.reference import analyse_pt_variation, build_events
+
+FILE_EVENTS = 20_000          # per file of the on-disk test dataset (one file per sample)
+PHYSICS_EVENTS = 100_000      # per sample for the physics and calibration checks (in memory)
+WJETS_EVENTS = 1_000_000      # W+jets selects ~0.6 %: more events for a stable peak bin
+REFERENCE_JSON = "reference_v1.2.0_histos_10_files_per_process.json"
+PEAK_PROCESSES = ("ttbar", "wjets", "single_top_t_chan")
+INT_BRANCHES = {"jet_ch", "electron_ch", "muon_ch", "PV_npvs", "PV_npvsGood"}
+
+
+# --------------------------------------------------------------------------------------------
+# helpers and fixtures
+
+
+def count_above(batch: synthetic.EventBatch, collection: str, cut: float) -> np.ndarray:
+    """Objects with pt > cut per event."""
+    counts = batch.counts[collection]
+    event = np.repeat(np.arange(batch.n_events), counts)
+    above = batch.jagged[collection]["pt"] > cut
+    return np.bincount(event[above], minlength=batch.n_events)
+
+
+def select(batch: synthetic.EventBatch, cfg: AnalysisConfig) -> dict[str, np.ndarray]:
+    """Nominal observables of the seed's selection (agc_core.reference) for one batch.
+
+    A cheap necessary condition (one lepton, enough jets) first drops most events, so the
+    awkward reference only sees the candidates.
+    """
+    sel = cfg.selection
+    n_lep = (count_above(batch, "electron", sel.electron_pt_min)
+             + count_above(batch, "muon", sel.muon_pt_min))
+    keep = (n_lep == sel.n_leptons) & (count_above(batch, "jet", sel.jet_pt_min)
+                                       >= sel.n_jets_min)
+    columns, offsets = {}, {}
+    for coll in ("jet", "electron", "muon"):
+        counts = batch.counts[coll]
+        mask = np.repeat(keep, counts)
+        offsets[coll] = np.concatenate([[0], np.cumsum(counts[keep])]).astype(np.int64)
+        for prop, values in batch.jagged[coll].items():
+            if f"{coll}_{prop}" in cfg.analysis_branches:
+                columns[f"{coll}_{prop}"] = values[mask]
+    n = int(keep.sum())
+    chunk = SimpleNamespace(columns=columns, offsets=offsets, entry_start=0, n_events=n)
+    out = analyse_pt_variation(build_events(chunk), ak.Array(np.ones(n)), cfg)
+    return {r: np.asarray(out[r].observable, dtype=np.float64) for r in REGIONS}
+
+
+def sample_histograms(process: str, variation: str, n_events: int, cfg: AnalysisConfig
+                      ) -> dict[str, np.ndarray]:
+    """xsec-weighted in-range histograms per region of one sample generated in memory."""
+    b = cfg.binning
+    edges = np.linspace(b.low, b.high, b.bins + 1)
+    hists = {r: np.zeros(b.bins) for r in REGIONS}
+    for batch in synthetic.iter_sample_events(process, variation, n_events, cfg.dataset.seed,
+                                              cfg):
+        for r, obs in select(batch, cfg).items():
+            hists[r] += np.histogram(obs, edges)[0]
+    weight = cfg.xsec_pb[process] * cfg.luminosity_pb / n_events
+    return {r: h * weight for r, h in hists.items()}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, cfg) -> Path:
+    """A reduced on-disk dataset: every sample, one file of FILE_EVENTS events."""
+    out = tmp_path_factory.mktemp("synthetic")
+    return synthetic.generate_dataset(out, events_per_file=FILE_EVENTS, files_per_sample=1,
+                                      cfg=cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def histograms(cfg) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+    """Weighted nominal histograms of every sample, from in-memory events."""
+    return {(p, v): sample_histograms(p, v, WJETS_EVENTS if p == "wjets" else PHYSICS_EVENTS,
+                                      cfg)
+            for p, v in cfg.samples}
+
+
+def open_tree(dataset: Path, process: str, variation: str, cfg: AnalysisConfig):
+    return uproot.open(dataset.parent / f"{process}__{variation}" / "0.root")[cfg.dataset.tree]
+
+
+# --------------------------------------------------------------------------------------------
+# files and schema
+
+
+def test_fileset_lists_every_sample(dataset, cfg):
+    fileset = json.loads(dataset.read_text())
+    assert dataset.name == "fileset.json"
+    assert [(p, v) for p, vs in fileset.items() for v in vs] == cfg.samples
+    for vs in fileset.values():
+        for entry in vs.values():
+            (f,) = entry["files"]
+            assert not Path(f["path"]).is_absolute()
+            assert (dataset.parent / f["path"]).is_file()
+            assert f["nevts"] == FILE_EVENTS
+    assert not [p for p in dataset.parent.rglob(".*")], "temporary files left behind"
+
+
+def test_required_branches_and_layout(dataset, cfg):
+    tree = open_tree(dataset, "ttbar", "nominal", cfg)
+    assert tree.num_entries == FILE_EVENTS
+    needed = set(cfg.analysis_branches).union(*cfg.io_branch_sets.values())
+    assert needed <= set(tree.keys())
+    for name, branch in tree.items():
+        if name.startswith("number"):
+            assert branch.interpretation == uproot.AsDtype(">i4")
+        elif name.split("_")[0] in ("met", "PV"):  # per-event scalars
+            assert branch.count_branch is None
+        else:
+            obj = name.split("_")[0]
+            assert branch.count_branch.name == f"number{obj}"
+            dtype = ">i4" if name in INT_BRANCHES else ">f4"
+            assert branch.interpretation == uproot.AsJagged(uproot.AsDtype(dtype)), name
+
+
+def test_branch_names_and_types_match_agc(dataset, cfg, shared_agc):
+    agc_names = set((shared_agc / "branches.txt").read_text().split())
+    tree = open_tree(dataset, "wjets", "nominal", cfg)
+    assert set(tree.keys()) <= agc_names, set(tree.keys()) - agc_names
+    assert {"PV_npvs", "PV_x", "met_pt", "numbertrigobj"} <= set(tree.keys())
+    # same element types as the real (POET, ROOT-written) layout
+    poet = uproot.open(shared_agc / "poet_layout_sample.root")["events"]
+    common = set(tree.keys()) & set(poet.keys())
+    assert len(common) > 30
+    for name in common:
+        ours, theirs = tree[name].interpretation, poet[name].interpretation
+        ours = getattr(ours, "content", ours)
+        theirs = getattr(theirs, "content", theirs)
+        assert ours.from_dtype == theirs.from_dtype, name
+
+
+def test_file_content_equals_in_memory_events(dataset, cfg):
+    arrays = open_tree(dataset, "single_top_tW", "nominal", cfg).arrays(library="np")
+    batches = list(synthetic.iter_sample_events("single_top_tW", "nominal", FILE_EVENTS,
+                                                cfg.dataset.seed, cfg))
+    for name in ("numberjet", "jet_pt", "jet_btag", "electron_pt", "muon_pt", "met_pt",
+                 "trigobj_e", "PV_npvs"):
+        expected = np.concatenate([b.branches()[name] for b in batches])
+        got = arrays[name]
+        if got.dtype == object:
+            got = np.concatenate(got)
+        np.testing.assert_array_equal(got, expected, err_msg=name)
+
+
+@pytest.mark.parametrize("compression", synthetic.COMPRESSIONS)
+def test_compressions(tmp_path, cfg, compression):
+    params = synthetic._resolve_params(cfg, 300, 1, 5, compression, None)
+    path = tmp_path / "x.root"
+    entry = synthetic.write_sample_file(path, "ttbar", "nominal", 0, params, cfg)
+    assert entry["size"] == path.stat().st_size
+    with uproot.open(path) as f:
+        assert f[cfg.dataset.tree].num_entries == 300
+        assert len(f[cfg.dataset.tree]["jet_pt"].array()) == 300
+
+
+def test_invalid_parameters(tmp_path, cfg):
+    with pytest.raises(ConfigError, match="gzip"):
+        synthetic.generate_dataset(tmp_path, 10, 1, 1, "gzip", cfg=cfg)
+    with pytest.raises(ConfigError, match="events per file"):
+        synthetic.generate_dataset(tmp_path, 0, 1, 1, cfg=cfg)
+    with pytest.raises(ConfigError, match="no generator tune"):
+        synthetic.sample_tune("ttbar", "nonexistent")
+
+
+# --------------------------------------------------------------------------------------------
+# determinism and kinematics
+
+
+def test_same_seed_same_events_other_seed_other_events(cfg):
+    tune = synthetic.sample_tune("ttbar", "nominal")
+    a = synthetic.generate_events(tune, 3000, seed=7, stream=0, file_idx=0).branches()
+    b = synthetic.generate_events(tune, 3000, seed=7, stream=0, file_idx=0).branches()
+    c = synthetic.generate_events(tune, 3000, seed=8, stream=0, file_idx=0).branches()
+    d = synthetic.generate_events(tune, 3000, seed=7, stream=0, file_idx=1).branches()
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    for other in (c, d):
+        assert not np.array_equal(a["numberjet"], other["numberjet"])
+        assert not np.array_equal(a["met_pt"], other["met_pt"])
+
+
+@pytest.mark.parametrize("process", ["ttbar", "wjets", "single_top_t_chan"])
+def test_kinematics_are_consistent(cfg, process):
+    tune = synthetic.sample_tune(process, "nominal")
+    batch = synthetic.generate_events(tune, 5000, seed=3, stream=0, file_idx=0)
+    for name in ("jet", "electron", "muon", "trigobj"):
+        f = batch.jagged[name]
+        assert batch.counts[name].sum() == f["pt"].shape[0] > 0
+        for prop in ("pt", "eta", "phi", "e", "px", "py", "pz"):
+            assert f[prop].dtype == np.float32
+            assert np.isfinite(f[prop]).all()
+        pt, eta, phi = (f[k].astype(np.float64) for k in ("pt", "eta", "phi"))
+        np.testing.assert_allclose(f["px"], pt * np.cos(phi), rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(f["py"], pt * np.sin(phi), rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(f["pz"], pt * np.sinh(eta), rtol=1e-6, atol=1e-5)
+        p = np.sqrt(f["px"].astype(np.float64) ** 2 + f["py"].astype(np.float64) ** 2
+                    + f["pz"].astype(np.float64) ** 2)
+        assert (f["e"].astype(np.float64) >= p * (1 - 1e-6)).all()
+        assert (f["e"].astype(np.float64) >= pt * np.cosh(eta)).all()
+        assert (pt > 0).all() and (np.abs(phi) <= np.pi).all()
+        # objects are stored by decreasing pt within each event
+        starts = np.repeat(np.cumsum(batch.counts[name]) - batch.counts[name],
+                           batch.counts[name])
+        within = np.arange(pt.shape[0]) > starts
+        assert (np.diff(pt)[within[1:]] <= 0).all()
+    btag = batch.jagged["jet"]["btag"]
+    assert ((btag >= 0) & (btag <= 1)).all()
+    assert (batch.jagged["jet"]["mass"] > 0).all()
+    # soft jets below the analysis threshold and soft (non-isolated) leptons are stored too
+    assert (batch.jagged["jet"]["pt"] < cfg.selection.jet_pt_min).any()
+    assert (batch.jagged["muon"]["pt"] < cfg.selection.muon_pt_min).any()
+
+
+def test_btag_rates_by_flavour():
+    det = synthetic.DETECTOR
+    rng = np.random.default_rng(1)
+    n = 200_000
+    flavour = np.repeat(np.array([[5, 4, 0]], dtype=np.int8), n, axis=0)
+    partons = synthetic._Partons(np.full(flavour.shape, 200.0), np.zeros(flavour.shape),
+                                 np.zeros(flavour.shape), np.zeros(flavour.shape), flavour,
+                                 np.ones(flavour.shape, bool))
+    _, jets = synthetic._reco_jets(rng, partons, np.ones(3), 1.0, det)
+    tagged = (jets["btag"] >= 0.5).reshape(n, 3).mean(axis=0)
+    assert tagged[0] == pytest.approx(det.btag_eff_b, abs=0.01)
+    assert tagged[1] == pytest.approx(det.btag_eff_c, abs=0.01)
+    assert tagged[2] == pytest.approx(det.btag_eff_light, abs=0.01)
+    assert tagged[0] > 0.6 and tagged[2] < 0.1
+
+
+# --------------------------------------------------------------------------------------------
+# physics and calibration against the AGC reference histograms
+
+
+def test_ttbar_selected_much_more_often_than_wjets(histograms, cfg):
+    lumi = cfg.luminosity_pb
+
+    def efficiency(process: str) -> float:
+        h = histograms[(process, "nominal")]
+        return sum(h[r].sum() for r in REGIONS) / (cfg.xsec_pb[process] * lumi)
+
+    assert efficiency("ttbar") > 5 * efficiency("wjets")
+
+
+def test_ttbar_trijet_mass_peaks_at_the_top_mass(histograms, cfg):
+    h = histograms[("ttbar", "nominal")]["4j2b"]
+    peak_low = cfg.binning.low + cfg.binning.width * np.argmax(h)
+    assert 150 <= peak_low and peak_low + cfg.binning.width <= 200
+
+
+@pytest.mark.parametrize("variation", ["scaledown", "scaleup", "ME_var", "PS_var"])
+def test_ttbar_variations_change_the_yields(histograms, variation):
+    nominal, varied = histograms[("ttbar", "nominal")], histograms[("ttbar", variation)]
+    for region in REGIONS:
+        change = varied[region].sum() / nominal[region].sum() - 1
+        assert abs(change) >= 0.01, (variation, region, change)
+
+
+def test_calibrated_to_the_agc_reference(histograms, cfg, shared_agc):
+    reference = json.loads((shared_agc / REFERENCE_JSON).read_text())
+    problems = []
+    for (process, variation), hists in histograms.items():
+        if variation != "nominal":
+            continue
+        for region in REGIONS:
+            ref = np.asarray(reference[f"{region}_{process}"]["contents"][1:-1])
+            ratio = hists[region].sum() / ref.sum()
+            if abs(ratio - 1) > 0.3:
+                problems.append(f"{region} {process}: yield ratio {ratio:.2f}")
+            peak, ref_peak = np.argmax(hists[region]), np.argmax(ref)
+            if process in PEAK_PROCESSES and abs(peak - ref_peak) > 1:
+                problems.append(f"{region} {process}: peak bin {peak} vs {ref_peak}")
+    assert not problems, problems
+
+
+# --------------------------------------------------------------------------------------------
+# cache
+
+
+def read_branches(path: Path) -> dict[str, np.ndarray]:
+    with uproot.open(path) as f:
+        arrays = f["events"].arrays(["jet_pt", "muon_pt", "met_pt"], library="np")
+    return {k: np.concatenate(v) if v.dtype == object else v for k, v in arrays.items()}
+
+
+def mtimes(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*.root")}
+
+
+def test_ensure_dataset_reuses_and_repairs(tmp_path, cfg):
+    kw = {"events_per_file": 500, "files_per_sample": 1, "seed": 11, "cfg": cfg,
+          "progress": False}
+    fileset = synthetic.ensure_dataset(tmp_path, **kw)
+    first = mtimes(tmp_path)
+    assert len(first) == len(cfg.samples)
+    manifest = json.loads((tmp_path / synthetic.MANIFEST_NAME).read_text())
+    assert manifest["generator"] == synthetic.GENERATOR_VERSION
+    assert manifest["params"]["seed"] == 11
+
+    # intact files are reused
+    assert synthetic.ensure_dataset(tmp_path, **kw) == fileset
+    assert mtimes(tmp_path) == first
+
+    # a truncated and a deleted file are regenerated (same content), the others kept
+    truncated = tmp_path / "wjets__nominal" / "0.root"
+    deleted = tmp_path / "ttbar__PS_var" / "0.root"
+    content = {p: read_branches(p) for p in (truncated, deleted)}
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    deleted.unlink()
+    synthetic.ensure_dataset(tmp_path, **kw)
+    after = mtimes(tmp_path)
+    changed = {k for k in first if after[k] != first[k]}
+    assert changed == {"wjets__nominal/0.root", "ttbar__PS_var/0.root"}
+    for path, expected in content.items():
+        for name, values in read_branches(path).items():
+            np.testing.assert_array_equal(values, expected[name], err_msg=name)
+
+    # same size, other bytes: caught by the checksum only
+    target = tmp_path / "single_top_tW__nominal" / "0.root"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    before = target.stat().st_mtime_ns
+    synthetic.ensure_dataset(tmp_path, **kw)
+    assert target.stat().st_mtime_ns == before
+    synthetic.ensure_dataset(tmp_path, checksum=True, **kw)
+    assert target.stat().st_mtime_ns != before
+    entry = json.loads((tmp_path / synthetic.MANIFEST_NAME).read_text())["files"][
+        "single_top_tW__nominal/0.root"]
+    assert synthetic._sha256(target) == entry["sha256"]
+
+    # another parameter: everything is regenerated
+    before = mtimes(tmp_path)
+    synthetic.ensure_dataset(tmp_path, **{**kw, "seed": 12})
+    after = mtimes(tmp_path)
+    assert all(after[k] != before[k] for k in before)
+    assert json.loads((tmp_path / synthetic.MANIFEST_NAME).read_text())["params"]["seed"] == 12
+
+
+def test_default_data_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("AGC_CORE_DATA", str(tmp_path / "x"))
+    assert synthetic.default_data_dir() == tmp_path / "x"
+    monkeypatch.delenv("AGC_CORE_DATA")
+    assert synthetic.default_data_dir() == Path.home() / ".cache" / "agc-core" / "dataset"
+
+
+def test_cli_generate(tmp_path, capsys, cfg):
+    from agc_core.cli import main
+
+    out = tmp_path / "cli"
+    rc = main(["-q", "generate", "--out", str(out), "--events-per-file", "300",
+               "--files-per-sample", "2", "--seed", "3", "--compression", "lz4"])
+    assert rc == 0
+    assert "wrote 18 files" in capsys.readouterr().out
+    fileset = json.loads((out / "fileset.json").read_text())
+    assert [f["nevts"] for f in fileset["wjets"]["nominal"]["files"]] == [300, 300]
+    assert len(list(out.rglob("*.root"))) == 2 * len(cfg.samples)
+
+
+def test_cli_defaults_come_from_the_config(cfg):
+    from agc_core.cli import build_parser
+
+    args = build_parser().parse_args(["generate"])
+    d = cfg.dataset
+    assert (args.events_per_file, args.files_per_sample, args.seed, args.compression) == (
+        d.events_per_file, d.files_per_sample, d.seed, d.compression)
+    assert args.out is None and callable(args.func)
+    assert os.fspath(synthetic.default_data_dir())
