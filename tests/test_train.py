@@ -1,0 +1,173 @@
+"""Tests of models.train: metrics, a tiny reproducible training, outputs and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agc_core.classifier import load_classifier
+from agc_core.cli import build_parser
+from agc_core.config import AnalysisConfig
+from models.train import (
+    LabelledFeatures,
+    TrainSettings,
+    balanced_weights,
+    plot_training,
+    roc_auc,
+    roc_curve,
+    split_indices,
+    train_region,
+    weighted_accuracy,
+)
+from models.weights import load_weights, save_weights
+
+FEATURES_4J1B = ("A", "lepton_pt", "leading_jet_pt", "HT")
+
+
+def toy_data(n: int, seed: int) -> LabelledFeatures:
+    """Signal with larger HT and leading jet pt than the background (GeV scale inputs)."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.4).astype(np.int8)
+    s = y.astype(np.float64)
+    x = np.column_stack([
+        rng.uniform(0, 0.3, n) + 0.05 * s,
+        rng.exponential(40, n) + 25,
+        rng.normal(120 + 40 * s, 40),
+        rng.normal(300 + 120 * s, 90),
+    ]).astype(np.float32)
+    process = np.where(y == 1, 0, 1 + (rng.random(n) < 0.5)).astype(np.int16)
+    weights = np.where(process == 2, 0.2, 1.0)
+    return LabelledFeatures(x, y, weights, process, ("ttbar", "wjets", "single_top_tW"))
+
+
+def brute_force_auc(s: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    sig, bkg = y == 1, y == 0
+    diff = s[sig][:, None] - s[bkg][None, :]
+    pair = w[sig][:, None] * w[bkg][None, :]
+    return float(((diff > 0) * pair + 0.5 * (diff == 0) * pair).sum() / pair.sum())
+
+
+def test_roc_auc_matches_pair_counting() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random(400) < 0.3).astype(np.int8)
+    s = np.round(rng.normal(y * 0.8, 1.0), 1)  # many ties
+    w = rng.uniform(0.1, 3.0, 400)
+    assert roc_auc(s, y, w) == pytest.approx(brute_force_auc(s, y, w), abs=1e-12)
+    assert roc_auc(s, y) == pytest.approx(brute_force_auc(s, y, np.ones(400)), abs=1e-12)
+    fpr, tpr = roc_curve(s, y, w)
+    assert fpr[0] == tpr[0] == 0 and fpr[-1] == pytest.approx(1) and tpr[-1] == pytest.approx(1)
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+    assert roc_auc(np.r_[1.0, 2.0], np.r_[0, 1]) == 1.0
+    assert roc_auc(np.r_[2.0, 1.0], np.r_[0, 1]) == 0.0
+    with pytest.raises(ValueError, match="signal and background"):
+        roc_auc(np.r_[1.0, 2.0], np.r_[1, 1])
+
+
+def test_balanced_weights_and_accuracy() -> None:
+    y = np.array([1, 1, 0, 0, 0, 0])
+    w = np.array([1.0, 3.0, 1.0, 1.0, 1.0, 5.0])
+    b = balanced_weights(y, w)
+    assert b[y == 1].sum() == pytest.approx(3.0) and b[y == 0].sum() == pytest.approx(3.0)
+    assert b[1] / b[0] == pytest.approx(3.0) and b[5] / b[2] == pytest.approx(5.0)
+    assert weighted_accuracy(np.array([1, 0, 0, 0, 0, 1]), y, w) == pytest.approx(4 / 12)
+    with pytest.raises(ValueError, match="no signal"):
+        balanced_weights(np.zeros(3, int), np.ones(3))
+
+
+def test_split_is_reproducible_and_disjoint() -> None:
+    a_train, a_val = split_indices(100, 0.25, seed=3)
+    b_train, b_val = split_indices(100, 0.25, seed=3)
+    assert np.array_equal(a_train, b_train) and np.array_equal(a_val, b_val)
+    assert a_val.size == 25 and np.intersect1d(a_train, a_val).size == 0
+    assert np.union1d(a_train, a_val).size == 100
+    assert not np.array_equal(split_indices(100, 0.25, seed=4)[1], a_val)
+
+
+def test_tiny_training_is_reproducible() -> None:
+    data = toy_data(400, seed=1)
+    settings = TrainSettings(epochs=2, batch_size=64, seed=7)
+    a = train_region(data, "4j1b", FEATURES_4J1B, settings)
+    b = train_region(data, "4j1b", FEATURES_4J1B, settings)
+    for x, y in zip(a.weights.parameters(), b.weights.parameters(), strict=True):
+        assert np.array_equal(x, y)
+    assert np.array_equal(a.weights.mean, b.weights.mean)
+    assert a.val_loss == b.val_loss and a.val_auc == b.val_auc
+    c = train_region(data, "4j1b", FEATURES_4J1B, TrainSettings(epochs=2, batch_size=64, seed=8))
+    assert not np.array_equal(a.weights.w1, c.weights.w1)
+    assert a.epochs_run == 2 and len(a.train_loss) == 2 and 1 <= a.best_epoch <= 2
+    assert a.n_train + a.n_val == 400 and a.n_val == 100
+    assert set(a.val_accuracy_process) == {"ttbar", "wjets", "single_top_tW"}
+    assert all(p.dtype == np.float32 for p in a.weights.parameters())
+
+
+def test_training_learns_and_beats_seed_recipe() -> None:
+    data = toy_data(6000, seed=2)
+    ours = train_region(data, "4j1b", FEATURES_4J1B, TrainSettings(epochs=15, seed=1))
+    seed = train_region(data, "4j1b", FEATURES_4J1B,
+                        TrainSettings.seed_recipe(epochs=15, seed=1, learning_rate=1e-4))
+    assert ours.val_auc > 0.85
+    assert ours.val_auc > seed.val_auc
+    assert ours.val_accuracy > 0.75
+
+
+def test_early_stopping_keeps_best_epoch() -> None:
+    data = toy_data(600, seed=3)
+    res = train_region(data, "4j1b", FEATURES_4J1B,
+                       TrainSettings(epochs=200, patience=2, batch_size=32,
+                                     learning_rate=0.05, seed=1))
+    assert res.epochs_run < 200
+    assert res.epochs_run - res.best_epoch == 2
+    assert res.val_loss[res.best_epoch - 1] == min(res.val_loss)
+
+
+def test_trained_weights_round_trip_into_classifier(tmp_path: Path,
+                                                    cfg: AnalysisConfig) -> None:
+    for i, r in enumerate(cfg.regions):
+        rng = np.random.default_rng(i)
+        n = 300
+        y = (rng.random(n) < 0.5).astype(np.int8)
+        x = rng.normal(100 + 30.0 * y[:, None], 20, (n, len(r.features))).astype(np.float32)
+        data = LabelledFeatures(x, y, np.ones(n), y.astype(np.int16), ("bkg", "ttbar"))
+        res = train_region(data, r.name, r.features, TrainSettings(epochs=2, seed=1))
+        save_weights(res.weights, tmp_path)
+        loaded = load_weights(r.name, r.features, tmp_path)
+        assert np.array_equal(loaded.w2, res.weights.w2)
+        assert np.array_equal(loaded.std, res.weights.std)
+    path = plot_training({"4j2b": res}, tmp_path / "training.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    clf = load_classifier("numba", tmp_path, cfg)
+    assert clf.classify("4j2b", x).shape == (300,)
+
+
+def test_bad_inputs() -> None:
+    data = toy_data(50, seed=0)
+    with pytest.raises(ValueError, match="feature names"):
+        train_region(data, "4j1b", FEATURES_4J1B[:3], TrainSettings(epochs=1))
+    with pytest.raises(ValueError, match="unknown loss"):
+        train_region(data, "4j1b", FEATURES_4J1B, TrainSettings(epochs=1, loss="hinge"))
+
+
+def test_cli_registers_train(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["train", "--epochs", "3", "--seed", "5", "--out",
+                                      str(tmp_path), "--max-events-per-sample", "1000"])
+    assert args.command == "train" and args.epochs == 3 and args.seed == 5
+    assert args.out == tmp_path and args.max_events_per_sample == 1000
+
+
+def test_cli_rejects_bad_numbers(capsys: pytest.CaptureFixture[str]) -> None:
+    from agc_core.cli import main
+
+    assert main(["train", "--epochs", "0"]) == 2
+    assert "--epochs must be at least 1" in capsys.readouterr().err
+
+
+def test_shipped_metadata_records_training(cfg: AnalysisConfig) -> None:
+    for r in cfg.regions:
+        meta = load_weights(r.name, r.features).metadata
+        assert meta["signal_process"] == cfg.signal_process
+        assert meta["settings"]["loss"] == "bce" and meta["settings"]["optimizer"] == "adam"
+        assert 0.5 < meta["val_auc"] <= 1.0
+        json.dumps(meta)
