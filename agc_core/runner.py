@@ -91,6 +91,11 @@ ENTRIES_CACHE_NAME = "entries_cache.json"
 ENTRIES_CACHE_VERSION = 1
 PLOTS_DIR = "plots"
 PLAN_THREADS = 8
+#: chunk processors by name (``--backend``)
+BACKENDS = {
+    "kernels": "agc_core.processor:process_chunk",
+    "reference": "agc_core.reference:process_chunk_reference",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,9 +128,9 @@ class RunOptions:
             Linux, spawn elsewhere).
         tree: the TTree name in the input files.
         log_level: level of the shared log file (INFO, or DEBUG for ``--verbose``).
-        processor: ``module:function`` of the chunk processor (the numba kernels; the awkward
-            reference ``agc_core.reference:process_chunk_reference`` gives the same
-            histograms, slowly).
+        processor: the chunk processor: ``kernels`` (the numba kernels, default),
+            ``reference`` (the awkward reference of the seed: the same histograms, slowly; an
+            end-to-end cross-check) or any ``module:function`` with the same signature.
     """
 
     fileset: str | Path | None = None
@@ -148,7 +153,7 @@ class RunOptions:
     start_method: str | None = None
     tree: str = "events"
     log_level: int = logging.INFO
-    processor: str = "agc_core.processor:process_chunk"
+    processor: str = "kernels"
 
 
 @dataclass(frozen=True)
@@ -748,6 +753,11 @@ def _validate(options: RunOptions, cfg: AnalysisConfig) -> None:
                           f"{sorted(cfg.io_branch_sets)}, got {options.io_file_percent}")
     if options.chunksize < 1:
         raise ConfigError(f"--chunksize must be at least 1, got {options.chunksize}")
+    if options.processor not in BACKENDS and ":" not in options.processor:
+        raise ConfigError(f"unknown --backend '{options.processor}' (choose from "
+                          f"{', '.join(BACKENDS)} or give module:function)")
+    if not options.io_only:
+        load_function(BACKENDS.get(options.processor, options.processor))
     if options.workers is not None and options.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {options.workers}")
 
@@ -815,7 +825,8 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
     executor = executors.make_executor(
         options.executor, workers, scheduler_address=options.scheduler_address,
         start_method=options.start_method, max_retries=options.max_retries,
-        preload=["agc_core.runner"] + ([] if setup.io_only else ["agc_core.processor"]))
+        preload=["agc_core.runner"] + ([] if setup.io_only
+                                       else [setup.processor.partition(":")[0]]))
     bar = _progress_bar(len(tasks), options.progress)
     events = 0
     first = 0.0
@@ -904,7 +915,7 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
 
     setup = WorkerSetup(str(cfg.path), options.inference, options.seed, options.io_only,
                         branches, options.tree, options.systematics == "none", log_setup,
-                        options.processor)
+                        BACKENDS.get(options.processor, options.processor))
     merger, results, failures, walltime, n_workers, first = process_tasks(tasks, setup,
                                                                           options)
     failures = plan_failures + failures
@@ -1014,6 +1025,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         progress=False if quiet else None,
         start_method=args.start_method,
         log_level=logging.DEBUG if verbose else logging.INFO,
+        processor=args.backend,
     )
 
 
@@ -1056,6 +1068,9 @@ def add_cli(subparsers: Any) -> None:
     g.add_argument("--inference", choices=INFERENCE_KINDS, default="numba",
                    help="MLP classifier backend ('none': every event classified 0)")
     g.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the JER draws")
+    g.add_argument("--backend", choices=tuple(BACKENDS), default="kernels",
+                   help="chunk processor: the numba kernels, or the awkward reference of the "
+                        "seed (same histograms, slower: an end-to-end cross-check)")
     g = parser.add_argument_group("execution")
     g.add_argument("--executor", choices=executors.EXECUTORS, default="processes",
                    help="where chunks run")
