@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import awkward as ak
 import numpy as np
 import uproot
+from tqdm import tqdm
 
 from agc_core.config import AnalysisConfig, load_analysis_config
 from agc_core.errors import ConfigError, InputError
@@ -308,12 +309,6 @@ class P4(NamedTuple):
     def scaled(self, factor: np.ndarray) -> P4:
         """Every component times ``factor``."""
         return P4(self.e * factor, self.px * factor, self.py * factor, self.pz * factor)
-
-
-def from_pt_eta_phi_m(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, m: Any) -> P4:
-    """Build four-momenta from pt, pseudorapidity, azimuth and mass."""
-    px, py, pz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
-    return P4(np.sqrt(px * px + py * py + pz * pz + np.square(m)), px, py, pz)
 
 
 def boost(p: P4, bx: np.ndarray, by: np.ndarray, bz: np.ndarray) -> P4:
@@ -1063,6 +1058,11 @@ def _stream_id(cfg: AnalysisConfig, process: str) -> int:
     return cfg.samples.index((process, "nominal"))
 
 
+def _tree_title(key: dict[str, Any]) -> str:
+    """Tree title recording what the file's content depends on (checked on reuse)."""
+    return "agc-core synthetic " + json.dumps(key, sort_keys=True, separators=(",", ":"))
+
+
 def _sha256(path: Path) -> str:
     """Hex SHA-256 of a file."""
     h = hashlib.sha256()
@@ -1089,6 +1089,7 @@ def write_sample_file(path: Path, process: str, variation: str, file_idx: int,
     """
     tune = sample_tune(process, variation)
     stream = _stream_id(cfg, process)
+    key = _file_key(params, process, variation, file_idx)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -1101,12 +1102,11 @@ def write_sample_file(path: Path, process: str, variation: str, file_idx: int,
                 if tree is None:
                     types = {k: (v.dtype if isinstance(v, np.ndarray) else v.type.content)
                              for k, v in data.items()}
-                    tree = f.mktree(params.tree, types,
+                    tree = f.mktree(params.tree, types, title=_tree_title(key),
                                     counter_name=lambda counted: f"number{counted}",
                                     field_name=lambda outer, inner: f"{outer}_{inner}")
                 tree.extend(data)
-        entry = {"key": _file_key(params, process, variation, file_idx),
-                 "size": tmp.stat().st_size, "sha256": _sha256(tmp),
+        entry = {"key": key, "size": tmp.stat().st_size, "sha256": _sha256(tmp),
                  "entries": params.events_per_file}
         os.replace(tmp, path)
     finally:
@@ -1122,12 +1122,17 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _file_ok(path: Path, entry: dict[str, Any], tree: str, checksum: bool) -> bool:
-    """Whether a cached file is intact: size, readable entry count (and sha256 if asked)."""
+    """Whether a cached file is intact and current.
+
+    Checks the size, the entry count and generator key uproot reads back (and the SHA-256 if
+    asked) against the manifest entry.
+    """
     try:
         if path.stat().st_size != entry["size"]:
             return False
         with uproot.open(path) as f:
-            if f[tree].num_entries != entry["entries"]:
+            t = f[tree]
+            if t.num_entries != entry["entries"] or t.title != _tree_title(entry["key"]):
                 return False
     except Exception:  # any failure to read the file means "regenerate it"
         return False
@@ -1145,23 +1150,21 @@ def _build(out_dir: Path, params: DatasetParams, cfg: AnalysisConfig, progress: 
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / MANIFEST_NAME
     old: dict[str, Any] = {}
-    if reuse and manifest_path.is_file():
+    if manifest_path.is_file():
         try:
-            old = json.loads(manifest_path.read_text()).get("files", {})
-        except (OSError, ValueError, AttributeError):
+            old = dict(json.loads(manifest_path.read_text())["files"])
+        except (OSError, ValueError, KeyError, TypeError):
             old = {}
     jobs = [(p, v, i) for p, v in cfg.samples for i in range(params.files_per_sample)]
     if progress is None:
         progress = sys.stderr.isatty()
-    from tqdm import tqdm
-
     files: dict[str, Any] = {}
     t0, made = time.perf_counter(), 0
     for p, v, i in tqdm(jobs, desc="generating synthetic AGC dataset", unit="file",
                         disable=not progress):
         rel = _relpath(p, v, i)
-        entry = old.get(rel)
-        if (entry is not None and entry.get("key") == _file_key(params, p, v, i)
+        entry = old.get(rel) if reuse else None
+        if (isinstance(entry, dict) and entry.get("key") == _file_key(params, p, v, i)
                 and _file_ok(out_dir / rel, entry, params.tree, checksum)):
             files[rel] = entry
             continue
@@ -1284,7 +1287,9 @@ def _cli_generate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     path = generate_dataset(args.out, args.events_per_file, args.files_per_sample, args.seed,
                             args.compression)
-    files = list(path.parent.glob("*__*/*.root"))
+    fileset = json.loads(path.read_text())
+    files = [path.parent / f["path"] for vs in fileset.values() for d in vs.values()
+             for f in d["files"]]
     size = sum(f.stat().st_size for f in files)
     print(f"wrote {len(files)} files ({size / 1e6:.1f} MB) and {path} in "
           f"{time.perf_counter() - t0:.1f} s")

@@ -116,6 +116,7 @@ def test_fileset_lists_every_sample(dataset, cfg):
 def test_required_branches_and_layout(dataset, cfg):
     tree = open_tree(dataset, "ttbar", "nominal", cfg)
     assert tree.num_entries == FILE_EVENTS
+    assert synthetic.GENERATOR_VERSION in tree.title
     needed = set(cfg.analysis_branches).union(*cfg.io_branch_sets.values())
     assert needed <= set(tree.keys())
     for name, branch in tree.items():
