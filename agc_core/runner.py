@@ -41,6 +41,7 @@ goes to ``metrics_io.json`` (the analysis outputs of an earlier run stay untouch
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import itertools
 import json
@@ -758,6 +759,8 @@ def _validate(options: RunOptions, cfg: AnalysisConfig) -> None:
                           f"{', '.join(BACKENDS)} or give module:function)")
     if not options.io_only:
         load_function(BACKENDS.get(options.processor, options.processor))
+    if options.scheduler_address and options.executor != "dask":
+        raise ConfigError("a Dask scheduler address needs the dask executor")
     if options.workers is not None and options.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {options.workers}")
 
@@ -813,13 +816,19 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
                              float]:
     """Run the tasks on the chosen executor, merging histograms in task order.
 
+    A ``KeyboardInterrupt`` stops the processing but keeps what was computed: the chunks not
+    done are reported as failed (``interrupted``) and the run goes on to write its outputs.
+
     Returns:
         (merger, successful results without histograms, failures, processing wall time,
         workers used, start-up seconds: until the first chunk began).
     """
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     merger = OrderedMerger(tasks)
     results: list[ChunkResult] = []
     failures: list[ChunkFailure] = []
+    done: set[int] = set()
     fn = functools.partial(run_chunk, setup)
     workers = 1 if options.executor == "iterative" else options.workers
     executor = executors.make_executor(
@@ -829,12 +838,16 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
                                        else [setup.processor.partition(":")[0]]))
     bar = _progress_bar(len(tasks), options.progress)
     events = 0
-    first = 0.0
+    first: float | None = None
+    n_workers = executor.workers
     t0 = time.perf_counter()
     try:
-        with executor:
+        redirect = (logging_redirect_tqdm(loggers=[logging.getLogger()]) if not bar.disable
+                    else contextlib.nullcontext())
+        with executor, redirect:
             for outcome in executor.run(fn, tasks, init_worker, (setup,)):
                 task = tasks[outcome.index]
+                done.add(task.index)
                 if outcome.ok:
                     r: ChunkResult = outcome.value
                     merger.add(task.index, r.hist)
@@ -848,7 +861,7 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
                     log.error("chunk failed: %s", failures[-1].describe())
                     if outcome.detail:
                         log.debug("traceback of %s:\n%s", task.name, outcome.detail)
-                if not first:
+                if first is None:
                     first = time.perf_counter() - t0
                     if outcome.ok:  # the pool's start-up: before the first chunk began
                         first -= outcome.value.t_read + outcome.value.t_process
@@ -856,9 +869,17 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
                 elapsed = time.perf_counter() - t0
                 bar.set_postfix_str(f"{events / elapsed / 1e3:.0f} kevents/s", refresh=False)
             n_workers = executor.workers
+    except KeyboardInterrupt:
+        log.error("interrupted: keeping the %d chunks done, writing the outputs", len(done))
+        for task in tasks:
+            if task.index not in done:
+                merger.add(task.index, None)
+                failures.append(ChunkFailure(task.process, task.variation, task.path,
+                                             task.entry_start, task.entry_stop,
+                                             "interrupted", 0))
     finally:
         bar.close()
-    return merger, results, failures, time.perf_counter() - t0, n_workers, first
+    return merger, results, failures, time.perf_counter() - t0, n_workers, first or 0.0
 
 
 def run_analysis(options: RunOptions | None = None) -> RunResult:
