@@ -149,6 +149,80 @@ def synthetic_chunk(process: str, variation: str, n_events: int, seed: int = 42,
     return ArrayChunk(n_events, 0, n_events, cols, offsets, 0)
 
 
+def chunk_from_jagged(jets: list[list[tuple[float, float, float, float, float]]],
+                      electrons: list[list[float]], muons: list[list[float]],
+                      entry_start: int = 0) -> ArrayChunk:
+    """A chunk from per-event Python lists (for edge-case tests).
+
+    Args:
+        jets: per event, a list of (pt, eta, phi, e, btag) tuples.
+        electrons, muons: per event, a list of pt values.
+        entry_start: index in the file of the first event.
+    """
+    def offsets(lists: list[list[Any]]) -> np.ndarray:
+        off = np.zeros(len(lists) + 1, dtype=np.int64)
+        np.cumsum([len(x) for x in lists], out=off[1:])
+        return off
+
+    flat = [j for ev in jets for j in ev]
+    cols = {f"jet_{p}": np.array([j[k] for j in flat], dtype=np.float32)
+            for k, p in enumerate(("pt", "eta", "phi", "e", "btag"))}
+    cols["electron_pt"] = np.array([p for ev in electrons for p in ev], dtype=np.float32)
+    cols["muon_pt"] = np.array([p for ev in muons for p in ev], dtype=np.float32)
+    n = len(jets)
+    return ArrayChunk(n, entry_start, entry_start + n, cols,
+                      {"jet": offsets(jets), "electron": offsets(electrons),
+                       "muon": offsets(muons)}, 0)
+
+
+def random_chunk(n_events: int, seed: int, mean_jets: float = 6.0, mean_leptons: float = 0.6,
+                 entry_start: int = 0, edge_fraction: float = 0.03) -> ArrayChunk:
+    """Random events with the analysis branches, rich in edge cases (for tests and benches).
+
+    Jets: Poisson multiplicity (a few events with 20), pt = 15 + Exp(40) GeV, some exactly at
+    the cut (25 GeV) and at its JER/JES-scaled neighbours, b-tag scores with some exactly at
+    0.5; leptons: Poisson multiplicity, pt = 10 + Exp(30) GeV, some exactly 25 GeV.
+
+    Args:
+        n_events: number of events.
+        seed: numpy seed.
+        mean_jets, mean_leptons: Poisson means of the jet and of each lepton multiplicity.
+        entry_start: index in the file of the first event (keys the JER draws).
+        edge_fraction: fraction of values put exactly on a threshold.
+    """
+    rng = np.random.default_rng(seed)
+
+    def offsets(counts: np.ndarray) -> np.ndarray:
+        off = np.zeros(n_events + 1, dtype=np.int64)
+        np.cumsum(counts, out=off[1:])
+        return off
+
+    n_jets = rng.poisson(mean_jets, n_events)
+    n_jets[rng.random(n_events) < 0.002] = 20
+    joff = offsets(n_jets)
+    eoff = offsets(rng.poisson(mean_leptons, n_events))
+    moff = offsets(rng.poisson(mean_leptons, n_events))
+    nj = int(joff[-1])
+    pt = (15 + rng.exponential(40, nj)).astype(np.float32)
+    edge = rng.random(nj) < edge_fraction
+    pt[edge] = rng.choice(np.array([25.0, 25.0 / 1.03, 24.999, 25.001], dtype=np.float32),
+                          int(edge.sum()))
+    eta = rng.normal(0, 1.5, nj).astype(np.float32)
+    btag = np.where(rng.random(nj) < 0.4, rng.random(nj), 0.1 * rng.random(nj))
+    btag = btag.astype(np.float32)
+    btag[rng.random(nj) < edge_fraction] = 0.5
+    phi = rng.uniform(-np.pi, np.pi, nj).astype(np.float32)
+    e = (pt.astype(np.float64) * np.cosh(eta) * rng.uniform(1.0, 1.2, nj)).astype(np.float32)
+    el = (10 + rng.exponential(30, eoff[-1])).astype(np.float32)
+    mu = (10 + rng.exponential(30, moff[-1])).astype(np.float32)
+    el[rng.random(el.shape[0]) < edge_fraction] = 25.0
+    mu[rng.random(mu.shape[0]) < edge_fraction] = 25.0
+    cols = {"jet_pt": pt, "jet_eta": eta, "jet_phi": phi, "jet_e": e, "jet_btag": btag,
+            "electron_pt": el, "muon_pt": mu}
+    return ArrayChunk(n_events, entry_start, entry_start + n_events, cols,
+                      {"jet": joff, "electron": eoff, "muon": moff}, 0)
+
+
 def slice_chunk(chunk: Any, start: int, stop: int) -> ArrayChunk:
     """Events [start, stop) of a chunk as a new chunk (entry_start shifted accordingly)."""
     offsets: dict[str, np.ndarray] = {}

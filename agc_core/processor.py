@@ -242,7 +242,7 @@ def analyse_chunk(chunk: Any, sample: SampleInfo, cfg: AnalysisConfig, seed: int
     if n_events > 0:
         analyse_events(
             *inputs, scale, pt_variations,
-            jer_key(seed, sample.sample_id, sample.file_id), syst.jer_width,
+            np.uint64(jer_key(seed, sample.sample_id, sample.file_id)), syst.jer_width,
             int(getattr(chunk, "entry_start", 0)),
             np.float32(sel.electron_pt_min), np.float32(sel.muon_pt_min),
             float(sel.jet_pt_min), sel.n_leptons, sel.n_jets_min,
