@@ -142,10 +142,23 @@ def test_executors_and_worker_counts_give_identical_histograms(
     if executor == "dask":
         pytest.importorskip("distributed")
     result = run_analysis(options(dataset, tmp_path, executor=executor, workers=workers))
+    check_identical(result, reference_run, tmp_path, workers)
+
+
+def test_existing_dask_cluster(dataset, tmp_path, reference_run):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        result = run_analysis(options(dataset, tmp_path, executor="dask",
+                                      scheduler_address=cluster.scheduler_address))
+    check_identical(result, reference_run, tmp_path, 2)
+
+
+def check_identical(result, reference_run, tmp_path, workers):
     assert result.complete and result.num_workers == workers
     assert result.n_events == reference_run.n_events == 9 * EVENTS
     assert_same_hist(result.hist, reference_run.hist)
-    if executor == "processes" and workers == 2:
+    if result.options.executor == "processes" and workers == 2:
         pids = {w.worker for w in result.workers}
         assert len(pids) == 2
         text = (tmp_path / "agc.log").read_text()
@@ -321,6 +334,28 @@ def test_truncated_file_fails_by_name_in_the_cli(dataset, tmp_path, capsys):
     assert "truncated" in captured.out
     assert "incomplete" in captured.err
     assert main([*args, "--allow-partial"]) == 0
+
+
+_CALLS: list[int] = []
+
+
+def interrupt_on_third_chunk(chunk, sample, cfg, classifier, seed):
+    """A chunk processor that is 'interrupted' (Ctrl-C) on its third chunk."""
+    from agc_core.reference import process_chunk_reference
+
+    _CALLS.append(1)
+    if len(_CALLS) == 3:
+        raise KeyboardInterrupt
+    return process_chunk_reference(chunk, sample, cfg, classifier, seed)
+
+
+def test_interrupted_run_keeps_what_was_done(dataset, tmp_path):
+    _CALLS.clear()
+    r = run_analysis(options(dataset, tmp_path,
+                             processor=f"{__name__}:interrupt_on_third_chunk"))
+    assert not r.complete and r.n_events == 1200  # the first two chunks (600 each)
+    assert len(r.failures) == 25 and {f.error for f in r.failures} == {"interrupted"}
+    assert (tmp_path / "histograms.root").exists() and (tmp_path / "metrics.json").exists()
 
 
 # --- CLI and API ----------------------------------------------------------------------------
