@@ -19,6 +19,8 @@ BACKUP_COUNT = 3
 
 # marks the handlers this module installed, so repeated setup replaces instead of stacking
 _MARK = "_agc_core_handler"
+# level and propagation of the agc_core logger before setup_run_logging (restored after)
+_SAVED: list = []
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,8 @@ def setup_run_logging(output_dir: str | Path | None, level: int = logging.INFO,
         The :class:`LogSetup` to hand to worker processes.
     """
     pkg = logging.getLogger("agc_core")
+    if not any(getattr(h, _MARK, False) for h in pkg.handlers):
+        _SAVED[:] = [pkg.level, pkg.propagate]
     _remove_own_handlers(pkg)
     previous = pkg.getEffectiveLevel()
     pkg.setLevel(min(level, previous))
@@ -146,8 +150,9 @@ def setup_worker_logging(setup: LogSetup) -> None:
 
 
 def teardown_run_logging() -> None:
-    """Remove (and close) the handlers installed by :func:`setup_run_logging`."""
+    """Remove the handlers installed by :func:`setup_run_logging`, restore the level."""
     pkg = logging.getLogger("agc_core")
     _remove_own_handlers(pkg)
-    pkg.setLevel(logging.NOTSET)
-    pkg.propagate = True
+    level, propagate = _SAVED if _SAVED else (logging.NOTSET, True)
+    pkg.setLevel(level)
+    pkg.propagate = propagate

@@ -480,7 +480,12 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
 
 @dataclass(frozen=True)
 class WorkerSetup:
-    """What every worker needs, loaded once per process (see :func:`init_worker`)."""
+    """What every worker needs, loaded once per process (see :func:`init_worker`).
+
+    ``classifier`` is the classifier loaded once in the main process (the MLP classifiers
+    hold only numpy arrays and pickle cheaply), so workers neither read the weight files nor
+    import torch; without it each worker loads ``inference`` itself.
+    """
 
     config_path: str
     inference: str
@@ -491,6 +496,7 @@ class WorkerSetup:
     nominal_only: bool
     log: LogSetup
     processor: str = "agc_core.processor:process_chunk"
+    classifier: Any = field(default=None, compare=False, repr=False)
 
 
 class ConstantClassifier:
@@ -598,7 +604,8 @@ def init_worker(setup: WorkerSetup) -> None:
     try:
         state.cfg = load_analysis_config(setup.config_path)
         if not setup.io_only:
-            state.classifier = load_run_classifier(setup.inference, state.cfg)
+            state.classifier = (setup.classifier if setup.classifier is not None
+                                else load_run_classifier(setup.inference, state.cfg))
             state.process = load_function(setup.processor)
     except AGCError as exc:
         state.error = exc
@@ -922,8 +929,8 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
         samples = [s for s in samples if s.variation == "nominal"]
     branches = (tuple(cfg.io_branch_sets[options.io_file_percent]) if options.io_only
                 else tuple(cfg.analysis_branches))
-    if not options.io_only:
-        load_run_classifier(options.inference, cfg)  # fail early on missing weights
+    # loaded once here (fails early on missing weights) and handed to the workers
+    classifier = None if options.io_only else load_run_classifier(options.inference, cfg)
     cache = EntriesCache(out / ENTRIES_CACHE_NAME)
     tasks, plan_failures = plan_tasks(samples, branches, options.chunksize, options.tree, cache)
     cache.save()
@@ -936,7 +943,7 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
 
     setup = WorkerSetup(str(cfg.path), options.inference, options.seed, options.io_only,
                         branches, options.tree, options.systematics == "none", log_setup,
-                        BACKENDS.get(options.processor, options.processor))
+                        BACKENDS.get(options.processor, options.processor), classifier)
     merger, results, failures, walltime, n_workers, first = process_tasks(tasks, setup,
                                                                           options)
     failures = plan_failures + failures
