@@ -220,7 +220,8 @@ def format_summary(result: RunResult) -> str:
         rate = result.n_events / wall
         lines.append(f"  event rate       : {_si(rate)}Hz total, "
                      f"{_si(rate / max(1, result.num_workers))}Hz per worker "
-                     f"(processing stage {wall:.2f} s, whole run {result.total_walltime:.2f} s)")
+                     f"({'reading' if o.io_only else 'processing'} stage {wall:.2f} s, whole "
+                     f"run {result.total_walltime:.2f} s)")
         lines.append(f"  data read        : {result.bytes_read / 1e6:.1f} MB "
                      f"({result.bytes_read / 1e6 / wall:.1f} MB/s)")
     if result.yields:
