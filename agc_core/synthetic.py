@@ -250,8 +250,8 @@ TUNES: dict[str, ProcessTune] = {
     "wjets": ProcessTune(
         hard="wjets", n_leptonic=(0.0, 1.0, 0.0), tau_fraction=1 / 3,
         pstar_scale=0.0, pstar_shape=1.0, rapidity_sigma=1.8,
-        radiation=Radiation(mean=0.0, ratio=0.48, pt_min=27.0, pt_index=3.0, eta_sigma=2.0,
-                            frac_b=0.05, frac_c=0.10, phi_noise=0.5),
+        radiation=Radiation(mean=0.0, ratio=0.46, pt_min=27.0, pt_index=3.0, eta_sigma=1.5,
+                            frac_b=0.04, frac_c=0.10, phi_noise=0.1),
         extra_b=0.0, extra_b_pt_min=15.0, extra_b_eta_sigma=1.5,
         fsr_prob=0.15, fsr_z_max=0.4, jet_response=1.0),
 }
@@ -387,11 +387,6 @@ class _Partons:
         mass = np.sqrt(np.maximum(p.e ** 2 - p.px ** 2 - p.py ** 2 - p.pz ** 2, 0.0))
         return _Partons(p.pt, p.eta, p.phi, mass, flavour, valid)
 
-    @staticmethod
-    def concat(parts: list[_Partons]) -> _Partons:
-        """Join slot blocks side by side."""
-        return _Partons(*(np.concatenate([getattr(p, f.name) for p in parts], axis=1)
-                          for f in dataclasses.fields(_Partons)))
 
 
 @dataclass
@@ -657,13 +652,21 @@ def _uniforms(rng: np.random.Generator, k: int, shape: tuple[int, ...]) -> np.nd
     return rng.random((k, *shape), dtype=np.float32)
 
 
-def _gauss(u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
-    """Standard normal values from two uniforms (Box-Muller), for the valid slots only."""
+def _gauss(u1: np.ndarray, u2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two independent standard normal arrays from two uniform arrays (Box-Muller)."""
     r = np.sqrt(-2.0 * np.log1p(-u1.astype(np.float64)))
-    return r * np.cos(2.0 * np.pi * u2.astype(np.float64))
+    angle = 2.0 * np.pi * u2.astype(np.float64)
+    return r * np.cos(angle), r * np.sin(angle)
 
 
-def _reco_jets(rng: np.random.Generator, partons: _Partons, response: np.ndarray,
+def _concat_flat(parts: list[tuple[np.ndarray, dict[str, np.ndarray]]]
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Join (event index, flat fields) pieces."""
+    return (np.concatenate([ev for ev, _ in parts]),
+            {k: np.concatenate([f[k] for _, f in parts]) for k in parts[0][1]})
+
+
+def _reco_jets(rng: np.random.Generator, blocks: list[tuple[_Partons, float]],
                b_fragmentation: float, det: Detector) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Jets from partons: response and resolution, angular smearing, jet mass, b-tag score.
 
@@ -672,24 +675,30 @@ def _reco_jets(rng: np.random.Generator, partons: _Partons, response: np.ndarray
 
     Args:
         rng: the jets' random generator.
-        partons: all parton slots, shape (n, s).
-        response: mean response per slot, shape (s,).
+        blocks: parton slot blocks (arrays of shape (n, s)) with their mean jet response.
         b_fragmentation: factor on the b jets' tagging efficiency.
         det: detector knobs.
 
     Returns:
         (event index, flat arrays ``pt, eta, phi, mass, btag, ch``) of the stored jets.
     """
+    return _concat_flat([_reco_jet_block(rng, p, r, b_fragmentation, det) for p, r in blocks])
+
+
+def _reco_jet_block(rng: np.random.Generator, partons: _Partons, response: float,
+                    b_fragmentation: float, det: Detector
+                    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """:func:`_reco_jets` for one block of parton slots."""
     shape = partons.valid.shape
-    u = _uniforms(rng, 10, shape)
+    u = _uniforms(rng, 6, shape)
     charge = rng.integers(-1, 2, shape, dtype=np.int8)
     v = partons.valid
-    ev, slot = np.nonzero(v)
-    g = [_gauss(u[2 + 2 * i][v], u[3 + 2 * i][v]) for i in range(4)]
+    ev = np.nonzero(v)[0]
+    g = [*_gauss(u[2][v], u[3][v]), *_gauss(u[4][v], u[5][v])]
     pt_true = np.maximum(partons.pt[v], 1e-3)
     flav = partons.flavour[v]
     is_b, is_c = flav == FLAV_B, flav == FLAV_C
-    mean = response[slot] * np.where(is_b, det.b_response, 1.0)
+    mean = response * np.where(is_b, det.b_response, 1.0)
     sigma = np.sqrt((det.jet_noise / pt_true) ** 2 + det.jet_stochastic ** 2 / pt_true
                     + det.jet_constant ** 2)
     pt = pt_true * mean * np.maximum(1.0 + sigma * g[0], 0.2)
@@ -719,7 +728,7 @@ def _pileup_jets(rng: np.random.Generator, npv: np.ndarray, det: Detector) -> _P
     return _Partons(pt, eta, phi, np.zeros(shape), np.zeros(shape, np.int8), valid)
 
 
-def _reco_leptons(rng: np.random.Generator, vis: _VisibleLeptons, quarks: _Partons,
+def _reco_leptons(rng: np.random.Generator, vis: _VisibleLeptons, quark_blocks: list[_Partons],
                   det: Detector) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Reconstructed leptons: prompt (from W / tau), non-prompt (b, c decays) and fakes.
 
@@ -728,10 +737,10 @@ def _reco_leptons(rng: np.random.Generator, vis: _VisibleLeptons, quarks: _Parto
     """
     n = vis.valid.shape[0]
     # prompt: resolution, identification efficiency, isolation
-    u = _uniforms(rng, 6, vis.valid.shape)
+    u = _uniforms(rng, 4, vis.valid.shape)
     v = vis.valid & (u[0] < det.lepton_eff)
     ev_p = np.nonzero(v)[0]
-    g = [_gauss(u[2][v], u[3][v]), _gauss(u[4][v], u[5][v])]
+    g = _gauss(u[2][v], u[3][v])
     pdg_p, pt_v = vis.pdg[v], vis.pt[v]
     res = np.where(pdg_p == PDG_E, det.electron_res,
                    det.muon_res * np.sqrt(1.0 + (pt_v / 100.0) ** 2))
@@ -739,19 +748,7 @@ def _reco_leptons(rng: np.random.Generator, vis: _VisibleLeptons, quarks: _Parto
               "phi": _wrap(vis.phi[v] + 0.001 * g[1]), "pdg": pdg_p,
               "ch": vis.charge[v], "iso": -0.03 * np.log1p(-u[1][v].astype(np.float64))}
     # non-prompt: one slot per quark, from semileptonic b and c decays inside jets
-    qs = quarks.valid.shape
-    u = _uniforms(rng, 9, qs)
-    prob = np.where(quarks.flavour == FLAV_B, det.nonprompt_b,
-                    np.where(quarks.flavour == FLAV_C, det.nonprompt_c, 0.0))
-    v = quarks.valid & (u[0] < prob)
-    ev_np = np.nonzero(v)[0]
-    g = [_gauss(u[4][v], u[5][v]), _gauss(u[6][v], u[7][v])]
-    z = 1.0 - (1.0 - u[8][v].astype(np.float64)) ** 0.2  # momentum fraction, mean 1/6
-    nonprompt = {"pt": quarks.pt[v] * z, "eta": quarks.eta[v] + 0.1 * g[0],
-                 "phi": _wrap(quarks.phi[v] + 0.1 * g[1]),
-                 "pdg": np.where(u[1][v] < 0.5, PDG_E, PDG_MU),
-                 "ch": np.where(u[2][v] < 0.5, -1, 1),
-                 "iso": 0.15 - 0.4 * np.log1p(-u[3][v].astype(np.float64))}
+    ev_np, nonprompt = _concat_flat([_nonprompt_leptons(rng, q, det) for q in quark_blocks])
     # fakes and soft leptons
     fs = (n, N_FAKE)
     count = rng.poisson(det.fake_mean, n)
@@ -765,11 +762,27 @@ def _reco_leptons(rng: np.random.Generator, vis: _VisibleLeptons, quarks: _Parto
              "pdg": np.where(u[3][v] < 0.5, PDG_E, PDG_MU),
              "ch": np.where(u[4][v] < 0.5, -1, 1),
              "iso": 0.1 - 0.5 * np.log1p(-u[5][v].astype(np.float64))}
-    ev = np.concatenate([ev_p, ev_np, ev_f])
-    out = {k: np.concatenate([prompt[k], nonprompt[k], fakes[k]]) for k in prompt}
+    ev, out = _concat_flat([(ev_p, prompt), (ev_np, nonprompt), (ev_f, fakes)])
     eta_max = np.where(out["pdg"] == PDG_E, det.electron_eta_max, det.muon_eta_max)
     keep = (out["pt"] > det.lepton_store_pt_min) & (np.abs(out["eta"]) < eta_max)
     return ev[keep], {k: a[keep] for k, a in out.items()}
+
+
+def _nonprompt_leptons(rng: np.random.Generator, quarks: _Partons, det: Detector
+                       ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Non-isolated e / mu from semileptonic b and c decays, one slot per quark slot."""
+    u = _uniforms(rng, 7, quarks.valid.shape)
+    prob = np.where(quarks.flavour == FLAV_B, det.nonprompt_b,
+                    np.where(quarks.flavour == FLAV_C, det.nonprompt_c, 0.0))
+    v = quarks.valid & (u[0] < prob)
+    g = _gauss(u[4][v], u[5][v])
+    z = 1.0 - (1.0 - u[6][v].astype(np.float64)) ** 0.2  # momentum fraction, mean 1/6
+    return np.nonzero(v)[0], {
+        "pt": quarks.pt[v] * z, "eta": quarks.eta[v] + 0.1 * g[0],
+        "phi": _wrap(quarks.phi[v] + 0.1 * g[1]),
+        "pdg": np.where(u[1][v] < 0.5, PDG_E, PDG_MU),
+        "ch": np.where(u[2][v] < 0.5, -1, 1),
+        "iso": 0.15 - 0.4 * np.log1p(-u[3][v].astype(np.float64))}
 
 
 def _sort_events(ev: np.ndarray, pt: np.ndarray, n: int, fields: dict[str, np.ndarray]
@@ -779,7 +792,8 @@ def _sort_events(ev: np.ndarray, pt: np.ndarray, n: int, fields: dict[str, np.nd
     Returns:
         (int32 counts per event, the fields in that order).
     """
-    order = np.argsort(ev + 0.5 / (1.0 + np.maximum(pt, 0.0)), kind="stable")
+    order = np.argsort(-pt, kind="stable")
+    order = order[np.argsort(ev[order], kind="stable")]
     counts = np.bincount(ev, minlength=n).astype(np.int32)
     return counts, {k: a[order] for k, a in fields.items()}
 
@@ -926,16 +940,15 @@ def generate_events(tune: ProcessTune, n_events: int, seed: int, stream: int, fi
     rx = kt[0] - np.where(rad.valid, rad.pt * np.cos(rad.phi), 0.0).sum(axis=1)
     ry = kt[1] - np.where(rad.valid, rad.pt * np.sin(rad.phi), 0.0).sum(axis=1)
     hard = _HARD[tune.hard](rng["hard"], n, tune, rx, ry)
-    quarks, gluons = _fsr(rng["fsr"], _Partons.concat([hard.quarks, rad]), tune)
+    (quarks, gluons), (rad, rad_gluons) = (_fsr(rng["fsr"], p, tune) for p in (hard.quarks, rad))
     vis, tau_jets, tau_nu_px, tau_nu_py = _tau_decays(rng["tau"], hard)
     ev_rng = rng["event"]
     npv = 1 + ev_rng.poisson(det.pileup_mean, n)
     pileup = _pileup_jets(rng["pileup"], npv, det)
     # detector level
-    partons = _Partons.concat([quarks, gluons, tau_jets, pileup])
-    response = np.full(partons.valid.shape[1], tune.jet_response)
-    response[-N_PILEUP:] = 1.0
-    ev, jets = _reco_jets(rng["jets"], partons, response, tune.b_fragmentation, det)
+    r = tune.jet_response
+    blocks = [(quarks, r), (rad, r), (gluons, r), (rad_gluons, r), (tau_jets, r), (pileup, 1.0)]
+    ev, jets = _reco_jets(rng["jets"], blocks, tune.b_fragmentation, det)
     counts: dict[str, np.ndarray] = {}
     jagged: dict[str, dict[str, np.ndarray]] = {}
     counts["jet"], jets = _sort_events(ev, jets["pt"], n, jets)
@@ -944,7 +957,7 @@ def generate_events(tune: ProcessTune, n_events: int, seed: int, stream: int, fi
                      "mass": jets["mass"].astype(np.float32),
                      "btag": jets["btag"].astype(np.float32),
                      "ch": jets["ch"].astype(np.int32)}
-    ev, leptons = _reco_leptons(rng["leptons"], vis, quarks, det)
+    ev, leptons = _reco_leptons(rng["leptons"], vis, [quarks, rad], det)
     sorted_leptons = {}
     for name, code, mass, iso_name in (("electron", PDG_E, ELECTRON_MASS, "iso"),
                                        ("muon", PDG_MU, MUON_MASS, "pfreliso04all")):

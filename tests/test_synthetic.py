@@ -238,7 +238,7 @@ def test_btag_rates_by_flavour():
     partons = synthetic._Partons(np.full(flavour.shape, 200.0), np.zeros(flavour.shape),
                                  np.zeros(flavour.shape), np.zeros(flavour.shape), flavour,
                                  np.ones(flavour.shape, bool))
-    _, jets = synthetic._reco_jets(rng, partons, np.ones(3), 1.0, det)
+    _, jets = synthetic._reco_jets(rng, [(partons, 1.0)], 1.0, det)
     tagged = (jets["btag"] >= 0.5).reshape(n, 3).mean(axis=0)
     assert tagged[0] == pytest.approx(det.btag_eff_b, abs=0.01)
     assert tagged[1] == pytest.approx(det.btag_eff_c, abs=0.01)
