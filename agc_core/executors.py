@@ -1,27 +1,4 @@
-"""Executors: run one function over many chunks in process, on a process pool, or on Dask.
-
-All three share one small interface, :class:`Executor`, whose :meth:`Executor.run` yields an
-:class:`Outcome` per item as items finish (in completion order; the caller merges by index):
-
-- ``iterative``: in this process, one item after the other (debugging, profiling);
-- ``processes``: a ``concurrent.futures.ProcessPoolExecutor`` with ``workers`` processes;
-- ``dask``: a ``dask.distributed`` cluster, either an existing one (``scheduler_address``) or
-  a ``LocalCluster`` of ``workers`` single-threaded processes.
-
-Faults. The function runs inside :func:`guarded_call`, so an exception becomes an error
-outcome instead of a lost future. A failed item is retried up to ``max_retries`` times, except
-for :class:`agc_core.errors.AGCError` (bad input, deterministic: retrying cannot help). A worker
-process that dies (segfault, OOM kill, ``os._exit``) breaks the process pool; the pool is then
-recreated, every item that was in flight is re-run alone (one at a time) so the item that kills
-its worker is identified exactly, and only that item is counted as a failed attempt. On Dask the
-scheduler re-runs tasks of dead workers itself (``distributed.scheduler.allowed-failures``) and
-reports ``KilledWorker`` when it gives up. Results already received are never dropped.
-
-Per-process state (configuration, classifier) belongs in the caller's ``initializer``, which
-each pool process runs once; for Dask it runs once on each worker through ``Client.run`` and
-the function must also be able to initialize lazily (a module-level cache) for workers that
-join later.
-"""
+"""Executors: run one function over many chunks in process, on a process pool, or on Dask."""
 
 from __future__ import annotations
 
@@ -105,7 +82,30 @@ def default_workers() -> int:
 
 
 class Executor(ABC):
-    """Runs ``fn`` over items and yields an :class:`Outcome` per item as each finishes."""
+    """Runs ``fn`` over items and yields an :class:`Outcome` per item as each finishes.
+
+    All three share one small interface, :class:`Executor`, whose :meth:`Executor.run` yields an
+    :class:`Outcome` per item as items finish (in completion order; the caller merges by index):
+
+    - ``iterative``: in this process, one item after the other (debugging, profiling);
+    - ``processes``: a ``concurrent.futures.ProcessPoolExecutor`` with ``workers`` processes;
+    - ``dask``: a ``dask.distributed`` cluster, either an existing one (``scheduler_address``) or
+      a ``LocalCluster`` of ``workers`` single-threaded processes.
+
+    Faults. The function runs inside :func:`guarded_call`, so an exception becomes an error
+    outcome instead of a lost future. A failed item is retried up to ``max_retries`` times, except
+    for :class:`agc_core.errors.AGCError` (bad input, deterministic: retrying cannot help). A worker
+    process that dies (segfault, OOM kill, ``os._exit``) breaks the process pool; the pool is then
+    recreated, every item that was in flight is re-run alone (one at a time) so the item that kills
+    its worker is identified exactly, and only that item is counted as a failed attempt. On Dask the
+    scheduler re-runs tasks of dead workers itself (``distributed.scheduler.allowed-failures``) and
+    reports ``KilledWorker`` when it gives up. Results already received are never dropped.
+
+    Per-process state (configuration, classifier) belongs in the caller's ``initializer``, which
+    each pool process runs once; for Dask it runs once on each worker through ``Client.run`` and
+    the function must also be able to initialize lazily (a module-level cache) for workers that
+    join later.
+    """
 
     name: str = ""
 

@@ -1,23 +1,4 @@
-"""The seed notebook's plots, drawn from the full histogram into PNG files (matplotlib Agg).
-
-Every plot reads the seed's 5-axis histogram (observable, region, process, variation,
-classification) and sums the classification unless it is about the classification:
-
-- ``stack_4j1b_ht.png``: 4j1b nominal HT stacked by process, fit binning (the seed's
-  ``[120j::hist.rebin(2)]``);
-- ``stack_4j2b_mbjj.png``: 4j2b nominal m_bjj stacked by process, full binning;
-- ``btag_variations.png``: 4j1b ttbar nominal and ``btag_var_{0..3}_up``, fit binning;
-- ``jet_energy_variations.png``: 4j2b ttbar nominal, ``pt_scale_up``, ``pt_res_up``;
-- ``classification_{region}.png``: events predicted as background (0) / signal (1), stacked by
-  process (nominal);
-- ``classification_overlay_{region}.png``: normalized observable of predicted signal vs
-  predicted background, all processes (nominal; the seed sums every variation here and swaps
-  the legend labels, we do neither);
-- ``accuracy_{region}.png``: per process, the observable split by classification, with the
-  MLP accuracy per process and overall (:func:`agc_core.report.accuracy_by_process`).
-
-A plot whose inputs are missing (e.g. no ttbar, or ``--systematics none``) is skipped.
-"""
+"""The seed notebook's plots, drawn from the full histogram into PNG files (matplotlib Agg)."""
 
 from __future__ import annotations
 
@@ -188,6 +169,24 @@ def plot_accuracy(hist: bh.Histogram, cfg: AnalysisConfig, region: str, path: Pa
 def draw_all(hist: bh.Histogram, cfg: AnalysisConfig, output_dir: str | Path,
              classification: bool = True) -> list[Path]:
     """Draw every plot whose inputs exist into ``output_dir``.
+
+    Every plot reads the seed's 5-axis histogram (observable, region, process, variation,
+    classification) and sums the classification unless it is about the classification:
+
+    - ``stack_4j1b_ht.png``: 4j1b nominal HT stacked by process, fit binning (the seed's
+      ``[120j::hist.rebin(2)]``);
+    - ``stack_4j2b_mbjj.png``: 4j2b nominal m_bjj stacked by process, full binning;
+    - ``btag_variations.png``: 4j1b ttbar nominal and ``btag_var_{0..3}_up``, fit binning;
+    - ``jet_energy_variations.png``: 4j2b ttbar nominal, ``pt_scale_up``, ``pt_res_up``;
+    - ``classification_{region}.png``: events predicted as background (0) / signal (1), stacked by
+      process (nominal);
+    - ``classification_overlay_{region}.png``: normalized observable of predicted signal vs
+      predicted background, all processes (nominal; the seed sums every variation here and swaps
+      the legend labels, we do neither);
+    - ``accuracy_{region}.png``: per process, the observable split by classification, with the
+      MLP accuracy per process and overall (:func:`agc_core.report.accuracy_by_process`).
+
+    A plot whose inputs are missing (e.g. no ttbar, or ``--systematics none``) is skipped.
 
     A plot that fails is logged and skipped: the histograms are already on disk.
 

@@ -1,42 +1,4 @@
-"""Run the analysis: plan chunks, process them on an executor, merge, write outputs, report.
-
-Everything ``python -m agc_core run`` does is one call, :func:`run_analysis`, with a
-:class:`RunOptions` and a :class:`RunResult` back, so a notebook can do the same::
-
-    from agc_core.runner import RunOptions, run_analysis
-    result = run_analysis(RunOptions(n_files_max_per_sample=1, workers=2))
-    result.hist          # the seed's 5-axis boost-histogram
-    result.outputs       # {"histograms.root": Path, ...}
-
-Stages:
-
-1. Plan: the fileset's samples (``--systematics none``: only the nominal samples), each file's
-   entry count and chunk ranges (about ``chunksize`` entries, ending on basket boundaries of
-   the branches read, :func:`agc_core.io.chunk_ranges`), cached in
-   ``<output_dir>/entries_cache.json`` keyed by path, size and mtime. A task is (sample, file,
-   entry range) with a stable index (samples in config order, files in fileset order, ranges
-   in file order). A file that cannot be opened becomes a failed task named by its path.
-2. Process: each task reads its chunk (:func:`agc_core.io.read_chunk`) and fills the
-   histograms (:func:`agc_core.processor.process_chunk`) in a worker that loaded the
-   configuration and the classifier once (:func:`init_worker`). Executors: ``iterative``,
-   ``processes`` (default), ``dask`` (:mod:`agc_core.executors`).
-3. Merge: per sample, the chunks' histograms are added in task-index order as they arrive, so
-   the sums (and the histograms, bit for bit) do not depend on completion order, executor or
-   number of workers; then :func:`agc_core.histograms.to_boost` builds the seed's histogram.
-4. Outputs (all written atomically): ``histograms.root`` (for the fit, cabinetry names),
-   ``histograms_full.npz`` (lossless, :func:`agc_core.outputs.load_full_histogram`),
-   ``metrics.json``, ``plots/*.png``, ``agc.log`` (shared by all workers). The post-histogram
-   stages are listed in :data:`POST_STAGES` (plots today; the workspace and fit go there).
-
-``--systematics none`` processes only each process's nominal sample and keeps only its
-``nominal`` histogram (no weight or jet-energy variations, no ttbar modelling samples), so
-``histograms.root`` has the nominal histograms only and no pseudodata (its inputs are the
-ttbar ME/PS samples).
-
-``--io-only`` (the seed's ``DISABLE_PROCESSING``): tasks only read the branch set of
-``--io-file-percent`` (``cfg.io_branch_sets``) and the run reports the read rate; the record
-goes to ``metrics_io.json`` (the analysis outputs of an earlier run stay untouched).
-"""
+"""Run the analysis: plan chunks, process them on an executor, merge, write outputs, report."""
 
 from __future__ import annotations
 
@@ -891,6 +853,43 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
 
 def run_analysis(options: RunOptions | None = None) -> RunResult:
     """Run the whole analysis (or the I/O-only read) and write every output.
+
+    Everything ``python -m agc_core run`` does is one call, :func:`run_analysis`, with a
+    :class:`RunOptions` and a :class:`RunResult` back, so a notebook can do the same::
+
+        from agc_core.runner import RunOptions, run_analysis
+        result = run_analysis(RunOptions(n_files_max_per_sample=1, workers=2))
+        result.hist          # the seed's 5-axis boost-histogram
+        result.outputs       # {"histograms.root": Path, ...}
+
+    Stages:
+
+    1. Plan: the fileset's samples (``--systematics none``: only the nominal samples), each file's
+       entry count and chunk ranges (about ``chunksize`` entries, ending on basket boundaries of
+       the branches read, :func:`agc_core.io.chunk_ranges`), cached in
+       ``<output_dir>/entries_cache.json`` keyed by path, size and mtime. A task is (sample, file,
+       entry range) with a stable index (samples in config order, files in fileset order, ranges
+       in file order). A file that cannot be opened becomes a failed task named by its path.
+    2. Process: each task reads its chunk (:func:`agc_core.io.read_chunk`) and fills the
+       histograms (:func:`agc_core.processor.process_chunk`) in a worker that loaded the
+       configuration and the classifier once (:func:`init_worker`). Executors: ``iterative``,
+       ``processes`` (default), ``dask`` (:mod:`agc_core.executors`).
+    3. Merge: per sample, the chunks' histograms are added in task-index order as they arrive, so
+       the sums (and the histograms, bit for bit) do not depend on completion order, executor or
+       number of workers; then :func:`agc_core.histograms.to_boost` builds the seed's histogram.
+    4. Outputs (all written atomically): ``histograms.root`` (for the fit, cabinetry names),
+       ``histograms_full.npz`` (lossless, :func:`agc_core.outputs.load_full_histogram`),
+       ``metrics.json``, ``plots/*.png``, ``agc.log`` (shared by all workers). The post-histogram
+       stages are listed in :data:`POST_STAGES` (plots today; the workspace and fit go there).
+
+    ``--systematics none`` processes only each process's nominal sample and keeps only its
+    ``nominal`` histogram (no weight or jet-energy variations, no ttbar modelling samples), so
+    ``histograms.root`` has the nominal histograms only and no pseudodata (its inputs are the
+    ttbar ME/PS samples).
+
+    ``--io-only`` (the seed's ``DISABLE_PROCESSING``): tasks only read the branch set of
+    ``--io-file-percent`` (``cfg.io_branch_sets``) and the run reports the read rate; the record
+    goes to ``metrics_io.json`` (the analysis outputs of an earlier run stay untouched).
 
     Args:
         options: what to run (default: everything at its default).
