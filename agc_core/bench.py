@@ -407,39 +407,42 @@ def bench_e2e(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
     table = BenchTable(
         f"e2e: python -m agc_core run on {fileset} (processes executor, inference "
         f"{inference}, all systematics; best of {repeat})",
-        ["run", "workers", "chunksize", "events", "wall s", "steady ev/s",
+        ["run", "workers", "events/chunk", "events", "wall s", "steady ev/s",
          "ev/s per core", "CPU ev/s", "peak RSS/worker MB"],
     )
-    best: dict[tuple[str, int], float] = {}  # (run, workers) -> steady rate per core
+    configs: list[tuple[str, dict[str, Any]]] = [
+        ("I/O only (4 %)", {"io_only": True, "workers": 1}),
+        ("I/O only (4 %)", {"io_only": True, "workers": 2}),
+        ("processing", {"workers": 1}),
+        ("processing", {"workers": 2}),
+        ("processing, small chunks", {"workers": 1, "chunksize": 25_000}),
+        ("processing, small chunks, 4x data", {"workers": 1, "chunksize": 25_000, "big": True}),
+        ("processing, 4x data", {"workers": 1, "big": True}),
+    ]
+    results: dict[int, list[Any]] = {i: [] for i in range(len(configs))}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             big = _repeated_fileset(fileset, 4, tmp)
-
-            def run(name: str, **kw: Any) -> None:
-                kw.setdefault("fileset", fileset)
-                opts = RunOptions(inference=inference, plots=False, progress=False,
-                                  output_dir=os.path.join(tmp, "out"), seed=args.seed, **kw)
-                results = [run_analysis(opts) for _ in range(repeat)]
-                r = max(results, key=lambda x: x.metrics["event_rate_steady_hz"])
-                m = r.metrics
-                steady = m["event_rate_steady_hz"]
-                best[(name, r.num_workers)] = steady / r.num_workers
-                table.rows.append([name, r.num_workers, opts.chunksize, r.n_events,
-                                   r.walltime, steady, steady / r.num_workers,
-                                   m["event_rate_cputime_hz"],
-                                   max(w.max_rss_mb for w in r.workers)])
-
             run_analysis(RunOptions(fileset=fileset, io_only=True, workers=2, progress=False,
                                     output_dir=os.path.join(tmp, "warm")))  # page cache, pool
-            run("I/O only (4 %)", io_only=True, workers=1)
-            run("I/O only (4 %)", io_only=True, workers=2)
-            run("processing", workers=1)
-            run("processing", workers=2)
-            run("processing, small chunks", workers=1, chunksize=25_000)
-            run("processing, small chunks, 4x data", workers=1, chunksize=25_000, fileset=big)
-            run("processing, 4x data", workers=1, fileset=big)
+            for _ in range(repeat):  # interleaved, so every configuration sees similar load
+                for i, (_, kw) in enumerate(configs):
+                    kw = dict(kw)
+                    kw["fileset"] = big if kw.pop("big", False) else fileset
+                    results[i].append(run_analysis(RunOptions(
+                        inference=inference, plots=False, progress=False, seed=args.seed,
+                        output_dir=os.path.join(tmp, "out"), **kw)))
     finally:
         quiet.setLevel(saved_level)
+    best: dict[tuple[str, int], float] = {}  # (run, workers) -> steady rate per core
+    for i, (name, _) in enumerate(configs):
+        r = max(results[i], key=lambda x: x.metrics["event_rate_steady_hz"])
+        steady = r.metrics["event_rate_steady_hz"]
+        best[(name, r.num_workers)] = steady / r.num_workers
+        table.rows.append([name, r.num_workers, round(r.n_events / max(1, r.n_chunks)),
+                           r.n_events, r.walltime, steady, steady / r.num_workers,
+                           r.metrics["event_rate_cputime_hz"],
+                           max(w.max_rss_mb for w in r.workers)])
     io1, io2 = best[("I/O only (4 %)", 1)], best[("I/O only (4 %)", 2)]
     p1, p2 = best[("processing", 1)], best[("processing", 2)]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
