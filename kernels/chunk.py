@@ -16,7 +16,7 @@ from numba import njit
 
 from kernels.kinematics import momentum_xy, momentum_z
 from kernels.rng import standard_normal, stream_key
-from kernels.selection import REGION_4J1B, count_and_sum_above, event_region
+from kernels.selection import REGION_4J1B, event_region
 from kernels.sphericity import min_abs_eigenvalue, pair_tensor
 from kernels.trijet import best_trijet, invariant_mass, trijet_avg_dr
 
@@ -98,7 +98,7 @@ def jer_bounds(jer_width: float) -> tuple[float, float]:
     return 1.0 - w, 1.0 + w
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def jer_factor(key: np.uint64, entry: int, jet: int, jer_width: float) -> float:
     """The JER pt factor ``1 + w * standard_normal(key, entry, jet)`` (float64), exactly the
     value :func:`kernels.rng.jer_factors` gives that jet."""
@@ -158,6 +158,9 @@ def analyse_events(
     jer_lower, jer_upper = jer_bounds(jer_width)
 
     sel = np.empty(max_jets, dtype=np.int64)  # local indices of the selected jets
+    sel0 = np.empty(max_jets, dtype=np.int64)  # the same for the first factor
+    ht_scale = np.zeros(n_scale, dtype=np.float64)
+    same_scale = np.zeros(n_scale, dtype=np.bool_)
     masks = np.zeros(n_var, dtype=np.uint64)
     regions = np.full(n_var, -1, dtype=np.int64)
     result_a = np.zeros(n_var, dtype=np.float64)
@@ -177,19 +180,83 @@ def analyse_events(
         nj = jet_offsets[i + 1] - j0
         if nj < n_jets_min:
             continue
-        ne, se = count_and_sum_above(el_offsets, el_pt, i, el_cut)
-        nm, sm = count_and_sum_above(mu_offsets, mu_pt, i, mu_cut)
+        ne = 0
+        se = np.float32(0.0)
+        for k in range(el_offsets[i], el_offsets[i + 1]):
+            if el_pt[k] > el_cut:
+                ne += 1
+                se += el_pt[k]
+        nm = 0
+        sm = np.float32(0.0)
+        for k in range(mu_offsets[i], mu_offsets[i + 1]):
+            if mu_pt[k] > mu_cut:
+                nm += 1
+                sm += mu_pt[k]
         if ne + nm != n_leptons:
             continue
         lepton_pt = se + sm
         use_mask = nj <= 64
         entry = entry_start + i
 
+        # one pass over the jets: the first factor's selection (into sel0), the HT of every
+        # other scalar factor whose selection is the same, and the JER candidates
+        f0 = scale_factors[0]
+        ns0 = 0
+        ge0 = 0
+        gt0 = 0
+        ht0 = 0.0
+        lead0 = np.float32(0.0)
+        mask0 = np.uint64(0)
+        n_cand = 0
+        for v in range(1, n_scale):
+            ht_scale[v] = 0.0
+            same_scale[v] = True
+        for j in range(nj):
+            pt = jet_pt[j0 + j]
+            pt64 = np.float64(pt)
+            if pt64 * jer_upper > jet_cut:
+                n_cand += 1
+            scaled = pt64 * f0
+            passed = scaled > jet_cut
+            for v in range(1, n_scale):
+                other = pt64 * scale_factors[v]
+                if (other > jet_cut) != passed:
+                    same_scale[v] = False
+                elif passed:
+                    ht_scale[v] += other
+            if passed:
+                sel0[ns0] = j
+                if ns0 == 0 or pt > lead0:
+                    lead0 = pt
+                ns0 += 1
+                ht0 += scaled
+                tag = jet_btag[j0 + j]
+                if tag >= btag_threshold:
+                    ge0 += 1
+                if tag > btag_threshold:
+                    gt0 += 1
+                if j < 64:
+                    mask0 |= np.uint64(1) << np.uint64(j)
+        sel_is_sel0 = False
+
         for v in range(n_var):
             regions[v] = -1
-            if v < n_scale:
+            if v == 0 or (v < n_scale and same_scale[v]):
+                ns = ns0
+                n_ge = ge0
+                n_gt = gt0
+                ht = ht0 if v == 0 else ht_scale[v]
+                lead = lead0
+                mask = mask0
+                if not sel_is_sel0 and event_region(ne + nm, ns, n_ge, n_gt, n_leptons,
+                                                    n_jets_min, n_btag_min) >= 0:
+                    for a in range(ns0):
+                        sel[a] = sel0[a]
+                    sel_is_sel0 = True
+            elif v < n_scale:
                 ns, n_ge, n_gt, ht, lead, mask = select_scaled(
                     jet_pt, jet_btag, j0, nj, scale_factors[v], jet_cut, btag_threshold, sel)
+                sel_is_sel0 = False
             else:
                 # JER: draw only the factors that decide the selection (see jer_bounds)
                 ns = 0
@@ -198,12 +265,9 @@ def analyse_events(
                 ht = 0.0
                 lead = np.float32(0.0)
                 mask = np.uint64(0)
-                n_cand = 0
-                for j in range(nj):
-                    if np.float64(jet_pt[j0 + j]) * jer_upper > jet_cut:
-                        n_cand += 1
                 if n_cand < n_jets_min:
                     continue
+                sel_is_sel0 = False
                 for j in range(nj):
                     pt = jet_pt[j0 + j]
                     pt64 = np.float64(pt)

@@ -7,10 +7,15 @@ import math
 import numpy as np
 from numba import njit
 
+from kernels.fastmath import GUARD, same_float32, sincos_fast, sinh_fast
+
 
 @njit(cache=True)
 def momentum_xy(pt: np.float32, phi: np.float32) -> tuple[np.float32, np.float32]:
     """Transverse momentum components ``float32(float64(pt) * cos|sin(float64(phi)))`` (GeV).
+
+    Computed with :func:`kernels.fastmath.sincos_fast`; where the float32 rounding is not
+    certain the C library's cos/sin decide, so the result is that of the plain formula.
 
     Args:
         pt: transverse momentum (GeV, float32, unscaled).
@@ -21,13 +26,27 @@ def momentum_xy(pt: np.float32, phi: np.float32) -> tuple[np.float32, np.float32
     """
     pt64 = np.float64(pt)
     phi64 = np.float64(phi)
+    s, c, ok = sincos_fast(phi64)
+    x = pt64 * c
+    y = pt64 * s
+    if ok and same_float32(x, GUARD) and same_float32(y, GUARD):
+        return np.float32(x), np.float32(y)
     return np.float32(pt64 * math.cos(phi64)), np.float32(pt64 * math.sin(phi64))
 
 
 @njit(cache=True)
 def momentum_z(pt: np.float32, eta: np.float32) -> np.float32:
-    """Longitudinal momentum ``float32(float64(pt) * sinh(float64(eta)))`` (GeV, float32)."""
-    return np.float32(np.float64(pt) * math.sinh(np.float64(eta)))
+    """Longitudinal momentum ``float32(float64(pt) * sinh(float64(eta)))`` (GeV, float32).
+
+    Fast path and guard as in :func:`momentum_xy`.
+    """
+    pt64 = np.float64(pt)
+    eta64 = np.float64(eta)
+    sh, ok = sinh_fast(eta64)
+    z = pt64 * sh
+    if ok and same_float32(z, GUARD):
+        return np.float32(z)
+    return np.float32(pt64 * math.sinh(eta64))
 
 
 @njit(cache=True)
