@@ -13,6 +13,7 @@ from kernels.mlp import (
     mlp_classify,
     mlp_forward,
     mlp_logits_into,
+    mlp_logits_reference,
     pack_mlp,
 )
 from models.net import Net
@@ -141,9 +142,33 @@ def test_pack_rejects_wrong_shapes() -> None:
 
 def test_packed_layout() -> None:
     p = make_params(5, seed=11)
-    mean, std, w1t, b1, w2t, b2, w3, b3 = packed(p)
+    mean, inv_std, w1t, b1, w2t, b2, w3, b3 = packed(p)
     assert w1t.shape == (MAX_FEATURES, HIDDEN_1) and np.all(w1t[5:] == 0)
     assert np.array_equal(w1t[:5], p["w1"].T)
     assert w2t.shape == (HIDDEN_1, HIDDEN_2) and w2t.flags.c_contiguous
     assert w3.shape == (HIDDEN_2,) and b3.shape == (1,)
-    assert all(a.dtype == np.float32 for a in (mean, std, w1t, b1, w2t, b2, w3, b3))
+    assert all(a.dtype == np.float32 for a in (mean, inv_std, w1t, b1, w2t, b2, w3, b3))
+    assert np.array_equal(inv_std, (1 / p["std"].astype(np.float64)).astype(np.float32))
+
+
+@pytest.mark.parametrize("n_rows", [1, 2, 3, 4, 5, 7, 8, 9, 1001])
+def test_vector_kernel_matches_plain_loops(n_rows: int) -> None:
+    # the intrinsic works on blocks of ROWS rows: every tail length must come out right
+    p = make_params(5, seed=21, scale=3.0)
+    x = features(p, n_rows, seed=n_rows)
+    out = np.full(n_rows, np.nan, np.float32)
+    ref = np.full(n_rows, np.nan, np.float32)
+    mlp_logits_into(x, *packed(p), out)
+    mlp_logits_reference(x, *packed(p), ref)
+    assert np.allclose(out, ref, rtol=1e-5, atol=1e-5)
+    assert np.allclose(out, float64_logits(p, x), rtol=1e-5, atol=1e-5)
+
+
+def test_nan_row_does_not_leak_into_its_block() -> None:
+    p = make_params(4, seed=22, scale=3.0)
+    x = features(p, 8, seed=1)
+    clean = mlp_forward(x, *packed(p))
+    x[1, 0] = np.nan
+    out = mlp_forward(x, *packed(p))
+    assert np.isnan(out[1])
+    assert np.array_equal(np.delete(out, 1), np.delete(clean, 1))
