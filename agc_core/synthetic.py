@@ -38,6 +38,9 @@ W_MASS, W_WIDTH = 80.38, 2.085
 B_MASS, C_MASS = 4.8, 1.5
 ELECTRON_MASS, MUON_MASS = 0.000511, 0.10566
 TAU_LEPTONIC_BR = 0.352
+# b-tag scores: "tagged" jets score above this value, the others below (a CSVv2-loose-like
+# working point; the tagging rates of the Detector knobs are the rates above it)
+TAG_SCORE_SPLIT = 0.5
 
 # fixed slot counts: every random draw has a fixed shape, so the variation samples, which
 # share the nominal's random numbers, differ only where a generator knob differs
@@ -66,8 +69,8 @@ class Radiation:
         frac_b: fraction of b quarks (gluon splitting, W+bb).
         frac_c: fraction of c quarks (W+c, W+cc).
         phi_noise: if > 0, successive partons are spread in azimuth by the golden angle plus
-            Gaussian noise of this width (multi-jet configurations fill the transverse plane);
-            if 0, azimuths are independent.
+            a uniform offset of this half-width (multi-jet configurations that fill the
+            transverse plane); if 0, azimuths are independent.
     """
 
     mean: float
@@ -124,7 +127,7 @@ class Detector:
     """Detector response knobs shared by all samples (CMS 2015-like).
 
     Attributes:
-        btag_eff_b: probability that a b jet scores above 0.5 (the analysis threshold).
+        btag_eff_b: probability that a b jet scores above TAG_SCORE_SPLIT.
         btag_eff_c: same for c jets.
         btag_eff_light: same for light-quark and gluon jets (mistag rate).
         btag_eta_max: tracker acceptance; jets beyond it score 0.
@@ -709,7 +712,8 @@ def _reco_jet_block(rng: np.random.Generator, partons: _Partons, response: float
                    np.where(is_c, det.btag_eff_c, det.btag_eff_light))
     power = np.where(is_b, 0.6, np.where(is_c, 1.0, 2.0))
     u_tag, v_tag = u[0][v], u[1][v].astype(np.float64)
-    btag = np.where(u_tag < eff, 1.0 - 0.5 * v_tag ** 3, 0.5 * v_tag ** power)
+    split = TAG_SCORE_SPLIT
+    btag = np.where(u_tag < eff, 1.0 - (1.0 - split) * v_tag ** 3, split * v_tag ** power)
     btag = np.where(np.abs(eta) < det.btag_eta_max, btag, 0.0)
     keep = (pt > det.jet_store_pt_min) & (np.abs(eta) < det.jet_eta_max)
     out = {"pt": pt, "eta": eta, "phi": phi, "mass": mass, "btag": btag, "ch": charge[v]}
@@ -951,8 +955,8 @@ def generate_events(tune: ProcessTune, n_events: int, seed: int, stream: int, fi
     ev, jets = _reco_jets(rng["jets"], blocks, tune.b_fragmentation, det)
     counts: dict[str, np.ndarray] = {}
     jagged: dict[str, dict[str, np.ndarray]] = {}
+    ht = np.bincount(ev, weights=jets["pt"], minlength=n)  # for the MET resolution
     counts["jet"], jets = _sort_events(ev, jets["pt"], n, jets)
-    ht = np.bincount(ev, weights=jets["pt"], minlength=n)
     jagged["jet"] = {**_kinematics(jets["pt"], jets["eta"], jets["phi"], jets["mass"]),
                      "mass": jets["mass"].astype(np.float32),
                      "btag": jets["btag"].astype(np.float32),
@@ -1318,7 +1322,8 @@ def add_cli(subparsers: Any) -> None:
         description="Generate the synthetic AGC dataset: all samples, AGC ntuple schema, "
                     "and a fileset JSON (fileset.json) with relative paths.")
     parser.add_argument("--out", type=Path, default=None,
-                        help=f"output folder (default: $AGC_CORE_DATA or {default_data_dir()})")
+                        help="output folder (default: $AGC_CORE_DATA or "
+                             "~/.cache/agc-core/dataset)")
     parser.add_argument("--events-per-file", type=int, default=d.events_per_file,
                         help="events per file (default: %(default)s)")
     parser.add_argument("--files-per-sample", type=int, default=d.files_per_sample,

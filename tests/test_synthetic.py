@@ -198,6 +198,18 @@ def test_same_seed_same_events_other_seed_other_events(cfg):
         assert not np.array_equal(a["met_pt"], other["met_pt"])
 
 
+def test_variation_samples_reuse_the_nominal_events(cfg):
+    """ttbar variations are the nominal's generated events simulated with other knobs."""
+    def first_batch(variation: str) -> synthetic.EventBatch:
+        return next(synthetic.iter_sample_events("ttbar", variation, 2000, 5, cfg))
+
+    nominal = first_batch("nominal")
+    for variation in ("scaledown", "scaleup", "ME_var", "PS_var"):
+        varied = first_batch(variation)
+        np.testing.assert_array_equal(varied.scalars["PV_npvs"], nominal.scalars["PV_npvs"])
+        assert not np.array_equal(varied.jagged["jet"]["pt"], nominal.jagged["jet"]["pt"])
+
+
 @pytest.mark.parametrize("process", ["ttbar", "wjets", "single_top_t_chan"])
 def test_kinematics_are_consistent(cfg, process):
     tune = synthetic.sample_tune(process, "nominal")
@@ -222,6 +234,11 @@ def test_kinematics_are_consistent(cfg, process):
                            batch.counts[name])
         within = np.arange(pt.shape[0]) > starts
         assert (np.diff(pt)[within[1:]] <= 0).all()
+    met = batch.scalars
+    np.testing.assert_allclose(met["met_pt"], np.hypot(met["met_px"], met["met_py"]),
+                               rtol=1e-5)
+    np.testing.assert_allclose(np.cos(met["met_phi"]) * met["met_pt"], met["met_px"],
+                               rtol=1e-4, atol=1e-3)
     btag = batch.jagged["jet"]["btag"]
     assert ((btag >= 0) & (btag <= 1)).all()
     assert (batch.jagged["jet"]["mass"] > 0).all()
