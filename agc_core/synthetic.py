@@ -26,7 +26,7 @@ from agc_core.errors import ConfigError, InputError
 log = logging.getLogger(__name__)
 
 # Bump whenever the generated content changes: cached datasets of another version are rebuilt.
-GENERATOR_VERSION = "agc-core-synthetic-1"
+GENERATOR_VERSION = "agc-core-synthetic-2"
 FILESET_NAME = "fileset.json"
 MANIFEST_NAME = "manifest.json"
 BLOCK_EVENTS = 25_000  # events generated (and written as one basket per branch) at a time
