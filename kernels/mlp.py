@@ -9,16 +9,15 @@ within float32 rounding of 0.5 (|output - 0.5| < 1e-7).
 
 Speed: the weights are packed once (:func:`pack_mlp`: transposed so that inner loops run over
 contiguous output units, the first layer zero-padded to :data:`MAX_FEATURES` inputs). The
-first layer is a plain numba loop with compile-time trip counts (unrolled and vectorized by
-LLVM). The second and output layers, 90 % of the arithmetic, are emitted by a small numba
+rows are standardized in a numba loop; the three layers are emitted by a small numba
 intrinsic as explicit 16-lane float32 vector code (LLVM ``<16 x float>``) for blocks of
-:data:`ROWS` rows: per row the 64 hidden units live in four vector accumulators, one fused
-multiply-add per (input unit, 16 outputs), and each weight vector loaded serves all rows of the
-block. LLVM's auto-vectorizer does not keep those accumulators in registers (and numba disables
-its SLP vectorizer); the plain-loop version, :func:`mlp_logits_reference` (kept for tests), is
-~1.5x slower. On CPUs without 512-bit vectors LLVM splits the vectors into the native width.
-Arithmetic is float32 throughout; the summation order differs from torch's (differences of
-order 1e-7 in the outputs).
+:data:`ROWS` rows: per row the 32 and 64 hidden units live in two and four vector
+accumulators, one fused multiply-add per (input unit, 16 outputs), and each weight vector
+loaded serves all rows of the block. LLVM's auto-vectorizer does not keep such accumulators
+in registers (and numba disables its SLP vectorizer); the plain-loop version,
+:func:`mlp_logits_reference` (kept for tests), is ~1.6x slower. On CPUs without 512-bit
+vectors LLVM splits the vectors into the native width. Arithmetic is float32 throughout; the
+summation order differs from torch's (differences of order 1e-7 in the outputs).
 """
 
 from __future__ import annotations
@@ -104,23 +103,25 @@ def _c_float32_array(t: types.Type, ndim: int) -> bool:
 
 
 @intrinsic
-def _hidden2_block(typingctx, h1, w2t, b2, w3, out):  # type: ignore[no-untyped-def]
-    """``out[r] = sum_o w3[o] * relu(b2[o] + sum_j w2t[j, o] * h1[r, j])`` for r < ROWS.
+def _forward_block(typingctx, z, w1t, b1, w2t, b2, w3, out):  # type: ignore[no-untyped-def]
+    """Logits without the output bias of :data:`ROWS` standardized rows, as vector code.
 
-    Second and output layer (without the output bias) of :data:`ROWS` rows at once, in
-    float32 with explicit ``<16 x float>`` vectors: per row, four vector accumulators hold the
-    64 hidden units; each weight vector loaded serves all rows. Typed for C-contiguous float32
-    arrays h1 (ROWS, 32), w2t (32, 64), b2 (64,), w3 (64,), out (ROWS,); the shapes are the
-    caller's responsibility (fixed by the architecture). The ReLU keeps NaN.
+    ``out[r] = w3 . relu(b2 + w2t.T @ relu(b1 + w1t.T @ z[r]))`` in float32 with explicit
+    ``<16 x float>`` vectors: per row, two vector accumulators hold the 32 first-layer units
+    and four the 64 second-layer units, all in registers; each weight vector loaded serves
+    all rows. Typed for C-contiguous float32 arrays z (ROWS, MAX_FEATURES), w1t
+    (MAX_FEATURES, 32), b1 (32,), w2t (32, 64), b2 (64,), w3 (64,), out (ROWS,); the shapes
+    are the caller's responsibility (fixed by the architecture). The ReLUs keep NaN.
     """
-    if not (_c_float32_array(h1, 2) and _c_float32_array(w2t, 2) and _c_float32_array(b2, 1)
-            and _c_float32_array(w3, 1) and _c_float32_array(out, 1)):
+    arrays = (z, w1t, b1, w2t, b2, w3, out)
+    if not all(_c_float32_array(a, nd) for a, nd in zip(arrays, (2, 2, 1, 2, 1, 1, 1),
+                                                         strict=True)):
         return None
-    sig = types.none(h1, w2t, b2, w3, out)
+    sig = types.none(*arrays)
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         ir = cgutils.ir
-        h1_ptr, w2t_ptr, b2_ptr, w3_ptr, out_ptr = (
+        z_ptr, w1t_ptr, b1_ptr, w2t_ptr, b2_ptr, w3_ptr, out_ptr = (
             context.make_array(t)(context, builder, a).data
             for t, a in zip(signature.args, args, strict=True))
         f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
@@ -130,6 +131,8 @@ def _hidden2_block(typingctx, h1, w2t, b2, w3, out):  # type: ignore[no-untyped-
         reduce_add = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(f32, [f32, vec]),
             f"llvm.vector.reduce.fadd.v{_LANES}f32")
+        undef = ir.Constant(vec, ir.Undefined)
+        zero = ir.Constant(vec, [0.0] * _LANES)
 
         def element(ptr: ir.Value, offset: int) -> ir.Value:
             return builder.gep(ptr, [ir.Constant(i64, offset)])
@@ -139,28 +142,37 @@ def _hidden2_block(typingctx, h1, w2t, b2, w3, out):  # type: ignore[no-untyped-
             value.align = 4  # numpy guarantees element alignment only
             return value
 
-        undef = ir.Constant(vec, ir.Undefined)
-        lane0 = ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES)
-        zero = ir.Constant(vec, [0.0] * _LANES)
-        n_vec = HIDDEN_2 // _LANES
-        bias = [load_vector(b2_ptr, q * _LANES) for q in range(n_vec)]
-        acc = [list(bias) for _ in range(ROWS)]
-        for j in range(HIDDEN_1):
-            weights = [load_vector(w2t_ptr, j * HIDDEN_2 + q * _LANES) for q in range(n_vec)]
+        def splat(v: ir.Value, lane: int) -> ir.Value:
+            mask = ir.Constant(ir.VectorType(i32, _LANES), [lane] * _LANES)
+            return builder.shuffle_vector(v, undef, mask)
+
+        def relu(v: ir.Value) -> ir.Value:
+            return builder.select(builder.fcmp_ordered("<=", v, zero), zero, v)
+
+        n1, n2 = HIDDEN_1 // _LANES, HIDDEN_2 // _LANES
+        b1_vec = [load_vector(b1_ptr, p * _LANES) for p in range(n1)]
+        h1 = [list(b1_vec) for _ in range(ROWS)]
+        for k in range(MAX_FEATURES):
+            weights = [load_vector(w1t_ptr, k * HIDDEN_1 + p * _LANES) for p in range(n1)]
             for r in range(ROWS):
-                hj = builder.load(element(h1_ptr, r * HIDDEN_1 + j))
-                splat = builder.shuffle_vector(
-                    builder.insert_element(undef, hj, ir.Constant(i32, 0)), undef, lane0)
-                for q in range(n_vec):
-                    acc[r][q] = builder.call(fma, [weights[q], splat, acc[r][q]])
-        w3_vec = [load_vector(w3_ptr, q * _LANES) for q in range(n_vec)]
+                zk = builder.insert_element(undef, builder.load(
+                    element(z_ptr, r * MAX_FEATURES + k)), ir.Constant(i32, 0))
+                for p in range(n1):
+                    h1[r][p] = builder.call(fma, [weights[p], splat(zk, 0), h1[r][p]])
+        h1 = [[relu(v) for v in row] for row in h1]
+        b2_vec = [load_vector(b2_ptr, q * _LANES) for q in range(n2)]
+        h2 = [list(b2_vec) for _ in range(ROWS)]
+        for j in range(HIDDEN_1):
+            weights = [load_vector(w2t_ptr, j * HIDDEN_2 + q * _LANES) for q in range(n2)]
+            for r in range(ROWS):
+                hj = splat(h1[r][j // _LANES], j % _LANES)
+                for q in range(n2):
+                    h2[r][q] = builder.call(fma, [weights[q], hj, h2[r][q]])
+        w3_vec = [load_vector(w3_ptr, q * _LANES) for q in range(n2)]
         for r in range(ROWS):
-            total = None
-            for q in range(n_vec):
-                a = acc[r][q]
-                relu = builder.select(builder.fcmp_ordered("<=", a, zero), zero, a)
-                total = (builder.fmul(relu, w3_vec[q]) if total is None
-                         else builder.call(fma, [relu, w3_vec[q], total]))
+            total = builder.fmul(relu(h2[r][0]), w3_vec[0])
+            for q in range(1, n2):
+                total = builder.call(fma, [relu(h2[r][q]), w3_vec[q], total])
             value = builder.call(reduce_add, [ir.Constant(f32, 0.0), total],
                                  fastmath=("reassoc",))
             builder.store(value, element(out_ptr, r))
@@ -208,15 +220,16 @@ def mlp_logits_into(
         out: float32 (n_rows,) output buffer for the logits.
     """
     _check_inputs(x, mean, w1t, w2t, out)
-    n_rows = x.shape[0]
-    z = np.zeros(MAX_FEATURES, dtype=np.float32)
-    h1 = np.zeros((ROWS, HIDDEN_1), dtype=np.float32)  # rows past the end stay finite
+    n_rows, n_feat = x.shape
+    # standardized rows, zero-padded to MAX_FEATURES; rows past the end stay finite
+    z = np.zeros((ROWS, MAX_FEATURES), dtype=np.float32)
     block = np.empty(ROWS, dtype=np.float32)
     for start in range(0, n_rows, ROWS):
         m = min(ROWS, n_rows - start)
         for r in range(m):
-            _hidden1(x, start + r, mean, inv_std, w1t, b1, z, h1[r])
-        _hidden2_block(h1, w2t, b2, w3, block)
+            for k in range(n_feat):
+                z[r, k] = (x[start + r, k] - mean[k]) * inv_std[k]
+        _forward_block(z, w1t, b1, w2t, b2, w3, block)
         for r in range(m):
             out[start + r] = block[r] + b3[0]
 
