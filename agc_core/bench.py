@@ -94,15 +94,20 @@ def register_section(name: str, help: str) -> Callable[[SectionFn], SectionFn]:
     return deco
 
 
-def best_time(fn: Callable[[], Any], repeat: int, min_time: float = 0.0) -> float:
-    """Smallest wall time (s) of ``repeat`` calls of ``fn`` (at least ``min_time`` in total)."""
+def best_time(fn: Callable[[], Any], repeat: int, min_time: float = 0.0,
+              clock: Callable[[], float] = time.process_time) -> float:
+    """Smallest time (s) of ``repeat`` calls of ``fn`` (at least ``min_time`` in total).
+
+    The default clock is the process CPU time (all threads), which makes "per core" rates
+    robust against other load on the machine; pass ``time.perf_counter`` for wall time.
+    """
     best = np.inf
     spent = 0.0
     k = 0
     while k < repeat or spent < min_time:
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        dt = time.perf_counter() - t0
+        dt = clock() - t0
         best = min(best, dt)
         spent += dt
         k += 1
@@ -245,13 +250,41 @@ def _rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("inf")
 
 
+def _mix_weights(cfg: AnalysisConfig, fileset: str | None) -> dict[tuple[str, str], float]:
+    """Events per sample of a fileset (``nevts``), or 1 each (the embedded dataset's mix)."""
+    weights = {sample: 1.0 for sample in cfg.samples}
+    if fileset:
+        import json
+
+        with open(fileset) as f:
+            data = json.load(f)
+        for (process, variation) in cfg.samples:
+            files = data.get(process, {}).get(variation, {}).get("files", [])
+            weights[(process, variation)] = float(sum(int(x.get("nevts", 0)) for x in files))
+    return weights
+
+
 @register_section("kernels", "numba kernels and the chunk processor vs the awkward reference")
 def bench_kernels(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
-    """Time each kernel and the whole processor against the reference on the same events."""
+    """Time each kernel and the whole processor against the reference on the same events.
+
+    Rows: the single kernels on ``--events`` events of ``--process`` (nominal); the chunk
+    processor with all variations on that sample; the chunk processor on ``--mix-events``
+    events of every sample, and the rate of the sample mix (equal events per sample as in the
+    embedded dataset, or weighted by the ``nevts`` of ``--mix-fileset``). Rates are events per
+    second of CPU time of this single-threaded process (numba warm, compilation excluded);
+    the reference runs on the first ``--reference-events`` events of the same arrays.
+    """
     import awkward as ak
 
     from agc_core import reference
-    from agc_core.processor import SampleInfo, ThresholdClassifier, analyse_chunk, process_chunk
+    from agc_core.processor import (
+        SampleInfo,
+        ThresholdClassifier,
+        Workspace,
+        analyse_chunk,
+        process_chunk,
+    )
     from kernels.fill import fill_region
     from kernels.rng import jer_factors
     from kernels.selection import select_jets, select_leptons
@@ -270,37 +303,40 @@ def bench_kernels(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
     sel, syst, b = cfg.selection, cfg.systematics, cfg.binning
     c, o = chunk.columns, chunk.offsets
     rep = args.repeat
+    ref_rep = max(1, rep // 5)
 
     table = BenchTable(
-        f"kernels: {n:,} {process} events in memory, one core "
-        f"(reference: awkward, {n_ref:,} events)",
-        ["kernel", "kernel ev/s", "reference ev/s", "speedup"],
+        f"kernels: synthetic events in memory, one core, numba warm "
+        f"(reference: awkward on the first {n_ref:,} events of each)",
+        ["kernel", "events", "kernel ev/s", "reference ev/s", "speedup"],
     )
 
     def row(name: str, fn: Callable[[], Any], ref: Callable[[], Any] | None,
-            n_kernel: int = n, n_reference: int = n_ref) -> None:
+            n_kernel: int = n, n_reference: int = n_ref) -> tuple[float, float]:
         fn()  # compile / warm
-        rk = _rate(n_kernel, best_time(fn, rep))
+        tk = best_time(fn, rep)
         if ref is None:
-            table.rows.append([name, rk, "-", "-"])
-            return
+            table.rows.append([name, f"{n_kernel:,}", _rate(n_kernel, tk), "-", "-"])
+            return tk, float("nan")
         ref()
-        rr = _rate(n_reference, best_time(ref, max(1, rep // 3)))
-        table.rows.append([name, rk, rr, f"{rk / rr:.0f}x"])
+        tr = best_time(ref, ref_rep)
+        rk, rr = _rate(n_kernel, tk), _rate(n_reference, tr)
+        table.rows.append([name, f"{n_kernel:,}", rk, rr, f"{rk / rr:.0f}x"])
+        return tk, tr
 
-    # leptons
+    # single kernels on the sample's events
     row("select_leptons", lambda: select_leptons(
         o["electron"], c["electron_pt"], o["muon"], c["muon_pt"],
         np.float32(sel.electron_pt_min), np.float32(sel.muon_pt_min)), None)
-    # jets, nominal factors
     ones = np.ones(c["jet_pt"].shape[0])
-    row("select_jets (nominal)", lambda: select_jets(
+    row("select_jets (one factor)", lambda: select_jets(
         o["jet"], c["jet_pt"], c["jet_btag"], ones, sel.jet_pt_min,
         np.float32(sel.btag_threshold)), None)
-    row("jer_factors", lambda: jer_factors(o["jet"], 0, args.seed, sample.sample_id, 0,
-                                           syst.jer_width), None)
+    row("jer_factors (every jet)", lambda: jer_factors(o["jet"], 0, args.seed,
+                                                       sample.sample_id, 0, syst.jer_width),
+        None)
 
-    # per-region kernels on the reference's selected jets (nominal)
+    # per-region kernels on the jets the reference selects (nominal)
     events = reference.build_events(chunk)
     out = reference.analyse_pt_variation(events, ak.Array(np.ones(n)), cfg)
     for region, name, kernel, ref in (
@@ -312,7 +348,7 @@ def bench_kernels(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
     ):
         idx = out[region].event_index
         jets = events.jet[idx]
-        jets = jets[events.jet[idx].pt > sel.jet_pt_min]
+        jets = jets[jets.pt > sel.jet_pt_min]
         flat = [np.ascontiguousarray(ak.to_numpy(ak.flatten(jets[p])), dtype=np.float32)
                 for p in ("pt", "eta", "phi", "e", "btag")]
         off = np.zeros(len(jets) + 1, dtype=np.int64)
@@ -321,7 +357,7 @@ def bench_kernels(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
         row(f"{name} ({region} events)", lambda k=kernel, a=(off, *flat): k(a),
             lambda r=ref, j=jets_ref: r(j), len(jets), len(jets_ref))
 
-    # filling: all nominal weight variations of one region
+    # filling: every nominal weight variation of one region
     variations = cfg.fill_variations(process, "nominal")
     res = analyse_chunk(chunk, sample, cfg, args.seed)
     n1 = res.n(0, 0)
@@ -329,131 +365,51 @@ def bench_kernels(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
     sumw = np.zeros((len(variations), 2, 2, b.bins + 2))
     sumw2 = np.zeros_like(sumw)
     flat_idx = variations.index("scale_var_up") if "scale_var_up" in variations else -1
-    row(f"fill_region ({len(variations) - 2} weight variations)", lambda: fill_region(
-        sumw, sumw2, 0, res.observable[0, 0], cls, n1, b.low, b.high, 1.0, 0, flat_idx,
-        1.001, 0.999, variations.index("btag_var_0_up"), res.btag_pt[0],
-        syst.btag_magnitude, np.float32(syst.btag_pt_ref)), None, n1)
+    row(f"fill_region (4j1b events, {len(variations) - 2} weight variations)",
+        lambda: fill_region(
+            sumw, sumw2, 0, res.observable[0, 0], cls, n1, b.low, b.high, 1.0, 0, flat_idx,
+            1.001, 0.999, variations.index("btag_var_0_up"), res.btag_pt[0],
+            syst.btag_magnitude, np.float32(syst.btag_pt_ref)), None, n1)
 
-    # one kinematic variation vs the reference's loop body
-    row("analyse_chunk (nominal only)", lambda: analyse_chunk(
-        chunk, sample, cfg, args.seed, pt_variations=False),
+    # the fused kernel and the whole processor on the sample
+    ws = Workspace()
+    row(f"analyse_chunk, nominal only ({process})", lambda: analyse_chunk(
+        chunk, sample, cfg, args.seed, pt_variations=False, workspace=ws),
         lambda: reference.analyse_pt_variation(
             reference.build_events(ref_chunk), ak.Array(np.ones(n_ref)), cfg))
-    row("analyse_chunk (3 pt variations)", lambda: analyse_chunk(chunk, sample, cfg, args.seed),
+    row(f"analyse_chunk, 3 pt variations ({process})", lambda: analyse_chunk(
+        chunk, sample, cfg, args.seed, workspace=ws),
         lambda: reference.analyse_chunk(ref_chunk, sample, cfg, args.seed))
-    row("process_chunk (all variations)", lambda: process_chunk(
+    row(f"process_chunk, all variations ({process})", lambda: process_chunk(
         chunk, sample, cfg, clf, args.seed),
         lambda: reference.process_chunk_reference(ref_chunk, sample, cfg, clf, args.seed))
     for iv, pv in enumerate(res.pt_variations):
-        table.notes.append(f"  {pv}: {res.n(iv, 0):,} 4j1b + {res.n(iv, 1):,} 4j2b events "
-                           f"selected of {n:,}")
-    table.notes.append(f"best of {rep} runs (reference: best of {max(1, rep // 3)}); "
+        table.notes.append(f"  {process} {pv}: {res.n(iv, 0):,} 4j1b + {res.n(iv, 1):,} 4j2b "
+                           f"of {n:,} events selected")
+
+    # every sample, and the mix
+    if args.mix_events > 0:
+        weights = _mix_weights(cfg, args.mix_fileset)
+        n_mix = args.mix_events
+        n_mix_ref = min(n_mix, n_ref)
+        t_kernel = t_ref = 0.0
+        for sid, (p, v) in enumerate(cfg.samples):
+            ch = synthetic_chunk(p, v, n_mix, args.seed, cfg)
+            rch = slice_chunk(ch, 0, n_mix_ref)
+            s = SampleInfo(p, v, sid, 0, 1.0)
+            tk, tr = row(f"process_chunk, all variations ({p} {v})",
+                         lambda ch=ch, s=s: process_chunk(ch, s, cfg, clf, args.seed),
+                         lambda rch=rch, s=s: reference.process_chunk_reference(
+                             rch, s, cfg, clf, args.seed), n_mix, n_mix_ref)
+            w = weights[(p, v)]
+            t_kernel += w * tk / n_mix
+            t_ref += w * tr / n_mix_ref
+        total = sum(weights.values())
+        mix = "nevts of " + args.mix_fileset if args.mix_fileset else "equal events per sample"
+        rk, rr = total / t_kernel, total / t_ref
+        table.rows.append([f"process_chunk, sample mix ({mix})", "-", rk, rr, f"{rk / rr:.0f}x"])
+    table.notes.append(f"best of {rep} runs (reference: best of {ref_rep}), CPU time; "
                        "classifier: ThresholdClassifier(HT > 300 GeV)")
-    return table
-
-
-# --------------------------------------------------------------------------------------------
-# end to end (python -m agc_core run)
-
-
-def _repeated_fileset(fileset: Any, copies: int, out: Any) -> Any:
-    """A fileset listing every file of ``fileset`` ``copies`` times (a bigger dataset, same
-    files: for the memory-versus-dataset-size check)."""
-    import json
-    from pathlib import Path
-
-    from agc_core.fileset import read_fileset_json, resolve_path
-
-    src = Path(fileset).resolve()
-    raw = read_fileset_json(src)
-    for variations in raw.values():
-        for body in variations.values():
-            files = [{"path": resolve_path(f["path"], src.parent), "nevts": f["nevts"]}
-                     for f in body["files"]]
-            body["files"] = files * copies
-    path = Path(out) / f"fileset_x{copies}.json"
-    path.write_text(json.dumps(raw))
-    return path
-
-
-@register_section("e2e", "python -m agc_core run end to end: processing vs I/O-only rate, "
-                         "1 vs 2 workers, peak memory per worker")
-def bench_e2e(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
-    """Time ``run_analysis`` (process pool) on the embedded dataset, processing and I/O only.
-
-    Rates: ``steady`` = events / (processing wall time - pool start-up before the first
-    chunk), per core = steady / workers; ``CPU`` = events / worker CPU seconds. Memory: the
-    peak resident set (``ru_maxrss``) of the workers, for two chunk sizes and two dataset
-    sizes (the same files listed once and four times).
-    """
-    import os
-    import tempfile
-
-    from agc_core.errors import AGCError
-    from agc_core.runner import RunOptions, load_run_classifier, run_analysis
-    from agc_core.synthetic import ensure_dataset
-
-    fileset = getattr(args, "fileset", None) or ensure_dataset(cfg=cfg)
-    inference = "numba"
-    try:
-        load_run_classifier(inference, cfg)
-    except AGCError as exc:
-        log.warning("no MLP (%s): the e2e benchmark runs without inference", exc)
-        inference = "none"
-    repeat = max(1, min(args.repeat, 3))
-    quiet = logging.getLogger("agc_core")
-    saved_level = quiet.level
-    quiet.setLevel(logging.WARNING)  # the runs' own INFO lines would drown the table
-    table = BenchTable(
-        f"e2e: python -m agc_core run on {fileset} (processes executor, inference "
-        f"{inference}, all systematics; best of {repeat})",
-        ["run", "workers", "events/chunk", "events", "wall s", "steady ev/s",
-         "ev/s per core", "CPU ev/s", "peak RSS/worker MB"],
-    )
-    configs: list[tuple[str, dict[str, Any]]] = [
-        ("I/O only (4 %)", {"io_only": True, "workers": 1}),
-        ("I/O only (4 %)", {"io_only": True, "workers": 2}),
-        ("processing", {"workers": 1}),
-        ("processing", {"workers": 2}),
-        ("processing, small chunks", {"workers": 1, "chunksize": 25_000}),
-        ("processing, small chunks, 4x data", {"workers": 1, "chunksize": 25_000, "big": True}),
-        ("processing, 4x data", {"workers": 1, "big": True}),
-    ]
-    results: dict[int, list[Any]] = {i: [] for i in range(len(configs))}
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            big = _repeated_fileset(fileset, 4, tmp)
-            run_analysis(RunOptions(fileset=fileset, io_only=True, workers=2, progress=False,
-                                    output_dir=os.path.join(tmp, "warm")))  # page cache, pool
-            for _ in range(repeat):  # interleaved, so every configuration sees similar load
-                for i, (_, kw) in enumerate(configs):
-                    kw = dict(kw)
-                    kw["fileset"] = big if kw.pop("big", False) else fileset
-                    results[i].append(run_analysis(RunOptions(
-                        inference=inference, plots=False, progress=False, seed=args.seed,
-                        output_dir=os.path.join(tmp, "out"), **kw)))
-    finally:
-        quiet.setLevel(saved_level)
-    best: dict[tuple[str, int], float] = {}  # (run, workers) -> steady rate per core
-    for i, (name, _) in enumerate(configs):
-        r = max(results[i], key=lambda x: x.metrics["event_rate_steady_hz"])
-        steady = r.metrics["event_rate_steady_hz"]
-        best[(name, r.num_workers)] = steady / r.num_workers
-        table.rows.append([name, r.num_workers, round(r.n_events / max(1, r.n_chunks)),
-                           r.n_events, r.walltime, steady, steady / r.num_workers,
-                           r.metrics["event_rate_cputime_hz"],
-                           max(w.max_rss_mb for w in r.workers)])
-    io1, io2 = best[("I/O only (4 %)", 1)], best[("I/O only (4 %)", 2)]
-    p1, p2 = best[("processing", 1)], best[("processing", 2)]
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    table.notes += [
-        f"processing / I/O-only rate per core: 1 worker {p1 / io1:.0%}, 2 workers "
-        f"{p2 / io2:.0%} (target >= 70 %)",
-        f"2 workers / 1 worker, processing: {2 * p2 / p1:.2f}x (target >= 1.8x); "
-        f"I/O only: {2 * io2 / io1:.2f}x",
-        f"steady = events / (wall - pool start-up); {os.cpu_count()} CPUs, load average "
-        f"{load:.1f} when done",
-    ]
     return table
 
 
@@ -491,10 +447,16 @@ def add_cli(subparsers: Any) -> None:
                     "on the same in-memory events; prints one table per section.")
     p.add_argument("--what", nargs="+", default=["kernels"],
                    choices=[*SECTIONS, "all"], help="sections to run (default: kernels)")
-    p.add_argument("--events", type=int, default=500_000,
-                   help="in-memory events for the kernels (default 500000)")
-    p.add_argument("--reference-events", type=int, default=50_000,
-                   help="events given to the (slow) reference (default 50000)")
+    p.add_argument("--events", type=int, default=200_000,
+                   help="in-memory events of --process for the kernels (default 200000)")
+    p.add_argument("--reference-events", type=int, default=20_000,
+                   help="events given to the (slow) reference (default 20000)")
+    p.add_argument("--mix-events", type=int, default=50_000,
+                   help="events per sample for the per-sample rows and the mix (default "
+                        "50000; 0 skips them)")
+    p.add_argument("--mix-fileset", default=None,
+                   help="weight the sample mix by the nevts of this fileset JSON (e.g. the "
+                        "AGC's ntuples_merged.json); default: equal events per sample")
     p.add_argument("--process", default="ttbar", help="sample process (nominal) to generate")
     p.add_argument("--repeat", type=int, default=5, help="timed runs per kernel (best kept)")
     p.add_argument("--seed", type=int, default=42, help="generator and JER seed")

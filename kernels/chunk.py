@@ -170,6 +170,9 @@ def analyse_events(
     py = np.empty(max_jets, dtype=np.float32)
     pz = np.empty(max_jets, dtype=np.float32)
     tag_gt = np.empty(max_jets, dtype=np.bool_)
+    gx = np.empty(max_jets, dtype=np.float32)
+    gy = np.empty(max_jets, dtype=np.float32)
+    gt = np.empty(max_jets, dtype=np.bool_)
     factors = np.empty(max_jets, dtype=np.float64)
     stamp_xy = np.full(max_jets, -1, dtype=np.int64)
     stamp_z = np.full(max_jets, -1, dtype=np.int64)
@@ -334,7 +337,12 @@ def analyse_events(
                         np.float64(sxx), np.float64(syy), np.float64(szz), np.float64(sxy),
                         np.float64(sxz), np.float64(syz))
                 else:
-                    t0, t1, t2 = best_trijet(px, py, tag_gt, sel, ns)
+                    for a in range(ns):  # contiguous copies for the triple loop
+                        j = sel[a]
+                        gx[a] = px[j]
+                        gy[a] = py[j]
+                        gt[a] = tag_gt[j]
+                    t0, t1, t2 = best_trijet(gx, gy, gt, ns)
                     if t0 < 0:  # cannot happen with two tags > threshold; stay defined
                         result_mass[v] = np.float32(np.nan)
                         result_dr[v] = np.float32(np.nan)

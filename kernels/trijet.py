@@ -33,18 +33,18 @@ def invariant_mass(e: np.float32, px: np.float32, py: np.float32, pz: np.float32
 
 
 @njit(cache=True)
-def best_trijet(px: np.ndarray, py: np.ndarray, btag_pass: np.ndarray, index: np.ndarray,
-                n: int) -> tuple[int, int, int]:
-    """Positions (in ``index``) of the b-tagged trijet with the largest float32 pt.
+def best_trijet(px: np.ndarray, py: np.ndarray, btag_pass: np.ndarray, n: int
+                ) -> tuple[int, int, int]:
+    """Positions of the b-tagged trijet with the largest float32 pt among n jets.
 
     Args:
-        px, py: float32 momentum components (GeV) of an event's jets.
-        btag_pass: bool per jet, ``btag > threshold``.
-        index: int64 positions in px/py/btag_pass of the selected jets, stored order.
-        n: number of selected jets.
+        px, py: float32 momentum components (GeV) of the selected jets, stored order.
+        btag_pass: bool per selected jet, ``btag > threshold``.
+        n: number of selected jets (the first n entries are used).
 
     Returns:
-        (a, b, c) with a < b < c indexing ``index``; (-1, -1, -1) if no trijet has a b-tag.
+        (a, b, c) with a < b < c; (-1, -1, -1) if no trijet has a b-tag. Ties (and NaN) as
+        ``ak.argmax``: the first trijet in ``ak.combinations`` order wins.
     """
     best_a = -1
     best_b = -1
@@ -52,21 +52,17 @@ def best_trijet(px: np.ndarray, py: np.ndarray, btag_pass: np.ndarray, index: np
     best_pt = np.float32(0.0)
     best_pt2 = np.float32(0.0)
     for a in range(n):
-        i = index[a]
         for b in range(a + 1, n):
-            j = index[b]
-            x_ij = px[i] + px[j]
-            y_ij = py[i] + py[j]
-            tag_ij = btag_pass[i] or btag_pass[j]
+            x_ab = px[a] + px[b]
+            y_ab = py[a] + py[b]
+            tag_ab = btag_pass[a] | btag_pass[b]
             for c in range(b + 1, n):
-                k = index[c]
-                if not (tag_ij or btag_pass[k]):
-                    continue
-                x = x_ij + px[k]
-                y = y_ij + py[k]
+                x = x_ab + px[c]
+                y = y_ab + py[c]
                 pt2 = x * x + y * y
-                # sqrt is monotonic: only a larger pt^2 can give a larger float32 pt
-                if best_a < 0 or pt2 > best_pt2:
+                # one rarely taken branch (bitwise ops, no short circuit); sqrt is monotonic:
+                # only a larger pt^2 can give a larger float32 pt
+                if (tag_ab | btag_pass[c]) & ((best_a < 0) | (pt2 > best_pt2)):
                     pt = np.float32(math.sqrt(pt2))
                     if best_a < 0 or pt > best_pt:
                         best_pt = pt
@@ -128,7 +124,6 @@ def best_trijet_events(offsets: np.ndarray, pt: np.ndarray, eta: np.ndarray, phi
     py = np.empty(m, dtype=np.float32)
     pz = np.empty(m, dtype=np.float32)
     tag = np.empty(m, dtype=np.bool_)
-    index = np.arange(m)
     for i in range(n_events):
         start = offsets[i]
         n = offsets[i + 1] - start
@@ -136,7 +131,7 @@ def best_trijet_events(offsets: np.ndarray, pt: np.ndarray, eta: np.ndarray, phi
             k = start + a
             px[a], py[a], pz[a] = momentum_xyz(pt[k], eta[k], phi[k])
             tag[a] = btag[k] > btag_threshold
-        a, b, c = best_trijet(px, py, tag, index, n)
+        a, b, c = best_trijet(px, py, tag, n)
         if a < 0:
             mass[i] = np.nan
             avg_dr[i] = np.nan

@@ -46,8 +46,18 @@ def test_best_trijet_equals_brute_force(n, seed, ties):
         px[:] = px[0]
         py[:] = py[0]
     tag = rng.random(n) < 0.3
-    index = np.arange(n, dtype=np.int64)
-    assert best_trijet(px, py, tag, index, n) == brute_force(px, py, tag, n)
+    assert best_trijet(px, py, tag, n) == brute_force(px, py, tag, n)
+
+
+def test_best_trijet_nan_and_ties_like_ak_argmax():
+    """The first qualifying trijet is kept when later ones are NaN or equal (ak.argmax)."""
+    px = np.array([10, 20, 30, np.nan, 5], F32)
+    py = np.array([1, 2, 3, 4, 5], F32)
+    tag = np.ones(5, dtype=np.bool_)
+    assert best_trijet(px, py, tag, 5) == brute_force(px, py, tag, 5) == (0, 1, 2)
+    px[0] = np.nan  # the first trijet is NaN: it stays the answer, like ak.argmax
+    assert best_trijet(px, py, tag, 5) == brute_force(px, py, tag, 5) == (0, 1, 2)
+    assert best_trijet(px, py, np.zeros(5, dtype=np.bool_), 5) == (-1, -1, -1)
 
 
 def test_scalar_helpers_float32():
