@@ -81,7 +81,7 @@ SectionFn = Callable[[argparse.Namespace, AnalysisConfig], BenchTable]
 SECTIONS: dict[str, tuple[SectionFn, str]] = {}
 
 #: modules that may register more sections when imported (skipped if absent)
-SECTION_MODULES: tuple[str, ...] = ()
+SECTION_MODULES: tuple[str, ...] = ("agc_core.bench_mlp",)
 
 
 def register_section(name: str, help: str) -> Callable[[SectionFn], SectionFn]:
@@ -410,6 +410,111 @@ def bench_kernels(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
         table.rows.append([f"process_chunk, sample mix ({mix})", "-", rk, rr, f"{rk / rr:.0f}x"])
     table.notes.append(f"best of {rep} runs (reference: best of {ref_rep}), CPU time; "
                        "classifier: ThresholdClassifier(HT > 300 GeV)")
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# end to end (python -m agc_core run)
+
+
+def _repeated_fileset(fileset: Any, copies: int, out: Any) -> Any:
+    """A fileset listing every file of ``fileset`` ``copies`` times (a bigger dataset, same
+    files: for the memory-versus-dataset-size check)."""
+    import json
+    from pathlib import Path
+
+    from agc_core.fileset import read_fileset_json, resolve_path
+
+    src = Path(fileset).resolve()
+    raw = read_fileset_json(src)
+    for variations in raw.values():
+        for body in variations.values():
+            files = [{"path": resolve_path(f["path"], src.parent), "nevts": f["nevts"]}
+                     for f in body["files"]]
+            body["files"] = files * copies
+    path = Path(out) / f"fileset_x{copies}.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+@register_section("e2e", "python -m agc_core run end to end: processing vs I/O-only rate, "
+                         "1 vs 2 workers, peak memory per worker")
+def bench_e2e(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
+    """Time ``run_analysis`` (process pool) on the embedded dataset, processing and I/O only.
+
+    Rates: ``steady`` = events / (processing wall time - pool start-up before the first
+    chunk), per core = steady / workers; ``CPU`` = events / worker CPU seconds. Memory: the
+    peak resident set (``ru_maxrss``) of the workers, for two chunk sizes and two dataset
+    sizes (the same files listed once and four times).
+    """
+    import os
+    import tempfile
+
+    from agc_core.errors import AGCError
+    from agc_core.runner import RunOptions, load_run_classifier, run_analysis
+    from agc_core.synthetic import ensure_dataset
+
+    fileset = getattr(args, "fileset", None) or ensure_dataset(cfg=cfg)
+    inference = "numba"
+    try:
+        load_run_classifier(inference, cfg)
+    except AGCError as exc:
+        log.warning("no MLP (%s): the e2e benchmark runs without inference", exc)
+        inference = "none"
+    repeat = max(1, min(args.repeat, 3))
+    quiet = logging.getLogger("agc_core")
+    saved_level = quiet.level
+    quiet.setLevel(logging.WARNING)  # the runs' own INFO lines would drown the table
+    table = BenchTable(
+        f"e2e: python -m agc_core run on {fileset} (processes executor, inference "
+        f"{inference}, all systematics; best of {repeat})",
+        ["run", "workers", "events/chunk", "events", "wall s", "steady ev/s",
+         "ev/s per core", "CPU ev/s", "peak RSS/worker MB"],
+    )
+    configs: list[tuple[str, dict[str, Any]]] = [
+        ("I/O only (4 %)", {"io_only": True, "workers": 1}),
+        ("I/O only (4 %)", {"io_only": True, "workers": 2}),
+        ("processing", {"workers": 1}),
+        ("processing", {"workers": 2}),
+        ("processing, small chunks", {"workers": 1, "chunksize": 25_000}),
+        ("processing, small chunks, 4x data", {"workers": 1, "chunksize": 25_000, "big": True}),
+        ("processing, 4x data", {"workers": 1, "big": True}),
+    ]
+    results: dict[int, list[Any]] = {i: [] for i in range(len(configs))}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            big = _repeated_fileset(fileset, 4, tmp)
+            run_analysis(RunOptions(fileset=fileset, io_only=True, workers=2, progress=False,
+                                    output_dir=os.path.join(tmp, "warm")))  # page cache, pool
+            for _ in range(repeat):  # interleaved, so every configuration sees similar load
+                for i, (_, kw) in enumerate(configs):
+                    kw = dict(kw)
+                    kw["fileset"] = big if kw.pop("big", False) else fileset
+                    results[i].append(run_analysis(RunOptions(
+                        inference=inference, plots=False, progress=False, seed=args.seed,
+                        output_dir=os.path.join(tmp, "out"), **kw)))
+    finally:
+        quiet.setLevel(saved_level)
+    best: dict[tuple[str, int], float] = {}  # (run, workers) -> steady rate per core
+    for i, (name, _) in enumerate(configs):
+        r = max(results[i], key=lambda x: x.metrics["event_rate_steady_hz"])
+        steady = r.metrics["event_rate_steady_hz"]
+        best[(name, r.num_workers)] = steady / r.num_workers
+        table.rows.append([name, r.num_workers, round(r.n_events / max(1, r.n_chunks)),
+                           r.n_events, r.walltime, steady, steady / r.num_workers,
+                           r.metrics["event_rate_cputime_hz"],
+                           max(w.max_rss_mb for w in r.workers)])
+    io1, io2 = best[("I/O only (4 %)", 1)], best[("I/O only (4 %)", 2)]
+    p1, p2 = best[("processing", 1)], best[("processing", 2)]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    table.notes += [
+        f"processing / I/O-only rate per core: 1 worker {p1 / io1:.0%}, 2 workers "
+        f"{p2 / io2:.0%} (target >= 70 %)",
+        f"2 workers / 1 worker, processing: {2 * p2 / p1:.2f}x (target >= 1.8x); "
+        f"I/O only: {2 * io2 / io1:.2f}x",
+        f"steady = events / (wall - pool start-up); {os.cpu_count()} CPUs, load average "
+        f"{load:.1f} when done",
+    ]
     return table
 
 
