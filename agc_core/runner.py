@@ -634,6 +634,81 @@ def run_chunk(setup: WorkerSetup, task: ChunkTask) -> ChunkResult:
 
 
 # ---------------------------------------------------------------------------------------------
+# warming the fork server
+
+
+WARMUP_ENV = "AGC_CORE_WARMUP"
+WARMUP_ENTRIES = 64
+
+
+@contextlib.contextmanager
+def forkserver_warmup(tasks: Sequence[ChunkTask], setup: WorkerSetup, folder: Path
+                      ) -> Any:
+    """Let the process pool's fork server warm the reader, the kernels and the MLP once.
+
+    Numba loads compiled kernels on their first call (~0.3 s each for the reader and the MLP);
+    done once in the fork server (which imports this module, see :func:`warm_up_from_env`),
+    every worker forked from it starts warm. The instructions travel in the environment
+    variable :data:`WARMUP_ENV` (the fork server inherits the environment when it starts),
+    the classifier in a temporary pickle file; both are removed afterwards.
+    """
+    if not tasks or os.environ.get(WARMUP_ENV):
+        yield
+        return
+    import pickle
+    import tempfile
+
+    clf_file = None
+    if setup.classifier is not None:
+        fd, clf_file = tempfile.mkstemp(prefix=".classifier.", suffix=".pkl", dir=folder)
+        with os.fdopen(fd, "wb") as fh:
+            pickle.dump(setup.classifier, fh)
+    task = tasks[0]
+    os.environ[WARMUP_ENV] = json.dumps({
+        "path": task.path, "branches": list(setup.branches), "tree": setup.tree,
+        "stop": min(task.entry_stop, task.entry_start + WARMUP_ENTRIES),
+        "start": task.entry_start, "config": setup.config_path,
+        "processor": None if setup.io_only else setup.processor, "classifier": clf_file})
+    try:
+        yield
+    finally:
+        os.environ.pop(WARMUP_ENV, None)
+        if clf_file:
+            with contextlib.suppress(OSError):
+                os.unlink(clf_file)
+
+
+def warm_up_from_env() -> None:
+    """In a fork server (or spawned worker): run one tiny chunk as :data:`WARMUP_ENV` says.
+
+    Best effort: any failure only means the workers warm up on their first chunk.
+    """
+    spec = os.environ.get(WARMUP_ENV)  # set only while the main process starts its pool
+    if not spec:
+        return
+    try:
+        import pickle
+
+        from agc_core import io
+
+        w = json.loads(spec)
+        chunk = io.read_chunk(w["path"], w["branches"], w["start"], w["stop"], w["tree"])
+        if w["processor"]:
+            cfg = load_analysis_config(w["config"])
+            sample = _Sample(cfg.signal_process, "nominal", 0, 0, 1.0)
+            load_function(w["processor"])(chunk, sample, cfg, ConstantClassifier(), 0)
+            if w["classifier"]:
+                with open(w["classifier"], "rb") as fh:
+                    classifier = pickle.load(fh)
+                for region in cfg.regions:
+                    classifier.classify(region.name,
+                                        np.zeros((4, len(region.features)), np.float32))
+        io.close_files()
+    except Exception as exc:  # never let a warm-up break the pool
+        log.debug("warm-up skipped: %s: %s", type(exc).__name__, exc)
+
+
+# ---------------------------------------------------------------------------------------------
 # merging
 
 
@@ -813,7 +888,9 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
     try:
         redirect = (logging_redirect_tqdm(loggers=[logging.getLogger()]) if not bar.disable
                     else contextlib.nullcontext())
-        with executor, redirect:
+        warm = (forkserver_warmup(tasks, setup, Path(options.output_dir))
+                if options.executor == "processes" else contextlib.nullcontext())
+        with executor, redirect, warm:
             for outcome in executor.run(fn, tasks, init_worker, (setup,)):
                 task = tasks[outcome.index]
                 done.add(task.index)
@@ -1129,3 +1206,6 @@ def add_cli(subparsers: Any) -> None:
     g.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                    help="debug output (also in agc.log)")
     parser.set_defaults(func=_cli_run)
+
+
+warm_up_from_env()
