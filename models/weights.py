@@ -15,6 +15,7 @@ missing file, a wrong key or tensor shape, or a feature-count mismatch raises
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -266,8 +267,10 @@ def save_weights(weights: MLPWeights, model_dir: str | Path) -> tuple[Path, Path
     folder = Path(model_dir)
     folder.mkdir(parents=True, exist_ok=True)
     wpath = weights_path(weights.region, folder)
+    buffer = io.BytesIO()  # a file object: the archive's inner names do not depend on the path
+    torch.save(weights.state_dict(), buffer)
     with atomic_path(wpath) as tmp:
-        torch.save(weights.state_dict(), tmp)
+        tmp.write_bytes(buffer.getvalue())
     scaler = {
         "format": SCALER_FORMAT,
         "region": weights.region,
