@@ -171,3 +171,48 @@ def test_shipped_metadata_records_training(cfg: AnalysisConfig) -> None:
         assert meta["settings"]["loss"] == "bce" and meta["settings"]["optimizer"] == "adam"
         assert 0.5 < meta["val_auc"] <= 1.0
         json.dumps(meta)
+
+
+@pytest.fixture(scope="module")
+def tiny_fileset(tmp_path_factory: pytest.TempPathFactory, cfg: AnalysisConfig) -> Path:
+    """A small embedded dataset (1,500 events per sample)."""
+    from agc_core.synthetic import generate_dataset
+
+    out = tmp_path_factory.mktemp("tiny_dataset")
+    return generate_dataset(out, events_per_file=1500, files_per_sample=1, cfg=cfg,
+                            progress=False)
+
+
+def test_collect_features_from_fileset(tiny_fileset: Path, cfg: AnalysisConfig) -> None:
+    from models.train import collect_features
+
+    data = collect_features(tiny_fileset, cfg, max_events_per_sample=1000)
+    for r in cfg.regions:
+        d = data[r.name]
+        assert d.features.shape == (d.n, len(r.features)) and d.features.dtype == np.float32
+        assert 0 < d.labels.sum() < d.n
+        assert set(d.processes) == {p for p, v in cfg.samples if v == "nominal"}
+        ttbar = d.processes.index("ttbar")
+        # physical weights: xsec / events read, the same for every event of a sample
+        assert np.allclose(d.weights[d.process == ttbar], cfg.xsec_pb["ttbar"] / 1000)
+        assert np.array_equal(d.labels == 1, d.process == ttbar)
+
+
+def test_train_command_end_to_end(tiny_fileset: Path, tmp_path: Path, cfg: AnalysisConfig,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from agc_core.cli import main
+
+    out = tmp_path / "trained"
+    assert main(["-q", "train", "--fileset", str(tiny_fileset), "--out", str(out),
+                 "--epochs", "2", "--seed", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "4j1b: val accuracy" in printed and "ROC AUC" in printed
+    for name in ("mlp_4j1b.pt", "mlp_4j2b.pt", "scaler_4j1b.json", "scaler_4j2b.json",
+                 "training.png", "training_summary.json"):
+        assert (out / name).is_file()
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["settings"]["epochs"] == 2 and summary["settings"]["seed"] == 3
+    assert summary["dataset"] == tiny_fileset.name
+    clf = load_classifier("numba", out, cfg)
+    assert clf.weights["4j2b"].metadata["epochs_run"] <= 2
+    assert clf.classify("4j2b", np.full((3, 5), 100, np.float32)).shape == (3,)
