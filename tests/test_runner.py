@@ -177,6 +177,25 @@ def test_kernels_backend_matches_the_reference(dataset, tmp_path, reference_run)
     assert np.count_nonzero(~np.isclose(a, b, rtol=1e-12, atol=1e-9)) <= 0.001 * a.size
 
 
+def test_forkserver_warmup_instructions(dataset, cfg, tmp_path, monkeypatch):
+    import os
+
+    samples = load_fileset(dataset, cfg)
+    tasks, _ = plan_tasks(samples, cfg.analysis_branches, CHUNK)
+    classifier = runner.load_run_classifier("numba", cfg)
+    setup = runner.WorkerSetup(str(cfg.path), "numba", 0, False, cfg.analysis_branches,
+                               "events", False, runner.LogSetup(None),
+                               runner.BACKENDS["kernels"], classifier)
+    monkeypatch.delenv(runner.WARMUP_ENV, raising=False)
+    with runner.forkserver_warmup(tasks, setup, tmp_path):
+        spec = json.loads(os.environ[runner.WARMUP_ENV])
+        assert spec["path"] == tasks[0].path and spec["stop"] == runner.WARMUP_ENTRIES
+        assert Path(spec["classifier"]).is_file()
+        runner.warm_up_from_env()  # what the fork server does when it imports the runner
+    assert runner.WARMUP_ENV not in os.environ
+    assert not Path(spec["classifier"]).exists()
+
+
 # --- outputs ------------------------------------------------------------------------------
 
 
