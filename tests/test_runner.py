@@ -338,6 +338,33 @@ def test_failing_chunks_are_reported_and_the_rest_kept(dataset, tmp_path, refere
     assert replace(r, options=replace(r.options, allow_partial=True)).exit_code == 0
 
 
+def die_on_first_wjets_chunk(chunk, sample, cfg, classifier, seed):
+    """A chunk processor whose worker dies (hard exit) on the first W+jets chunk."""
+    import os
+
+    from agc_core.processor import process_chunk
+
+    if sample.process == "wjets" and chunk.entry_start == 0:
+        os._exit(3)
+    return process_chunk(chunk, sample, cfg, classifier, seed)
+
+
+def test_dying_worker_chunk_is_retried_then_reported(dataset, tmp_path, reference_run):
+    r = run_analysis(options(dataset, tmp_path, executor="processes", workers=2,
+                             max_retries=1,
+                             processor=f"{__name__}:die_on_first_wjets_chunk"))
+    assert not r.complete and len(r.failures) == 1
+    failure = r.failures[0]
+    assert (failure.process, failure.entry_start, failure.entry_stop) == ("wjets", 0, 600)
+    assert failure.error.startswith("WorkerDied") and failure.attempts == 2
+    assert r.n_events == 9 * EVENTS - 600  # every other chunk survived the deaths
+    ref = reference_run.hist
+    for process in ("ttbar", "single_top_tW"):
+        np.testing.assert_array_equal(
+            r.hist.view(flow=True).value[:, :, r.hist.axes[2].index(process)],
+            ref.view(flow=True).value[:, :, ref.axes[2].index(process)])
+
+
 def test_truncated_file_fails_by_name_in_the_cli(dataset, tmp_path, capsys):
     fileset = copy_dataset(dataset, tmp_path / "data")
     bad = fileset.parent / "single_top_tW__nominal" / "0.root"
