@@ -518,6 +518,42 @@ def bench_e2e(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
     return table
 
 
+@register_section("io", "the columnar reader vs plain uproot (library='ak') on one file")
+def bench_io(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
+    """Read the analysis branch set (and the I/O-benchmark sets) of one embedded-dataset file.
+
+    One core, warm page cache, the file opened anew on every repeat; rates from the best wall
+    time and from the best process CPU time (robust against other load on the machine).
+    """
+    import json
+    from pathlib import Path
+
+    from agc_core import io
+    from agc_core.fileset import resolve_path
+    from agc_core.synthetic import ensure_dataset
+
+    fileset = Path(getattr(args, "fileset", None) or ensure_dataset(cfg=cfg))
+    first = json.loads(fileset.read_text())["ttbar"]["nominal"]["files"][0]["path"]
+    path = resolve_path(first, fileset.parent)
+    table = BenchTable(
+        f"io: reading {path} (one core, best of {args.repeat})",
+        ["branch set", "reader", "events", "MB read", "events/s", "MB/s", "events/CPU s",
+         "MB/CPU s", "speedup"],
+    )
+    sets = [("analysis", io.branch_set(cfg, "analysis"))]
+    sets += [(f"{p} %", io.branch_set(cfg, p)) for p in sorted(cfg.io_branch_sets) if p != 4]
+    for name, branches in sets:
+        res = io.benchmark_read(path, branches, repeats=args.repeat)
+        for reader in ("agc_core", "uproot_ak"):
+            st = res[reader]
+            table.rows.append([name, reader, res["n_events"], res["compressed_bytes"] / 1e6,
+                               st["events_per_s"], st["mb_per_s"], st["events_per_cpu_s"],
+                               st["mb_per_cpu_s"],
+                               f"{res['speedup']:.2f}x" if reader == "agc_core" else ""])
+        table.notes.append(f"{name}: zlib backend {res['zlib_backend']}")
+    return table
+
+
 # --------------------------------------------------------------------------------------------
 # CLI
 
