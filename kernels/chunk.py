@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit
 
 from kernels.kinematics import momentum_xy, momentum_z
-from kernels.rng import standard_normal, stream_key
+from kernels.rng import MAX_STANDARD_NORMAL, standard_normal, stream_key
 from kernels.selection import REGION_4J1B, event_region
 from kernels.sphericity import min_abs_eigenvalue, pair_tensor
 from kernels.trijet import best_trijet, invariant_mass, trijet_avg_dr
@@ -23,9 +23,6 @@ from kernels.trijet import best_trijet, invariant_mass, trijet_avg_dr
 N_FEATURES_4J1B = 4  # A, lepton_pt, leading_jet_pt, HT
 N_FEATURES_4J2B = 5  # trijet_mass, trijet_avg_dR, lepton_pt, leading_jet_pt, HT
 
-# Largest |N(0, 1)| that kernels.rng.standard_normal can return is sqrt(2 * 53 * ln 2) = 8.5716
-# (Box-Muller with u1 >= 2**-53); the bound below adds a margin for rounding.
-MAX_STANDARD_NORMAL = 8.6
 
 
 @njit(cache=True)
