@@ -23,6 +23,7 @@ import boost_histogram as bh
 import numpy as np
 
 from agc_core import executors
+from agc_core.cli import HelpFormatter
 from agc_core.config import REGIONS, AnalysisConfig, load_analysis_config
 from agc_core.errors import AGCError, ConfigError, InputError, ModelError
 from agc_core.fileset import SampleFiles, is_url, load_fileset
@@ -79,6 +80,9 @@ class RunOptions:
         scheduler_address: ``tcp://host:port`` of an existing Dask scheduler.
         chunksize: entries per chunk (target; chunks end on basket boundaries).
         inference: ``numba`` (default), ``torch`` or ``none`` (every event classified 0).
+        model_dir: folder with the MLP weights (``mlp_<region>.pt``, ``scaler_<region>.json``,
+            as ``python -m agc_core train`` writes them); None: the weights shipped in
+            ``models/``.
         output_dir: where the outputs go (created).
         allow_partial: a run with failed chunks still exits 0 (the result says incomplete).
         config: analysis YAML (None: the packaged ``configs/analysis.yaml``).
@@ -105,6 +109,7 @@ class RunOptions:
     scheduler_address: str | None = None
     chunksize: int = DEFAULT_CHUNKSIZE
     inference: str = "numba"
+    model_dir: str | Path | None = None
     output_dir: str | Path = DEFAULT_OUTPUT_DIR
     allow_partial: bool = False
     config: str | Path | None = None
@@ -451,6 +456,7 @@ class WorkerSetup:
 
     config_path: str
     inference: str
+    model_dir: str | None
     seed: int
     io_only: bool
     branches: tuple[str, ...]
@@ -472,12 +478,10 @@ class ConstantClassifier:
         return np.full(len(features), self.value, dtype=np.int64)
 
 
-#: HT cut (GeV) of the stand-in classifier used while agc_core.classifier is missing
-FALLBACK_HT_THRESHOLD = 300.0
-
-
-def load_run_classifier(kind: str, cfg: AnalysisConfig) -> Any:
-    """The classifier of ``--inference``: ``numba``/``torch`` MLP or none.
+def load_run_classifier(kind: str, cfg: AnalysisConfig,
+                        model_dir: str | Path | None = None) -> Any:
+    """The classifier of ``--inference``: ``numba``/``torch`` MLP (weights from ``model_dir``,
+    default the shipped ones) or none.
 
     Raises:
         ConfigError: unknown kind.
@@ -488,17 +492,9 @@ def load_run_classifier(kind: str, cfg: AnalysisConfig) -> Any:
                           f"{', '.join(INFERENCE_KINDS)})")
     if kind == "none":
         return ConstantClassifier(0)
-    try:
-        from agc_core.classifier import load_classifier
-    except ModuleNotFoundError as exc:
-        if exc.name != "agc_core.classifier":
-            raise
-        from agc_core.processor import ThresholdClassifier
+    from agc_core.classifier import load_classifier
 
-        log.warning("agc_core.classifier is not available: classifying with HT > %g GeV",
-                    FALLBACK_HT_THRESHOLD)
-        return ThresholdClassifier.from_config(cfg, FALLBACK_HT_THRESHOLD)
-    return load_classifier(kind=kind, cfg=cfg)
+    return load_classifier(kind=kind, model_dir=model_dir, cfg=cfg)
 
 
 def load_function(spec: str) -> Callable[..., Any]:
@@ -567,7 +563,8 @@ def init_worker(setup: WorkerSetup) -> None:
         state.cfg = load_analysis_config(setup.config_path)
         if not setup.io_only:
             state.classifier = (setup.classifier if setup.classifier is not None
-                                else load_run_classifier(setup.inference, state.cfg))
+                                else load_run_classifier(setup.inference, state.cfg,
+                                                        setup.model_dir))
             state.process = load_function(setup.processor)
     except AGCError as exc:
         state.error = exc
@@ -864,8 +861,8 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
     done are reported as failed (``interrupted``) and the run goes on to write its outputs.
 
     Returns:
-        (merger, successful results without histograms, failures, processing wall time,
-        workers used, start-up seconds: until the first chunk began).
+        (merger, successful results without histograms, failures in task order, processing
+        wall time, workers used, start-up seconds: until the first chunk began).
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -925,6 +922,8 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
                                              "interrupted", 0))
     finally:
         bar.close()
+    order = {(t.path, t.entry_start): t.index for t in tasks}
+    failures.sort(key=lambda f: order.get((f.path, f.entry_start), -1))  # task order
     return merger, results, failures, time.perf_counter() - t0, n_workers, first or 0.0
 
 
@@ -1006,7 +1005,8 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
     branches = (tuple(cfg.io_branch_sets[options.io_file_percent]) if options.io_only
                 else tuple(cfg.analysis_branches))
     # loaded once here (fails early on missing weights) and handed to the workers
-    classifier = None if options.io_only else load_run_classifier(options.inference, cfg)
+    classifier = None if options.io_only else load_run_classifier(options.inference, cfg,
+                                                                     options.model_dir)
     cache = EntriesCache(out / ENTRIES_CACHE_NAME)
     tasks, plan_failures = plan_tasks(samples, branches, options.chunksize, options.tree, cache)
     cache.save()
@@ -1017,7 +1017,9 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
     log.info("%s: %d samples, %d chunks of up to %d entries, executor %s",
              fileset, len(samples), len(tasks), options.chunksize, options.executor)
 
-    setup = WorkerSetup(str(cfg.path), options.inference, options.seed, options.io_only,
+    model_dir = None if options.model_dir is None else str(options.model_dir)
+    setup = WorkerSetup(str(cfg.path), options.inference, model_dir, options.seed,
+                        options.io_only,
                         branches, options.tree, options.systematics == "none", log_setup,
                         BACKENDS.get(options.processor, options.processor), classifier)
     merger, results, failures, walltime, n_workers, first = process_tasks(tasks, setup,
@@ -1119,6 +1121,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         scheduler_address=args.scheduler_address,
         chunksize=args.chunksize,
         inference=args.inference,
+        model_dir=args.model_dir,
         output_dir=args.output_dir,
         allow_partial=args.allow_partial,
         config=args.config,
@@ -1156,7 +1159,7 @@ def add_cli(subparsers: Any) -> None:
                     "process, or on Dask), histograms for the fit (histograms.root), the full "
                     "histogram (histograms_full.npz), metrics.json, plots. Exit code 0 only "
                     "when every chunk succeeded (or --allow-partial).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     io_sets = sorted(load_analysis_config().io_branch_sets)
     g = parser.add_argument_group("input")
     g.add_argument("--fileset", type=Path, default=None,
@@ -1171,6 +1174,9 @@ def add_cli(subparsers: Any) -> None:
                    help="'none': only nominal samples and nominal histograms")
     g.add_argument("--inference", choices=INFERENCE_KINDS, default="numba",
                    help="MLP classifier backend ('none': every event classified 0)")
+    g.add_argument("--model-dir", type=Path, default=None,
+                   help="folder with MLP weights written by 'python -m agc_core train' "
+                        "(default: the weights shipped in models/)")
     g.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the JER draws")
     g.add_argument("--backend", choices=tuple(BACKENDS), default="kernels",
                    help="chunk processor: the numba kernels, or the awkward reference of the "

@@ -183,7 +183,7 @@ def test_forkserver_warmup_instructions(dataset, cfg, tmp_path, monkeypatch):
     samples = load_fileset(dataset, cfg)
     tasks, _ = plan_tasks(samples, cfg.analysis_branches, CHUNK)
     classifier = runner.load_run_classifier("numba", cfg)
-    setup = runner.WorkerSetup(str(cfg.path), "numba", 0, False, cfg.analysis_branches,
+    setup = runner.WorkerSetup(str(cfg.path), "numba", None, 0, False, cfg.analysis_branches,
                                "events", False, runner.LogSetup(None),
                                runner.BACKENDS["kernels"], classifier)
     monkeypatch.delenv(runner.WARMUP_ENV, raising=False)
