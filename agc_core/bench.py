@@ -598,6 +598,9 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--mix-fileset", default=None,
                    help="weight the sample mix by the nevts of this fileset JSON (e.g. the "
                         "AGC's ntuples_merged.json); default: equal events per sample")
+    p.add_argument("--fileset", default=None,
+                   help="fileset JSON of the io and e2e sections (default: the embedded "
+                        "dataset)")
     p.add_argument("--process", default="ttbar", help="sample process (nominal) to generate")
     p.add_argument("--repeat", type=int, default=5, help="timed runs per kernel (best kept)")
     p.add_argument("--seed", type=int, default=42, help="generator and JER seed")

@@ -378,7 +378,10 @@ def _load_cached(path: Path) -> AnalysisConfig:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from exc
     cfg = parse_analysis_config(raw, path)
     log.debug("loaded analysis config %s", path)
     return cfg

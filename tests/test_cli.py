@@ -1,0 +1,42 @@
+"""Tests of agc_core.cli: subcommands are registered, user errors become one line, exit 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from agc_core.cli import build_parser, main
+
+
+def test_all_subcommands_registered():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert {"generate", "run", "train", "bench"} <= set(sub.choices)
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_user_error_is_one_line(tmp_path, capsys):
+    missing = tmp_path / "nope.json"
+    rc = main(["-q", "run", "--fileset", str(missing), "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and str(missing) in err[0] and "Traceback" not in err[0]
+
+
+def test_bad_config_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "analysis.yaml"
+    bad.write_text("luminosity_pb: [\n")
+    rc = main(["-q", "run", "--config", str(bad), "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and str(bad) in err[0]
+
+
+@pytest.mark.parametrize("command", ["generate", "run", "train", "bench"])
+def test_subcommand_help(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    assert command in capsys.readouterr().out
