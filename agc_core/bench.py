@@ -181,12 +181,14 @@ def chunk_from_jagged(jets: list[list[tuple[float, float, float, float, float]]]
 
 
 def random_chunk(n_events: int, seed: int, mean_jets: float = 6.0, mean_leptons: float = 0.6,
-                 entry_start: int = 0, edge_fraction: float = 0.03) -> ArrayChunk:
+                 entry_start: int = 0, edge_fraction: float = 0.03,
+                 cfg: AnalysisConfig | None = None) -> ArrayChunk:
     """Random events with the analysis branches, rich in edge cases (for tests and benches).
 
     Jets: Poisson multiplicity (a few events with 20), pt = 15 + Exp(40) GeV, some exactly at
-    the cut (25 GeV) and at its JER/JES-scaled neighbours, b-tag scores with some exactly at
-    0.5; leptons: Poisson multiplicity, pt = 10 + Exp(30) GeV, some exactly 25 GeV.
+    the jet cut, at the cut divided by the JES factor and just around the cut, b-tag scores
+    with some exactly at the threshold; leptons: Poisson multiplicity, pt = 10 + Exp(30) GeV,
+    some exactly at their cut (cuts from ``cfg``, default the packaged configuration).
 
     Args:
         n_events: number of events.
@@ -195,6 +197,8 @@ def random_chunk(n_events: int, seed: int, mean_jets: float = 6.0, mean_leptons:
         entry_start: index in the file of the first event (keys the JER draws).
         edge_fraction: fraction of values put exactly on a threshold.
     """
+    cfg = cfg if cfg is not None else load_analysis_config()
+    sel = cfg.selection
     rng = np.random.default_rng(seed)
 
     def offsets(counts: np.ndarray) -> np.ndarray:
@@ -210,18 +214,19 @@ def random_chunk(n_events: int, seed: int, mean_jets: float = 6.0, mean_leptons:
     nj = int(joff[-1])
     pt = (15 + rng.exponential(40, nj)).astype(np.float32)
     edge = rng.random(nj) < edge_fraction
-    pt[edge] = rng.choice(np.array([25.0, 25.0 / 1.03, 24.999, 25.001], dtype=np.float32),
-                          int(edge.sum()))
+    cut = sel.jet_pt_min
+    pt[edge] = rng.choice(np.array([cut, cut / cfg.systematics.jes_factor, cut - 1e-3,
+                                    cut + 1e-3], dtype=np.float32), int(edge.sum()))
     eta = rng.normal(0, 1.5, nj).astype(np.float32)
     btag = np.where(rng.random(nj) < 0.4, rng.random(nj), 0.1 * rng.random(nj))
     btag = btag.astype(np.float32)
-    btag[rng.random(nj) < edge_fraction] = 0.5
+    btag[rng.random(nj) < edge_fraction] = sel.btag_threshold
     phi = rng.uniform(-np.pi, np.pi, nj).astype(np.float32)
     e = (pt.astype(np.float64) * np.cosh(eta) * rng.uniform(1.0, 1.2, nj)).astype(np.float32)
     el = (10 + rng.exponential(30, eoff[-1])).astype(np.float32)
     mu = (10 + rng.exponential(30, moff[-1])).astype(np.float32)
-    el[rng.random(el.shape[0]) < edge_fraction] = 25.0
-    mu[rng.random(mu.shape[0]) < edge_fraction] = 25.0
+    el[rng.random(el.shape[0]) < edge_fraction] = sel.electron_pt_min
+    mu[rng.random(mu.shape[0]) < edge_fraction] = sel.muon_pt_min
     cols = {"jet_pt": pt, "jet_eta": eta, "jet_phi": phi, "jet_e": e, "jet_btag": btag,
             "electron_pt": el, "muon_pt": mu}
     return ArrayChunk(n_events, entry_start, entry_start + n_events, cols,
