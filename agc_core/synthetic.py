@@ -26,7 +26,7 @@ from agc_core.errors import ConfigError, InputError
 log = logging.getLogger(__name__)
 
 # Bump whenever the generated content changes: cached datasets of another version are rebuilt.
-GENERATOR_VERSION = "agc-core-synthetic-2"
+GENERATOR_VERSION = "agc-core-synthetic-3"
 FILESET_NAME = "fileset.json"
 MANIFEST_NAME = "manifest.json"
 BLOCK_EVENTS = 25_000  # events generated (and written as one basket per branch) at a time
@@ -104,6 +104,11 @@ class ProcessTune:
         jet_response: overall parton-to-jet response (fragmentation, out-of-cone losses).
         b_fragmentation: factor on the b-tag efficiency of b jets (B-hadron fragmentation
             changes the displaced tracks the tagger sees).
+        spectator_pt: t-channel only: mean pt of the light spectator quark (GeV; Gamma of
+            shape 2).
+        spectator_eta: t-channel only: mean |pseudorapidity| of the spectator quark (it
+            carries a valence quark's momentum fraction and recoils forward).
+        spectator_eta_sigma: t-channel only: width of that |pseudorapidity|.
     """
 
     hard: str
@@ -120,6 +125,9 @@ class ProcessTune:
     fsr_z_max: float
     jet_response: float
     b_fragmentation: float = 1.0
+    spectator_pt: float = 50.0
+    spectator_eta: float = 2.3
+    spectator_eta_sigma: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -248,12 +256,16 @@ TUNES: dict[str, ProcessTune] = {
         pstar_scale=95.0, pstar_shape=1.8, rapidity_sigma=0.9,
         radiation=Radiation(mean=1.2, ratio=0.0, pt_min=25.0, pt_index=3.0, eta_sigma=1.8,
                             frac_b=0.02, frac_c=0.04),
-        extra_b=0.8, extra_b_pt_min=15.0, extra_b_eta_sigma=1.5,
+        # the second b of tW (g -> b bbar splitting of the initial-state b quark) is soft
+        # and forward
+        extra_b=0.8, extra_b_pt_min=13.0, extra_b_eta_sigma=2.2,
         fsr_prob=0.2, fsr_z_max=0.4, jet_response=1.0),
     "wjets": ProcessTune(
         hard="wjets", n_leptonic=(0.0, 1.0, 0.0), tau_fraction=1 / 3,
         pstar_scale=0.0, pstar_shape=1.0, rapidity_sigma=1.8,
-        radiation=Radiation(mean=0.0, ratio=0.46, pt_min=27.0, pt_index=3.0, eta_sigma=1.5,
+        # matrix-element jets: a steeper pt spectrum than the top decay products (a falling
+        # HT; W + 4 jets events have their 3rd and 4th jets near threshold)
+        radiation=Radiation(mean=0.0, ratio=0.46, pt_min=27.0, pt_index=3.3, eta_sigma=1.5,
                             frac_b=0.04, frac_c=0.10, phi_noise=0.1),
         extra_b=0.0, extra_b_pt_min=15.0, extra_b_eta_sigma=1.5,
         fsr_prob=0.15, fsr_z_max=0.4, jet_response=1.0),
@@ -535,15 +547,13 @@ def _hard_ttbar(rng: np.random.Generator, n: int, tune: ProcessTune, rx: np.ndar
 
 
 def _single_top(rng: np.random.Generator, n: int, tune: ProcessTune, rx: np.ndarray,
-                ry: np.ndarray, partner_mass: Any, forward: bool
+                ry: np.ndarray, partner_mass: Any
                 ) -> tuple[P4, P4, np.ndarray, np.ndarray]:
     """pp -> t + partner; returns (top, partner, top mass, top charge sign)."""
     m_top = _breit_wigner(rng, TOP_MASS, TOP_WIDTH, n, 150.0, 195.0)
     system = _system(rng, _pair_mass(rng, tune, m_top, partner_mass), rx, ry,
                      tune.rapidity_sigma)
     cos_t, phi = _isotropic(rng, n)
-    if forward:  # t-channel: the light quark recoils forward
-        cos_t = np.sign(cos_t) * (1.0 - 2.0 * np.abs(cos_t) ** 3)
     top, partner = two_body(system, m_top, partner_mass, cos_t, phi)
     sign = np.where(rng.random(n) < 0.6, 1, -1)
     return top, partner, m_top, sign
@@ -551,8 +561,20 @@ def _single_top(rng: np.random.Generator, n: int, tune: ProcessTune, rx: np.ndar
 
 def _hard_t_chan(rng: np.random.Generator, n: int, tune: ProcessTune, rx: np.ndarray,
                  ry: np.ndarray) -> _Hard:
-    """t-channel single top: t + forward light quark (the spectator b is an extra-b slot)."""
-    top, q, m_top, sign = _single_top(rng, n, tune, rx, ry, 0.0, forward=True)
+    """t-channel single top: t + light spectator quark (the spectator b is an extra-b slot).
+
+    The spectator quark is forward (|eta| ~ 2-3) with a moderate pt, as in real t-channel
+    events; the top recoils against it and the radiation.
+    """
+    q_pt = tune.spectator_pt * rng.gamma(2.0, 0.5, n)
+    side = np.where(rng.random(n) < 0.5, 1.0, -1.0)
+    q_eta = side * np.abs(rng.normal(tune.spectator_eta, tune.spectator_eta_sigma, n))
+    q_phi = rng.uniform(-np.pi, np.pi, n)
+    q = P4(q_pt * np.cosh(q_eta), q_pt * np.cos(q_phi), q_pt * np.sin(q_phi),
+           q_pt * np.sinh(q_eta))
+    m_top = _breit_wigner(rng, TOP_MASS, TOP_WIDTH, n, 150.0, 195.0)
+    top = _system(rng, m_top, rx - q.px, ry - q.py, tune.rapidity_sigma)
+    sign = np.where(rng.random(n) < 0.6, 1, -1)
     b, w = _top_decay(rng, top, m_top)
     return _decay_ws(rng, tune, [(b, FLAV_B), (q, FLAV_LIGHT)], [(w, sign)])
 
@@ -560,7 +582,7 @@ def _hard_t_chan(rng: np.random.Generator, n: int, tune: ProcessTune, rx: np.nda
 def _hard_s_chan(rng: np.random.Generator, n: int, tune: ProcessTune, rx: np.ndarray,
                  ry: np.ndarray) -> _Hard:
     """s-channel single top: t + b."""
-    top, bbar, m_top, sign = _single_top(rng, n, tune, rx, ry, B_MASS, forward=False)
+    top, bbar, m_top, sign = _single_top(rng, n, tune, rx, ry, B_MASS)
     b, w = _top_decay(rng, top, m_top)
     return _decay_ws(rng, tune, [(b, FLAV_B), (bbar, FLAV_B)], [(w, sign)])
 
@@ -569,7 +591,7 @@ def _hard_tw(rng: np.random.Generator, n: int, tune: ProcessTune, rx: np.ndarray
              ry: np.ndarray) -> _Hard:
     """tW single top: t + W."""
     m_w = _breit_wigner(rng, W_MASS, W_WIDTH, n, 50.0, 110.0)
-    top, w2, m_top, sign = _single_top(rng, n, tune, rx, ry, m_w, forward=False)
+    top, w2, m_top, sign = _single_top(rng, n, tune, rx, ry, m_w)
     b, w1 = _top_decay(rng, top, m_top)
     return _decay_ws(rng, tune, [(b, FLAV_B)], [(w1, sign), (w2, -sign)])
 

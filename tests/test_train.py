@@ -198,6 +198,26 @@ def test_collect_features_from_fileset(tiny_fileset: Path, cfg: AnalysisConfig) 
         assert np.array_equal(d.labels == 1, d.process == ttbar)
 
 
+def test_collect_features_adds_generated_events(tiny_fileset: Path, cfg: AnalysisConfig
+                                                 ) -> None:
+    """Events generated in memory join the sample: more events, weight xsec / (read + made)."""
+    from models.train import collect_features
+
+    base = collect_features(tiny_fileset, cfg, max_events_per_sample=1000)
+    more = collect_features(tiny_fileset, cfg, max_events_per_sample=1000,
+                            extra_events={"single_top_tW": 3000}, extra_first_file=1)
+    for r in cfg.regions:
+        b, m = base[r.name], more[r.name]
+        tw = b.processes.index("single_top_tW")
+        assert (m.process == tw).sum() > (b.process == tw).sum()
+        assert np.allclose(m.weights[m.process == tw], cfg.xsec_pb["single_top_tW"] / 4000)
+        # the other samples are untouched
+        for ip in range(len(b.processes)):
+            if ip != tw:
+                np.testing.assert_array_equal(m.features[m.process == ip],
+                                              b.features[b.process == ip])
+
+
 def test_train_command_end_to_end(tiny_fileset: Path, tmp_path: Path, cfg: AnalysisConfig,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     from agc_core.cli import main
