@@ -15,24 +15,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from agc_core.config import AnalysisConfig, load_analysis_config
+from agc_core.io import Chunk
 
 log = logging.getLogger(__name__)
-
-
-class ArrayChunk(NamedTuple):
-    """In-memory chunk with the fields of ``agc_core.io.Chunk`` (columns + offsets)."""
-
-    n_events: int
-    entry_start: int
-    entry_stop: int
-    columns: dict[str, np.ndarray]
-    offsets: dict[str, np.ndarray]
-    bytes_read: int
 
 
 @dataclass
@@ -119,7 +109,7 @@ def best_time(fn: Callable[[], Any], repeat: int, min_time: float = 0.0,
 
 
 def synthetic_chunk(process: str, variation: str, n_events: int, seed: int = 42,
-                    cfg: AnalysisConfig | None = None) -> ArrayChunk:
+                    cfg: AnalysisConfig | None = None) -> Chunk:
     """Events of one sample generated in memory by ``agc_core.synthetic`` (no files).
 
     Args:
@@ -129,7 +119,7 @@ def synthetic_chunk(process: str, variation: str, n_events: int, seed: int = 42,
         cfg: analysis configuration.
 
     Returns:
-        An :class:`ArrayChunk` with the analysis branches (entry_start 0).
+        An :class:`agc_core.io.Chunk` with the analysis branches (entry_start 0).
     """
     from agc_core.synthetic import iter_sample_events
 
@@ -151,12 +141,12 @@ def synthetic_chunk(process: str, variation: str, n_events: int, seed: int = 42,
         offsets[coll] = off
     cols = {k: np.ascontiguousarray(np.concatenate(v), dtype=np.float32)
             for k, v in columns.items()}
-    return ArrayChunk(n_events, 0, n_events, cols, offsets, 0)
+    return Chunk(n_events, 0, n_events, cols, offsets, 0)
 
 
 def chunk_from_jagged(jets: list[list[tuple[float, float, float, float, float]]],
                       electrons: list[list[float]], muons: list[list[float]],
-                      entry_start: int = 0) -> ArrayChunk:
+                      entry_start: int = 0) -> Chunk:
     """A chunk from per-event Python lists (for edge-case tests).
 
     Args:
@@ -175,14 +165,14 @@ def chunk_from_jagged(jets: list[list[tuple[float, float, float, float, float]]]
     cols["electron_pt"] = np.array([p for ev in electrons for p in ev], dtype=np.float32)
     cols["muon_pt"] = np.array([p for ev in muons for p in ev], dtype=np.float32)
     n = len(jets)
-    return ArrayChunk(n, entry_start, entry_start + n, cols,
+    return Chunk(n, entry_start, entry_start + n, cols,
                       {"jet": offsets(jets), "electron": offsets(electrons),
                        "muon": offsets(muons)}, 0)
 
 
 def random_chunk(n_events: int, seed: int, mean_jets: float = 6.0, mean_leptons: float = 0.6,
                  entry_start: int = 0, edge_fraction: float = 0.03,
-                 cfg: AnalysisConfig | None = None) -> ArrayChunk:
+                 cfg: AnalysisConfig | None = None) -> Chunk:
     """Random events with the analysis branches, rich in edge cases (for tests and benches).
 
     Jets: Poisson multiplicity (a few events with 20), pt = 15 + Exp(40) GeV, some exactly at
@@ -229,11 +219,11 @@ def random_chunk(n_events: int, seed: int, mean_jets: float = 6.0, mean_leptons:
     mu[rng.random(mu.shape[0]) < edge_fraction] = sel.muon_pt_min
     cols = {"jet_pt": pt, "jet_eta": eta, "jet_phi": phi, "jet_e": e, "jet_btag": btag,
             "electron_pt": el, "muon_pt": mu}
-    return ArrayChunk(n_events, entry_start, entry_start + n_events, cols,
+    return Chunk(n_events, entry_start, entry_start + n_events, cols,
                       {"jet": joff, "electron": eoff, "muon": moff}, 0)
 
 
-def slice_chunk(chunk: Any, start: int, stop: int) -> ArrayChunk:
+def slice_chunk(chunk: Any, start: int, stop: int) -> Chunk:
     """Events [start, stop) of a chunk as a new chunk (entry_start shifted accordingly)."""
     offsets: dict[str, np.ndarray] = {}
     columns: dict[str, np.ndarray] = {}
@@ -243,7 +233,7 @@ def slice_chunk(chunk: Any, start: int, stop: int) -> ArrayChunk:
         for name, values in chunk.columns.items():
             if name.split("_", 1)[0] == coll:
                 columns[name] = values[lo:hi]
-    return ArrayChunk(stop - start, chunk.entry_start + start, chunk.entry_start + stop,
+    return Chunk(stop - start, chunk.entry_start + start, chunk.entry_start + stop,
                       columns, offsets, 0)
 
 
