@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from kernels.kinematics import momentum_xy, momentum_z
+from kernels.kinematics import max_multiplicity, momentum_xy, momentum_z
 from kernels.rng import MAX_STANDARD_NORMAL, standard_normal, stream_key
 from kernels.selection import REGION_4J1B, event_region
 from kernels.sphericity import min_abs_eigenvalue, pair_tensor
@@ -29,15 +29,6 @@ N_FEATURES_4J2B = 5  # trijet_mass, trijet_avg_dR, lepton_pt, leading_jet_pt, HT
 def jer_key(seed: int, sample_id: int, file_id: int) -> np.uint64:
     """Stream key of a file's JER draws (the one :func:`kernels.rng.jer_factors` uses)."""
     return stream_key(seed, sample_id, file_id)
-
-
-@njit(cache=True)
-def max_multiplicity(offsets: np.ndarray) -> int:
-    """Largest number of objects in one event (int64 offsets of length n_events + 1)."""
-    m = 0
-    for i in range(offsets.shape[0] - 1):
-        m = max(m, offsets[i + 1] - offsets[i])
-    return m
 
 
 @njit(cache=True)

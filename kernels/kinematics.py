@@ -80,3 +80,12 @@ def delta_r(eta1: np.float32, phi1: np.float32, eta2: np.float32, phi2: np.float
     deta = eta1 - eta2
     dphi = phi1 - phi2
     return np.float32(math.sqrt(deta * deta + dphi * dphi))
+
+
+@njit(cache=True)
+def max_multiplicity(offsets: np.ndarray) -> int:
+    """Largest number of objects in one event (int64 offsets of length n_events + 1)."""
+    m = 0
+    for i in range(offsets.shape[0] - 1):
+        m = max(m, offsets[i + 1] - offsets[i])
+    return m

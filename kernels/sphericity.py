@@ -14,7 +14,7 @@ import math
 import numpy as np
 from numba import njit
 
-from kernels.kinematics import momentum_squared, momentum_xyz
+from kernels.kinematics import max_multiplicity, momentum_squared, momentum_xyz
 
 _TWO_PI_3 = 2.0 * math.pi / 3.0
 
@@ -194,9 +194,7 @@ def sphericity_a_events(offsets: np.ndarray, pt: np.ndarray, eta: np.ndarray, ph
     """
     n_events = offsets.shape[0] - 1
     out = np.empty(n_events, dtype=np.float64)
-    m = 0
-    for i in range(n_events):
-        m = max(m, offsets[i + 1] - offsets[i])
+    m = max_multiplicity(offsets)
     px = np.empty(m, dtype=np.float32)
     py = np.empty(m, dtype=np.float32)
     pz = np.empty(m, dtype=np.float32)

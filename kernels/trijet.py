@@ -13,7 +13,7 @@ import math
 import numpy as np
 from numba import njit
 
-from kernels.kinematics import delta_r, momentum_xyz
+from kernels.kinematics import delta_r, max_multiplicity, momentum_xyz
 
 
 @njit(cache=True)
@@ -117,9 +117,7 @@ def best_trijet_events(offsets: np.ndarray, pt: np.ndarray, eta: np.ndarray, phi
     n_events = offsets.shape[0] - 1
     mass = np.empty(n_events, dtype=np.float32)
     avg_dr = np.empty(n_events, dtype=np.float32)
-    m = 0
-    for i in range(n_events):
-        m = max(m, offsets[i + 1] - offsets[i])
+    m = max_multiplicity(offsets)
     px = np.empty(m, dtype=np.float32)
     py = np.empty(m, dtype=np.float32)
     pz = np.empty(m, dtype=np.float32)
