@@ -76,6 +76,20 @@ class Systematics:
 
 
 @dataclass(frozen=True)
+class InputChecks:
+    """Sanity checks on the chunks read.
+
+    Attributes:
+        max_objects_per_event: the largest multiplicity of one collection in one event that
+            is accepted (a larger one is taken for corrupt input and fails the chunk).
+        nonnegative: branches whose negative values are reported.
+    """
+
+    max_objects_per_event: int
+    nonnegative: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class DatasetDefaults:
     """Defaults of the embedded synthetic dataset."""
 
@@ -103,6 +117,7 @@ class AnalysisConfig:
     systematics: Systematics
     io_branch_sets: dict[int, tuple[str, ...]]
     analysis_branches: tuple[str, ...]
+    input_checks: InputChecks
     pseudodata_ttbar_variations: tuple[str, ...]
     pseudodata_backgrounds: tuple[str, ...]
     dataset: DatasetDefaults
@@ -322,6 +337,13 @@ def parse_analysis_config(raw: Any, path: Path) -> AnalysisConfig:
         raise ConfigError(f"{path}: key 'io_branch_sets' must be a non-empty mapping")
     io_sets = {int(k): r.strings(io_raw, k, "io_branch_sets") for k in io_raw}
 
+    checks = r.get(raw, "input_checks")
+    input_checks = InputChecks(
+        max_objects_per_event=r.integer(checks, "max_objects_per_event", "input_checks",
+                                        minimum=1),
+        nonnegative=r.strings(checks, "nonnegative", "input_checks"),
+    )
+
     pd = r.get(raw, "pseudodata")
     ds = r.get(raw, "dataset")
     signal = r.string(raw, "signal_process")
@@ -340,6 +362,7 @@ def parse_analysis_config(raw: Any, path: Path) -> AnalysisConfig:
         systematics=systematics,
         io_branch_sets=io_sets,
         analysis_branches=r.strings(raw, "analysis_branches"),
+        input_checks=input_checks,
         pseudodata_ttbar_variations=r.strings(pd, "ttbar_variations", "pseudodata"),
         pseudodata_backgrounds=r.strings(pd, "backgrounds", "pseudodata"),
         dataset=DatasetDefaults(

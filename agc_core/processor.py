@@ -12,6 +12,7 @@ import numpy as np
 from agc_core.config import REGIONS, AnalysisConfig
 from agc_core.errors import ConfigError, InputError
 from agc_core.histograms import HistArray
+from kernels.checks import scan_values
 from kernels.chunk import N_FEATURES_4J1B, N_FEATURES_4J2B, analyse_events, jer_key
 from kernels.fill import fill_region
 from kernels.weights import flat_factor
@@ -259,6 +260,56 @@ def _classify(classifier: Classifier, region: str, features: np.ndarray) -> np.n
         raise ValueError(f"classifier returned shape {cls.shape} for {features.shape[0]} "
                          f"events of region {region}")
     return np.ascontiguousarray(cls, dtype=np.int64)
+
+
+def _entry_of(chunk: Any, column: str, flat_index: int) -> int:
+    """The file entry holding element ``flat_index`` of ``column`` (jagged or scalar)."""
+    offsets = chunk.offsets.get(column.split("_", 1)[0])
+    event = flat_index if offsets is None else int(
+        np.searchsorted(offsets, flat_index, side="right")) - 1
+    return chunk.entry_start + event
+
+
+def check_chunk(chunk: Any, cfg: AnalysisConfig) -> tuple[str, ...]:
+    """Sanity checks of a chunk read, before processing (``cfg.input_checks``).
+
+    NaN/inf values in any float column, and negative values in the columns of
+    ``input_checks.nonnegative``, are reported (the seed's cuts drop NaN and negative pt and
+    keep +inf, and so do we: the physics is unchanged). A collection with more objects in one
+    event than ``input_checks.max_objects_per_event`` is taken for corrupt input.
+
+    Args:
+        chunk: columns + offsets (``agc_core.io.Chunk``).
+        cfg: the analysis configuration.
+
+    Returns:
+        One message per column with suspicious values, naming the branch, the counts and the
+        file entry of the first one (empty when all is well).
+
+    Raises:
+        InputError: naming the counter branch and the entry of an absurd multiplicity.
+    """
+    limit = cfg.input_checks.max_objects_per_event
+    for coll, offsets in chunk.offsets.items():
+        counts = np.diff(offsets)
+        if counts.size and int(counts.max()) > limit:
+            event = int(np.argmax(counts))
+            raise InputError(
+                f"branch 'number{coll}': {int(counts[event])} objects in entry "
+                f"{chunk.entry_start + event} (more than input_checks."
+                f"max_objects_per_event = {limit}): corrupt input?")
+    messages = []
+    for name, values in chunk.columns.items():
+        if values.dtype.kind != "f" or values.size == 0:
+            continue
+        n_bad, n_negative, first = scan_values(values, name in cfg.input_checks.nonnegative)
+        if first < 0:
+            continue
+        what = [f"{n} {label}" for n, label in ((n_bad, "NaN/inf"), (n_negative, "negative"))
+                if n]
+        messages.append(f"branch '{name}': {' and '.join(what)} value(s), the first in entry "
+                        f"{_entry_of(chunk, name, first)}")
+    return tuple(messages)
 
 
 def process_chunk(chunk: Any, sample: SampleInfo, cfg: AnalysisConfig, classifier: Classifier,

@@ -41,7 +41,7 @@ METRICS_FIELDS = (
     "total_walltime", "cputime", "event_rate_hz", "event_rate_per_worker_hz",
     "event_rate_processtime_hz", "event_rate_steady_hz", "event_rate_cputime_hz",
     "read_rate_mb_s", "stage_times_s", "workers",
-    "chunks_failed", "failed_chunks", "yields", "accuracy", "outputs", "versions",
+    "chunks_failed", "failed_chunks", "input_warnings", "yields", "accuracy", "outputs", "versions",
     "git_commit", "host",
 )
 
@@ -126,6 +126,7 @@ def build_metrics(result: RunResult) -> dict[str, Any]:
     ``read_rate_mb_s`` (bytesread / walltime, 1 MB = 1e6 B), ``stage_times_s`` (read and
     process time summed over chunks), ``workers`` (per worker: chunks, events, busy time,
     CPU time, peak RSS in MB, rate), ``failed_chunks`` (sample, file, entry range, error),
+    ``input_warnings`` (suspicious input values: chunk, branch, counts, first entry),
     ``yields`` (per sample and region: raw and weighted selected events), ``accuracy`` (per
     region and process), ``outputs`` (file paths), ``versions``, ``git_commit``.
     """
@@ -176,6 +177,7 @@ def build_metrics(result: RunResult) -> dict[str, Any]:
         "workers": [w.as_dict() for w in result.workers],
         "chunks_failed": len(result.failures),
         "failed_chunks": [f.as_dict() for f in result.failures],
+        "input_warnings": list(result.input_warnings),
         "yields": [y.as_dict() for y in result.yields],
         "accuracy": dict(result.accuracy),
         "outputs": {k: str(v) for k, v in result.outputs.items()},
@@ -237,6 +239,12 @@ def format_summary(result: RunResult) -> str:
             lines.append(f"  MLP accuracy     : {region} {acc['overall']:.4f}")
     for failure in result.failures:
         lines.append(f"  FAILED chunk     : {failure.describe()}")
+    shown = 5
+    for message in result.input_warnings[:shown]:
+        lines.append(f"  input warning    : {message}")
+    if len(result.input_warnings) > shown:
+        lines.append(f"  input warning    : ... {len(result.input_warnings) - shown} more "
+                     "(metrics.json, agc.log)")
     if result.outputs:
         lines.append(f"  outputs in       : {result.output_dir}")
         plots = [p for name, p in result.outputs.items() if name.startswith("plots/")]

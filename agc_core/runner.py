@@ -163,6 +163,7 @@ class ChunkResult:
     cpu_time: float
     worker: str
     max_rss_mb: float
+    input_warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,8 @@ class RunResult:
         dataset_source: ``local`` or the URL scheme of the first file.
         inference: the classifier used.
         stage_results: what the post-histogram stages returned (e.g. a fit result).
+        input_warnings: suspicious input values found by the chunk checks (NaN/inf, negative
+            pt or energy), one message per chunk and branch, in task order.
         metrics: the metrics.json record.
     """
 
@@ -280,6 +283,7 @@ class RunResult:
     dataset_source: str
     inference: str
     stage_results: dict[str, Any] = field(default_factory=dict)
+    input_warnings: tuple[str, ...] = ()
     metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -612,9 +616,15 @@ def run_chunk(setup: WorkerSetup, task: ChunkTask) -> ChunkResult:
                           setup.tree)
     t1 = time.perf_counter()
     hist = None
+    warnings: tuple[str, ...] = ()
     if not setup.io_only:
+        from agc_core.processor import check_chunk
+
         assert state.process is not None
         try:
+            warnings = tuple(f"{task.name}: {m}" for m in check_chunk(chunk, state.cfg))
+            for message in warnings:
+                log.warning("suspicious input: %s", message)
             hist = state.process(chunk, _sample_info(task), state.cfg, state.classifier,
                                  setup.seed)
         except AGCError as exc:
@@ -627,7 +637,7 @@ def run_chunk(setup: WorkerSetup, task: ChunkTask) -> ChunkResult:
     bytes_read = chunk.bytes_read
     del chunk
     return ChunkResult(task.index, hist, n_events, bytes_read, t1 - t0, t2 - t1,
-                       time.process_time() - c0, _WORKER_ID, _max_rss_mb())
+                       time.process_time() - c0, _WORKER_ID, _max_rss_mb(), warnings)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1091,6 +1101,8 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
         dataset_source=_dataset_source(samples),
         inference="none" if options.io_only else options.inference,
         stage_results=stage_results,
+        input_warnings=tuple(m for r in sorted(results, key=lambda r: r.index)
+                             for m in r.input_warnings),
     )
     result = replace(result, total_walltime=time.perf_counter() - t_start)
     metrics = build_metrics(result)

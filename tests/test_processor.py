@@ -19,6 +19,7 @@ from agc_core.processor import (
     ThresholdClassifier,
     Workspace,
     analyse_chunk,
+    check_chunk,
     compute_features,
     process_chunk,
 )
@@ -250,3 +251,37 @@ def test_workspace_reuse_gives_fresh_results(cfg):
                                           fresh.region_features(v, r))
     np.testing.assert_array_equal(analyse_chunk(a, sample, cfg, SEED).region_features(0, 1),
                                   feats_big)
+
+
+def test_check_chunk_reports_bad_values_and_keeps_the_seed_physics(cfg):
+    chunk = random_chunk(500, 31, mean_jets=7.0, mean_leptons=0.8, entry_start=1000)
+    assert check_chunk(chunk, cfg) == ()
+    pt = chunk.columns["jet_pt"]
+    first = int(chunk.offsets["jet"][17])  # first jet of event 17
+    pt[first] = np.nan
+    pt[first + 1] = np.inf
+    pt[int(chunk.offsets["jet"][40])] = -30.0
+    chunk.columns["jet_eta"][int(chunk.offsets["jet"][60])] = np.nan
+    chunk.columns["electron_pt"][0] = -5.0
+    messages = check_chunk(chunk, cfg)
+    assert any("'jet_pt'" in m and "2 NaN/inf and 1 negative" in m and "entry 1017" in m
+               for m in messages)
+    assert any("'jet_eta'" in m and "1 NaN/inf" in m and "entry 1060" in m for m in messages)
+    assert any("'electron_pt'" in m and "1 negative" in m for m in messages)
+    # the values are reported, not altered: the histograms still equal the seed's treatment
+    sample = SampleInfo("ttbar", "nominal", 0, 0, 1.0)
+    clf = BitsClassifier()
+    assert_same_hist(process_chunk(chunk, sample, cfg, clf, SEED),
+                     process_chunk_reference(chunk, sample, cfg, clf, SEED), 1e-9)
+
+
+def test_check_chunk_rejects_absurd_multiplicities(cfg):
+    limit = cfg.input_checks.max_objects_per_event
+    chunk = random_chunk(20, 32, entry_start=300)
+    check_chunk(chunk, cfg)
+    counts = np.diff(chunk.offsets["muon"])
+    counts[7] = limit + 1
+    chunk.offsets["muon"] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    chunk.columns["muon_pt"] = np.full(chunk.offsets["muon"][-1], 30.0, np.float32)
+    with pytest.raises(InputError, match=rf"'numbermuon': {limit + 1} objects in entry 307"):
+        check_chunk(chunk, cfg)
