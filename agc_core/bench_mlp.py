@@ -3,8 +3,8 @@
 Registered with :func:`agc_core.bench.register_section` when imported (list this module in
 ``agc_core.bench.SECTION_MODULES``). On the same in-memory events as the ``kernels`` section it
 times the whole chunk processor (all variations) with a constant classifier (no MLP), with the
-numba MLP and with the torch MLP, and the two inference paths alone on the selected events'
-feature rows.
+numba MLP and with the torch MLP, the same for the sample mix of the ``kernels`` section (numba
+only), and the two inference paths alone on the selected events' feature rows.
 """
 
 from __future__ import annotations
@@ -36,6 +36,27 @@ class ConstantClassifier:
 
 def _rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("inf")
+
+
+def _sample_mix(args: argparse.Namespace, cfg: AnalysisConfig, classifier: Any,
+                timed: Callable[[Callable[[], Any]], float]) -> tuple[float, float]:
+    """Seconds per event of the chunk processor without and with ``classifier`` on the sample
+    mix of the ``kernels`` section (``--mix-events`` per sample, weighted like its mix)."""
+    from agc_core.bench import _mix_weights
+    from agc_core.processor import SampleInfo, process_chunk
+
+    weights = _mix_weights(cfg, args.mix_fileset)
+    total = sum(weights.values())
+    base = with_mlp = 0.0
+    for sid, (p, v) in enumerate(cfg.samples):
+        chunk = synthetic_chunk(p, v, args.mix_events, args.seed, cfg)
+        sample = SampleInfo(p, v, sid, 0, 1.0)
+        w = weights[(p, v)] / total / args.mix_events
+        base += w * timed(lambda c=chunk, s=sample: process_chunk(
+            c, s, cfg, ConstantClassifier(), args.seed))
+        with_mlp += w * timed(lambda c=chunk, s=sample: process_chunk(
+            c, s, cfg, classifier, args.seed))
+    return base, with_mlp
 
 
 @register_section("mlp", "MLP inference (numba vs torch) and its cost in the chunk processor")
@@ -77,6 +98,12 @@ def bench_mlp(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
         t = timed(lambda c=clf: process_chunk(chunk, sample, cfg, c, args.seed))
         table.rows.append([f"process_chunk + {name} MLP", _rate(n, t), "-",
                            f"+{100 * (t - base) / base:.1f} %"])
+    if args.mix_events > 0:
+        base_mix, mlp_mix = _sample_mix(args, cfg, numba_clf, timed)
+        mix = "nevts of " + args.mix_fileset if args.mix_fileset else "equal events per sample"
+        table.rows.append([f"sample mix ({mix}), no MLP", 1 / base_mix, "-", "-"])
+        table.rows.append([f"sample mix ({mix}) + numba MLP", 1 / mlp_mix, "-",
+                           f"+{100 * (mlp_mix - base_mix) / base_mix:.1f} %"])
     for name, clf in (("numba", numba_clf), ("torch", torch_clf)):
         t = timed(lambda c=clf: [c.classify(r, x) for r, x in rows.items()])
         table.rows.append([f"classify alone ({name})", _rate(n_rows, t),
