@@ -23,9 +23,10 @@ def test_kernels_section(capsys):
 
 
 def test_mlp_section(capsys):
-    rc = main(["bench", "--what", "mlp", "--events", "3000", "--repeat", "1"])
+    rc = main(["bench", "--what", "mlp", "--events", "3000", "--mix-events", "2000",
+               "--repeat", "1"])
     out = capsys.readouterr().out
-    assert rc == 0 and "numba MLP" in out
+    assert rc == 0 and "numba MLP" in out and "sample mix" in out
 
 
 def test_io_section(capsys, tiny_fileset):
