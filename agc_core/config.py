@@ -90,8 +90,9 @@ class InputChecks:
 
 
 @dataclass(frozen=True)
-class DatasetDefaults:
-    """Defaults of the embedded synthetic dataset."""
+class DatasetParams:
+    """Parameters of the embedded synthetic dataset (``cfg.dataset`` holds the defaults;
+    ``agc_core.synthetic`` fills the ones a user overrides)."""
 
     events_per_file: int
     files_per_sample: int
@@ -120,7 +121,7 @@ class AnalysisConfig:
     input_checks: InputChecks
     pseudodata_ttbar_variations: tuple[str, ...]
     pseudodata_backgrounds: tuple[str, ...]
-    dataset: DatasetDefaults
+    dataset: DatasetParams
 
     @property
     def samples(self) -> list[tuple[str, str]]:
@@ -365,7 +366,7 @@ def parse_analysis_config(raw: Any, path: Path) -> AnalysisConfig:
         input_checks=input_checks,
         pseudodata_ttbar_variations=r.strings(pd, "ttbar_variations", "pseudodata"),
         pseudodata_backgrounds=r.strings(pd, "backgrounds", "pseudodata"),
-        dataset=DatasetDefaults(
+        dataset=DatasetParams(
             events_per_file=r.integer(ds, "events_per_file", "dataset", minimum=1),
             files_per_sample=r.integer(ds, "files_per_sample", "dataset", minimum=1),
             seed=r.integer(ds, "seed", "dataset"),

@@ -20,7 +20,7 @@ import numpy as np
 import uproot
 from tqdm import tqdm
 
-from agc_core.config import AnalysisConfig, load_analysis_config
+from agc_core.config import AnalysisConfig, DatasetParams, load_analysis_config
 from agc_core.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -1036,18 +1036,6 @@ def default_data_dir() -> Path:
     """Where the embedded dataset is cached: ``$AGC_CORE_DATA`` or ``~/.cache/agc-core/dataset``."""
     env = os.environ.get("AGC_CORE_DATA")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "agc-core" / "dataset"
-
-
-@dataclass(frozen=True)
-class DatasetParams:
-    """Parameters that determine the generated files' content."""
-
-    events_per_file: int
-    files_per_sample: int
-    seed: int
-    compression: str
-    compression_level: int
-    tree: str
 
 
 def _compression(name: str, level: int) -> Any:
