@@ -15,6 +15,7 @@ from agc_core.histograms import HistArray
 from kernels.checks import scan_values
 from kernels.chunk import N_FEATURES_4J1B, N_FEATURES_4J2B, analyse_events, jer_key
 from kernels.fill import fill_region
+from kernels.kinematics import max_multiplicity
 from kernels.weights import flat_factor
 
 log = logging.getLogger(__name__)
@@ -291,8 +292,8 @@ def check_chunk(chunk: Any, cfg: AnalysisConfig) -> tuple[str, ...]:
     """
     limit = cfg.input_checks.max_objects_per_event
     for coll, offsets in chunk.offsets.items():
-        counts = np.diff(offsets)
-        if counts.size and int(counts.max()) > limit:
+        if max_multiplicity(offsets) > limit:
+            counts = np.diff(offsets)
             event = int(np.argmax(counts))
             raise InputError(
                 f"branch 'number{coll}': {int(counts[event])} objects in entry "
