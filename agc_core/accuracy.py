@@ -132,3 +132,25 @@ def classification_summaries(hist: bh.Histogram, cfg: AnalysisConfig,
     """:func:`classification_summary` of every region of the configuration."""
     return {r.name: classification_summary(hist, r.name, cfg.signal_process, variation, flow)
             for r in cfg.regions}
+
+
+def accuracy_by_process(hist: bh.Histogram, region: str, signal_process: str,
+                        variation: str = "nominal") -> dict[str, float]:
+    """The seed's MLP accuracy per process in a region, and ``overall``.
+
+    Correct means classification 1 for the signal process and 0 for the others; weighted
+    event counts of ``variation`` over the observable bins without under/overflow, as the
+    seed (see :func:`classification_summary`).
+
+    Returns:
+        ``{process: accuracy, ..., "overall": accuracy}``; processes without events in the
+        region are left out; empty when the region or the variation is not in ``hist``.
+    """
+    try:
+        summary = classification_summary(hist, region, signal_process, variation)
+    except KeyError:
+        return {}
+    out = dict(summary.accuracy)
+    if out:
+        out["overall"] = summary.overall
+    return out

@@ -12,18 +12,36 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from agc_core.config import AnalysisConfig, load_analysis_config
-from agc_core.errors import ModelError
-from kernels.mlp import mlp_classify, mlp_forward, pack_mlp
-from models.weights import MLPWeights, load_all_weights
+from agc_core.errors import ConfigError, ModelError
+from agc_core.kernels.mlp import mlp_classify, mlp_forward, pack_mlp
+from agc_core.models.weights import MLPWeights, load_all_weights
 
 log = logging.getLogger(__name__)
 
-INFERENCE_KINDS = ("numba", "torch")
+#: the classifiers a run can use (``--inference``): the MLP in numba kernels or in torch, or none
+INFERENCE_KINDS = ("numba", "torch", "none")
+
+
+class Classifier(Protocol):
+    """Anything that classifies feature rows of a region into 0 (background) / 1 (signal)."""
+
+    def classify(self, region: str, features: np.ndarray) -> np.ndarray: ...
+
+
+class ConstantClassifier:
+    """``--inference none``: every event is classified as ``value`` (0: background)."""
+
+    def __init__(self, value: int = 0) -> None:
+        self.value = value
+
+    def classify(self, region: str, features: np.ndarray) -> np.ndarray:
+        """An array of ``value`` with one entry per feature row."""
+        return np.full(len(features), self.value, dtype=np.int64)
 
 
 def _check_features(weights: Mapping[str, MLPWeights], region: str,
@@ -92,7 +110,7 @@ class TorchMLPClassifier:
         if self._nets is None:
             import torch
 
-            from models.net import Net
+            from agc_core.models.net import Net
 
             if self.threads is not None:
                 torch.set_num_threads(self.threads)
@@ -122,11 +140,12 @@ class TorchMLPClassifier:
 
 def load_classifier(kind: str = "numba", model_dir: str | Path | None = None,
                     cfg: AnalysisConfig | None = None
-                    ) -> NumbaMLPClassifier | TorchMLPClassifier:
+                    ) -> NumbaMLPClassifier | TorchMLPClassifier | ConstantClassifier:
     """Load the networks of every region and wrap them in a classifier.
 
     Args:
-        kind: ``"numba"`` (kernels, default) or ``"torch"`` (the seed's torch inference).
+        kind: ``"numba"`` (kernels, default), ``"torch"`` (the seed's torch inference) or
+            ``"none"`` (every event classified 0, no weights read).
         model_dir: folder with ``mlp_<region>.pt`` and ``scaler_<region>.json``; default: the
             weights shipped in ``models/``.
         cfg: analysis configuration (regions and feature names); default: the packaged one.
@@ -135,10 +154,14 @@ def load_classifier(kind: str = "numba", model_dir: str | Path | None = None,
         A classifier with ``classify(region, features)``.
 
     Raises:
-        ModelError: unknown kind, or missing / mismatched weights (naming file and shape).
+        ConfigError: unknown kind.
+        ModelError: missing or mismatched weights (naming file and shape).
     """
     if kind not in INFERENCE_KINDS:
-        raise ModelError(f"unknown inference kind {kind!r}; choose one of {INFERENCE_KINDS}")
+        raise ConfigError(f"unknown --inference '{kind}' (choose from "
+                          f"{', '.join(INFERENCE_KINDS)})")
+    if kind == "none":
+        return ConstantClassifier(0)
     cfg = cfg if cfg is not None else load_analysis_config()
     weights = load_all_weights(cfg, model_dir)
     log.debug("MLP %s classifier from %s", kind, model_dir or "shipped weights")

@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import boost_histogram as bh
 import numpy as np
 
 from agc_core.config import REGIONS, AnalysisConfig
+
+if TYPE_CHECKING:
+    from agc_core.planning import ChunkTask
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +125,31 @@ def from_boost(hist: bh.Histogram, process: str) -> HistArray:
     sumw2 = np.transpose(view.variance[:, : len(REGIONS), ip, : len(variations), :N_CLASSES],
                          (2, 1, 3, 0)).copy()
     return HistArray(variations, sumw, sumw2)
+
+
+class OrderedMerger:
+    """Adds chunk histograms per sample strictly in task-index order, whatever the arrival.
+
+    Results that arrive early wait in a buffer (bounded by how far completion runs ahead).
+    """
+
+    def __init__(self, tasks: Sequence[ChunkTask]) -> None:
+        self.tasks = tasks
+        self.next = 0
+        self.pending: dict[int, HistArray | None] = {}
+        self.sums: dict[int, HistArray] = {}  # sample_id -> sum
+
+    def add(self, index: int, hist: HistArray | None) -> None:
+        """Accept the result of task ``index`` (None: failed or no histogram)."""
+        self.pending[index] = hist
+        while self.next in self.pending:
+            h = self.pending.pop(self.next)
+            if h is not None:
+                sid = self.tasks[self.next].sample_id
+                self.sums[sid] = h if sid not in self.sums else self.sums[sid] + h
+            self.next += 1
+
+    @property
+    def done(self) -> bool:
+        """Every task has been accepted."""
+        return self.next == len(self.tasks)

@@ -13,9 +13,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from agc_core.accuracy import accuracy_by_process
 from agc_core.config import AnalysisConfig
 from agc_core.outputs import atomic_path
-from agc_core.report import accuracy_by_process
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def draw_all(hist: bh.Histogram, cfg: AnalysisConfig, output_dir: str | Path,
       predicted background, all processes (nominal; the seed sums every variation here and swaps
       the legend labels, we do neither);
     - ``accuracy_{region}.png``: per process, the observable split by classification, with the
-      MLP accuracy per process and overall (:func:`agc_core.report.accuracy_by_process`).
+      MLP accuracy per process and overall (:func:`agc_core.accuracy.accuracy_by_process`).
 
     A plot whose inputs are missing (e.g. no ttbar, or ``--systematics none``) is skipped.
 

@@ -5,18 +5,19 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from agc_core.classifier import Classifier
 from agc_core.config import REGIONS, AnalysisConfig
 from agc_core.errors import ConfigError, InputError
 from agc_core.histograms import HistArray
-from kernels.checks import scan_values
-from kernels.chunk import N_FEATURES_4J1B, N_FEATURES_4J2B, analyse_events, jer_key
-from kernels.fill import fill_region
-from kernels.kinematics import max_multiplicity
-from kernels.weights import flat_factor
+from agc_core.kernels.checks import scan_values
+from agc_core.kernels.chunk import N_FEATURES_4J1B, N_FEATURES_4J2B, analyse_events, jer_key
+from agc_core.kernels.fill import fill_region
+from agc_core.kernels.kinematics import max_multiplicity
+from agc_core.kernels.weights import flat_factor
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +33,6 @@ KERNEL_FEATURES = {
 #: (collection, property) columns the processor reads
 JET_COLUMNS = ("jet_pt", "jet_eta", "jet_phi", "jet_e", "jet_btag")
 LEPTON_COLUMNS = ("electron_pt", "muon_pt")
-
-
-class Classifier(Protocol):
-    """Anything that classifies feature rows of a region into 0 (background) / 1 (signal)."""
-
-    def classify(self, region: str, features: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)

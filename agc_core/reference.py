@@ -18,25 +18,20 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import awkward as ak
 import boost_histogram as bh
 import numpy as np
 
+from agc_core.classifier import Classifier
 from agc_core.config import REGIONS, AnalysisConfig
 from agc_core.histograms import N_CLASSES, HistArray
-from kernels.rng import jer_factors
+from agc_core.kernels.rng import jer_factors
 
 log = logging.getLogger(__name__)
 
 PT_VARIATIONS = ("pt_nominal", "pt_scale_up", "pt_res_up")
-
-
-class Classifier(Protocol):
-    """Anything that classifies feature rows of a region into 0 (background) / 1 (signal)."""
-
-    def classify(self, region: str, features: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)

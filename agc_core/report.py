@@ -12,13 +12,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import boost_histogram as bh
 import numpy as np
 
 from agc_core.outputs import write_text_atomic
 
 if TYPE_CHECKING:
-    from agc_core.runner import RunResult
+    from agc_core.results import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -71,30 +70,6 @@ def git_commit(path: str | Path | None = None) -> str | None:
         return None
     commit = head.stdout.strip()
     return commit + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def accuracy_by_process(hist: bh.Histogram, region: str, signal_process: str,
-                        variation: str = "nominal") -> dict[str, float]:
-    """The seed's MLP accuracy per process in a region, and ``overall``.
-
-    Correct means classification 1 for the signal process and 0 for the others; weighted
-    event counts of ``variation`` over the observable bins without under/overflow, as the
-    seed (see :func:`agc_core.accuracy.classification_summary`).
-
-    Returns:
-        ``{process: accuracy, ..., "overall": accuracy}``; processes without events in the
-        region are left out; empty when the region or the variation is not in ``hist``.
-    """
-    from agc_core.accuracy import classification_summary
-
-    try:
-        summary = classification_summary(hist, region, signal_process, variation)
-    except KeyError:
-        return {}
-    out = dict(summary.accuracy)
-    if out:
-        out["overall"] = summary.overall
-    return out
 
 
 def _jsonable(value: Any) -> Any:

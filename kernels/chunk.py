@@ -14,11 +14,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from kernels.kinematics import max_multiplicity, momentum_xy, momentum_z
-from kernels.rng import MAX_STANDARD_NORMAL, standard_normal, stream_key
-from kernels.selection import REGION_4J1B, event_region
-from kernels.sphericity import min_abs_eigenvalue, pair_tensor
-from kernels.trijet import best_trijet, invariant_mass, trijet_avg_dr
+from .kinematics import max_multiplicity, momentum_xy, momentum_z
+from .rng import MAX_STANDARD_NORMAL, standard_normal, stream_key
+from .selection import REGION_4J1B, event_region
+from .sphericity import min_abs_eigenvalue, pair_tensor
+from .trijet import best_trijet, invariant_mass, trijet_avg_dr
 
 N_FEATURES_4J1B = 4  # A, lepton_pt, leading_jet_pt, HT
 N_FEATURES_4J2B = 5  # trijet_mass, trijet_avg_dR, lepton_pt, leading_jet_pt, HT

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from kernels.weights import btag_factor
+from .weights import btag_factor
 
 
 @njit(cache=True)

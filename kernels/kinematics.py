@@ -7,7 +7,7 @@ import math
 import numpy as np
 from numba import njit
 
-from kernels.fastmath import GUARD, same_float32, sincos_fast, sinh_fast
+from .fastmath import GUARD, same_float32, sincos_fast, sinh_fast
 
 
 @njit(cache=True)

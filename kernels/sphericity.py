@@ -14,7 +14,7 @@ import math
 import numpy as np
 from numba import njit
 
-from kernels.kinematics import max_multiplicity, momentum_squared, momentum_xyz
+from .kinematics import max_multiplicity, momentum_squared, momentum_xyz
 
 _TWO_PI_3 = 2.0 * math.pi / 3.0
 

@@ -13,7 +13,7 @@ import math
 import numpy as np
 from numba import njit
 
-from kernels.kinematics import delta_r, max_multiplicity, momentum_xyz
+from .kinematics import delta_r, max_multiplicity, momentum_xyz
 
 
 @njit(cache=True)

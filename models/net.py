@@ -7,7 +7,7 @@ import logging
 import torch
 from torch import nn
 
-from kernels.mlp import HIDDEN_1, HIDDEN_2
+from agc_core.kernels.mlp import HIDDEN_1, HIDDEN_2
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from agc_core.config import AnalysisConfig, load_analysis_config
 from agc_core.errors import AGCError, InputError
-from models.weights import MLPWeights, save_weights
+from agc_core.models.weights import MLPWeights, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +326,7 @@ def train_region(data: LabelledFeatures, region: str, feature_names: Sequence[st
     """
     import torch
 
-    from models.net import Net
+    from agc_core.models.net import Net
 
     settings = settings or TrainSettings()
     x_all = np.asarray(data.features, dtype=np.float32)

@@ -28,8 +28,8 @@ import numpy as np
 
 from agc_core.config import AnalysisConfig
 from agc_core.errors import ModelError
+from agc_core.kernels.mlp import HIDDEN_1, HIDDEN_2
 from agc_core.outputs import atomic_path, write_text_atomic
-from kernels.mlp import HIDDEN_1, HIDDEN_2
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import torch
 
 from agc_core.classifier import NumbaMLPClassifier, TorchMLPClassifier, load_classifier
 from agc_core.config import AnalysisConfig
-from agc_core.errors import ModelError
-from models.net import Net
-from models.weights import (
+from agc_core.errors import ConfigError, ModelError
+from agc_core.models.net import Net
+from agc_core.models.weights import (
     MLPWeights,
     load_all_weights,
     load_weights,
@@ -197,7 +197,8 @@ def test_corrupt_and_invalid_files(model_dir: Path, cfg: AnalysisConfig) -> None
 
 
 def test_unknown_kind(model_dir: Path, cfg: AnalysisConfig) -> None:
-    with pytest.raises(ModelError, match="unknown inference kind 'onnx'"):
+    with pytest.raises(ConfigError, match=r"unknown --inference 'onnx' \(choose from numba, "
+                                          r"torch, none\)"):
         load_classifier("onnx", model_dir, cfg)
 
 

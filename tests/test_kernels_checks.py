@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernels.checks import clean, scan_values
+from agc_core.kernels.checks import clean, scan_values
 
 
 def numpy_scan(values: np.ndarray, nonnegative: bool) -> tuple[int, int, int]:

@@ -10,11 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agc_core import reference
-from agc_core.bench import chunk_from_jagged, random_chunk
 from agc_core.config import REGIONS
+from agc_core.fixtures import chunk_from_jagged, random_chunk
+from agc_core.kernels.chunk import MAX_STANDARD_NORMAL, jer_bounds, jer_factor, jer_key
+from agc_core.kernels.rng import jer_factors
 from agc_core.processor import KERNEL_FEATURES, SampleInfo, analyse_chunk
-from kernels.chunk import MAX_STANDARD_NORMAL, jer_bounds, jer_factor, jer_key
-from kernels.rng import jer_factors
 
 F32 = np.float32
 SEED = 1234

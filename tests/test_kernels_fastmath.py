@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from numba import njit
 
-from kernels.fastmath import GUARD, same_float32, sincos_fast, sinh_fast
-from kernels.kinematics import momentum_xy, momentum_z
+from agc_core.kernels.fastmath import GUARD, same_float32, sincos_fast, sinh_fast
+from agc_core.kernels.kinematics import momentum_xy, momentum_z
 
 F32 = np.float32
 

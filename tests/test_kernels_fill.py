@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agc_core import reference
-from kernels.fill import fill_region, fill_weighted, regular_bin
-from kernels.weights import btag_factor, btag_weights, flat_factor
+from agc_core.kernels.fill import fill_region, fill_weighted, regular_bin
+from agc_core.kernels.weights import btag_factor, btag_weights, flat_factor
 
 EDGES = [(25, 50.0, 550.0), (1, 0.0, 1.0), (7, -3.3, 0.1), (100, 1e-3, 1e6)]
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from kernels.rng import (
+from agc_core.kernels.rng import (
     _ZIG_RATIO,
     MAX_STANDARD_NORMAL,
     counter_hash,

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from agc_core import reference
-from agc_core.bench import random_chunk
-from kernels.rng import jer_factors
-from kernels.selection import (
+from agc_core.fixtures import random_chunk
+from agc_core.kernels.rng import jer_factors
+from agc_core.kernels.selection import (
     REGION_4J1B,
     REGION_4J2B,
     REGION_NONE,

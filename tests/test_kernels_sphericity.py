@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from kernel_helpers import selected_jets
 
 from agc_core import reference
-from kernels.kinematics import delta_r, momentum_xy, momentum_xyz, momentum_z
-from kernels.sphericity import (
+from agc_core.kernels.kinematics import delta_r, momentum_xy, momentum_xyz, momentum_z
+from agc_core.kernels.sphericity import (
     min_abs_eigenvalue,
     pair_tensor,
     sphericity_a_events,
@@ -104,7 +104,7 @@ def test_momentum_components_equal_reference_formula():
 
 
 def test_sphericity_a_equals_reference(cfg):
-    from agc_core.bench import random_chunk
+    from agc_core.fixtures import random_chunk
 
     jets, off, flat = selected_jets(random_chunk(3000, 4), cfg)
     ours = sphericity_a_events(off, flat["pt"], flat["eta"], flat["phi"])

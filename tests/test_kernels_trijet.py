@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from kernel_helpers import selected_jets
 
 from agc_core import reference
-from kernels.kinematics import momentum_xyz
-from kernels.trijet import (
+from agc_core.kernels.kinematics import momentum_xyz
+from agc_core.kernels.trijet import (
     best_trijet,
     best_trijet_events,
     invariant_mass,
@@ -79,7 +79,7 @@ def test_scalar_helpers_float32():
 
 
 def test_best_trijet_events_equals_reference(cfg):
-    from agc_core.bench import random_chunk
+    from agc_core.fixtures import random_chunk
 
     jets, off, flat = selected_jets(random_chunk(3000, 5), cfg)
     # the reference needs a qualifying trijet in every event: >= 3 jets, one tag > 0.5

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kernels.mlp import (
+from agc_core.kernels.mlp import (
     HIDDEN_1,
     HIDDEN_2,
     MAX_FEATURES,
@@ -16,7 +16,7 @@ from kernels.mlp import (
     mlp_logits_reference,
     pack_mlp,
 )
-from models.net import Net
+from agc_core.models.net import Net
 
 
 def make_params(n_features: int, seed: int, scale: float = 1.0) -> dict[str, np.ndarray]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from agc_core.accuracy import accuracy_by_process
 from agc_core.config import AnalysisConfig
 from agc_core.histograms import HistArray, to_boost
 from agc_core.plots import draw_all, observable
-from agc_core.report import accuracy_by_process
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ALL_PLOTS = {

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from agc_core.kernels.rng import jer_factors
 from agc_core.reference import analyse_chunk, process_chunk_reference
-from kernels.rng import jer_factors
 
 F32 = np.float32
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import uproot
 
-from agc_core import io, runner
+from agc_core import io
 from agc_core.cli import main
 from agc_core.config import REGIONS
 from agc_core.errors import ConfigError
@@ -91,7 +91,9 @@ def test_plan_tasks_is_stable_and_cached(dataset, cfg, tmp_path, monkeypatch):
     def no_io(*args, **kwargs):
         raise AssertionError("the cache should have answered")
 
-    monkeypatch.setattr(runner, "_inspect_file", no_io)
+    from agc_core import planning
+
+    monkeypatch.setattr(planning, "_inspect_file", no_io)
     again, _ = plan_tasks(samples, cfg.analysis_branches, CHUNK,
                           cache=EntriesCache(tmp_path / "cache.json"))
     assert again == tasks
@@ -183,17 +185,21 @@ def test_forkserver_warmup_instructions(dataset, cfg, tmp_path, monkeypatch):
 
     samples = load_fileset(dataset, cfg)
     tasks, _ = plan_tasks(samples, cfg.analysis_branches, CHUNK)
-    classifier = runner.load_run_classifier("numba", cfg)
-    setup = runner.WorkerSetup(str(cfg.path), "numba", None, 0, False, cfg.analysis_branches,
-                               "events", False, runner.LogSetup(None),
-                               runner.BACKENDS["kernels"], classifier)
-    monkeypatch.delenv(runner.WARMUP_ENV, raising=False)
-    with runner.forkserver_warmup(tasks, setup, tmp_path):
-        spec = json.loads(os.environ[runner.WARMUP_ENV])
-        assert spec["path"] == tasks[0].path and spec["stop"] == runner.WARMUP_ENTRIES
+    from agc_core import worker
+    from agc_core.classifier import load_classifier
+    from agc_core.logs import LogSetup
+
+    classifier = load_classifier("numba", cfg=cfg)
+    setup = worker.WorkerSetup(str(cfg.path), "numba", None, 0, False, cfg.analysis_branches,
+                               "events", False, LogSetup(None),
+                               worker.BACKENDS["kernels"], classifier)
+    monkeypatch.delenv(worker.WARMUP_ENV, raising=False)
+    with worker.forkserver_warmup(tasks, setup, tmp_path):
+        spec = json.loads(os.environ[worker.WARMUP_ENV])
+        assert spec["path"] == tasks[0].path and spec["stop"] == worker.WARMUP_ENTRIES
         assert Path(spec["classifier"]).is_file()
-        runner.warm_up_from_env()  # what the fork server does when it imports the runner
-    assert runner.WARMUP_ENV not in os.environ
+        worker.warm_up_from_env()  # what the fork server does when it imports the worker
+    assert worker.WARMUP_ENV not in os.environ
     assert not Path(spec["classifier"]).exists()
 
 

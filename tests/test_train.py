@@ -11,7 +11,7 @@ import pytest
 from agc_core.classifier import load_classifier
 from agc_core.cli import build_parser
 from agc_core.config import AnalysisConfig
-from models.train import (
+from agc_core.models.train import (
     LabelledFeatures,
     TrainSettings,
     balanced_weights,
@@ -22,7 +22,7 @@ from models.train import (
     train_region,
     weighted_accuracy,
 )
-from models.weights import load_weights, save_weights
+from agc_core.models.weights import load_weights, save_weights
 
 FEATURES_4J1B = ("A", "lepton_pt", "leading_jet_pt", "HT")
 
@@ -184,7 +184,7 @@ def tiny_fileset(tmp_path_factory: pytest.TempPathFactory, cfg: AnalysisConfig) 
 
 
 def test_collect_features_from_fileset(tiny_fileset: Path, cfg: AnalysisConfig) -> None:
-    from models.train import collect_features
+    from agc_core.models.train import collect_features
 
     data = collect_features(tiny_fileset, cfg, max_events_per_sample=1000)
     for r in cfg.regions:
@@ -201,7 +201,7 @@ def test_collect_features_from_fileset(tiny_fileset: Path, cfg: AnalysisConfig) 
 def test_collect_features_adds_generated_events(tiny_fileset: Path, cfg: AnalysisConfig
                                                  ) -> None:
     """Events generated in memory join the sample: more events, weight xsec / (read + made)."""
-    from models.train import collect_features
+    from agc_core.models.train import collect_features
 
     base = collect_features(tiny_fileset, cfg, max_events_per_sample=1000)
     more = collect_features(tiny_fileset, cfg, max_events_per_sample=1000,

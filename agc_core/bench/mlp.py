@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from agc_core.bench import BenchTable, best_time, register_section, synthetic_chunk
+from agc_core.bench import BenchTable, best_time, register_section
 from agc_core.config import AnalysisConfig
+from agc_core.fixtures import synthetic_chunk
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,217 @@
+"""Plan a run: split every file of every sample into chunk tasks (entry counts cached)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from agc_core.errors import AGCError, ConfigError
+from agc_core.fileset import SampleFiles, is_url
+
+log = logging.getLogger(__name__)
+
+ENTRIES_CACHE_NAME = "entries_cache.json"
+ENTRIES_CACHE_VERSION = 1
+PLAN_THREADS = 8
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """One unit of work: an entry range of one file of one sample.
+
+    Attributes:
+        index: stable task index (samples in config order, files in fileset order, ranges
+            in file order); results are merged in this order.
+    """
+
+    index: int
+    process: str
+    variation: str
+    sample_id: int
+    file_id: int
+    path: str
+    entry_start: int
+    entry_stop: int
+    xsec_weight: float
+
+    @property
+    def name(self) -> str:
+        """``process/variation file <path> entries [start, stop)``."""
+        return (f"{self.process}/{self.variation} file {self.path} entries "
+                f"[{self.entry_start}, {self.entry_stop})")
+
+
+@dataclass(frozen=True)
+class ChunkFailure:
+    """A chunk (or a whole file, when it could not even be opened) that failed for good."""
+
+    process: str
+    variation: str
+    path: str
+    entry_start: int | None
+    entry_stop: int | None
+    error: str
+    attempts: int
+
+    def describe(self) -> str:
+        """One line naming sample, file, entry range and error."""
+        where = ("whole file" if self.entry_start is None
+                 else f"entries [{self.entry_start}, {self.entry_stop})")
+        tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
+        return f"{self.process}/{self.variation} {self.path} {where}{tries}: {self.error}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return asdict(self)
+
+
+
+def _file_key(path: str, tree: str) -> str:
+    """Cache key of a file: path, tree, size and mtime (local) or path and tree (URL)."""
+    local = path[len("file://"):] if path.startswith("file://") else path
+    if is_url(path) and not path.startswith("file://"):
+        return json.dumps([path, tree])
+    try:
+        st = os.stat(local)
+    except OSError:
+        return json.dumps([path, tree, None, None])
+    return json.dumps([os.path.abspath(local), tree, st.st_size, st.st_mtime_ns])
+
+
+class EntriesCache:
+    """Entry counts and chunk ranges of files, kept in a JSON file between runs."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.data: dict[str, dict[str, Any]] = {}
+        self.dirty = False
+        if path is not None and path.is_file():
+            try:
+                raw = json.loads(path.read_text())
+                if raw.get("version") == ENTRIES_CACHE_VERSION:
+                    self.data = raw.get("files", {})
+            except (OSError, ValueError, AttributeError):
+                log.warning("ignoring unreadable entries cache %s", path)
+
+    def get(self, key: str, ranges_key: str) -> tuple[int, list[tuple[int, int]]] | None:
+        """Cached (entries, ranges) or None."""
+        rec = self.data.get(key)
+        if rec is None or ranges_key not in rec.get("ranges", {}):
+            return None
+        return int(rec["entries"]), [(int(a), int(b)) for a, b in rec["ranges"][ranges_key]]
+
+    def put(self, key: str, ranges_key: str, entries: int,
+            ranges: list[tuple[int, int]]) -> None:
+        """Remember a file's entries and ranges."""
+        rec = self.data.setdefault(key, {"entries": entries, "ranges": {}})
+        rec["entries"] = entries
+        rec["ranges"][ranges_key] = [list(r) for r in ranges]
+        self.dirty = True
+
+    def save(self) -> None:
+        """Write the cache (atomically) if it changed."""
+        if self.path is None or not self.dirty:
+            return
+        from agc_core.outputs import write_text_atomic
+
+        try:
+            write_text_atomic(self.path, json.dumps(
+                {"version": ENTRIES_CACHE_VERSION, "files": self.data}))
+        except OSError as exc:
+            log.warning("cannot write entries cache %s: %s", self.path, exc)
+
+
+def _inspect_file(path: str, branches: Sequence[str], chunksize: int, tree: str
+                  ) -> tuple[int, list[tuple[int, int]]]:
+    """(entries, chunk ranges) of one file, read with the reader."""
+    from agc_core import io
+
+    n = io.num_entries(path, tree)
+    try:
+        ranges = io.chunk_ranges(path, branches, chunksize, tree)
+    except AGCError:
+        raise
+    except Exception as exc:  # be robust: even split
+        log.debug("%s: no basket-aligned ranges (%s), splitting evenly", path, exc)
+        ranges = even_ranges(n, chunksize)
+    return n, ranges
+
+
+def even_ranges(n: int, chunksize: int) -> list[tuple[int, int]]:
+    """Split ``n`` entries into ceil(n / chunksize) ranges of (almost) equal size."""
+    if n <= 0:
+        return []
+    k = -(-n // chunksize)
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    return list(itertools.pairwise(bounds))
+
+
+def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksize: int,
+               tree: str = "events", cache: EntriesCache | None = None
+               ) -> tuple[list[ChunkTask], list[ChunkFailure]]:
+    """Split every file of every sample into chunk tasks.
+
+    Args:
+        samples: the samples to process, in order.
+        branches: the branches the tasks read (chunks end on their basket boundaries).
+        chunksize: target entries per chunk.
+        tree: the TTree name.
+        cache: entry counts and ranges known from earlier runs (updated).
+
+    Returns:
+        (tasks with stable indices, failures of files that could not be inspected).
+    """
+    if chunksize < 1:
+        raise ConfigError(f"--chunksize must be at least 1, got {chunksize}")
+    cache = cache or EntriesCache(None)
+    ranges_key = f"{chunksize}|{','.join(branches)}"
+    files = [(s, f) for s in samples for f in s.files]
+    keys = [_file_key(f.path, tree) for _, f in files]
+    known: dict[int, tuple[int, list[tuple[int, int]]] | Exception] = {}
+    missing = []
+    for i, key in enumerate(keys):
+        hit = cache.get(key, ranges_key)
+        if hit is None:
+            missing.append(i)
+        else:
+            known[i] = hit
+    if missing:
+        log.info("reading entry counts of %d files", len(missing))
+
+        def inspect(i: int) -> tuple[int, Any]:
+            try:
+                return i, _inspect_file(files[i][1].path, branches, chunksize, tree)
+            except Exception as exc:
+                return i, exc
+
+        with ThreadPoolExecutor(min(PLAN_THREADS, len(missing))) as pool:
+            for i, res in pool.map(inspect, missing):
+                known[i] = res
+                if not isinstance(res, Exception):
+                    cache.put(keys[i], ranges_key, *res)
+    tasks: list[ChunkTask] = []
+    failures: list[ChunkFailure] = []
+    for i, (s, f) in enumerate(files):
+        res = known[i]
+        if isinstance(res, Exception):
+            msg = str(res) if isinstance(res, AGCError) else f"{type(res).__name__}: {res}"
+            failures.append(ChunkFailure(s.process, s.variation, f.path, None, None, msg, 1))
+            log.error("cannot plan %s/%s file %s: %s", s.process, s.variation, f.path, msg)
+            continue
+        n, ranges = res
+        if n == 0:
+            log.warning("%s: no entries in tree '%s' (file skipped)", f.path, tree)
+        elif n != f.nevts:
+            log.warning("%s: %d entries, but the fileset declares nevts = %d (normalization "
+                        "uses the fileset)", f.path, n, f.nevts)
+        for a, b in ranges:
+            tasks.append(ChunkTask(len(tasks), s.process, s.variation, s.sample_id, f.file_id,
+                                   f.path, a, b, s.xsec_weight))
+    return tasks, failures

@@ -1,0 +1,182 @@
+"""What a run is told and what it returns: small frozen containers (no behaviour of the run)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boost_histogram as bh
+
+from agc_core import executors
+from agc_core.planning import ChunkFailure
+
+DEFAULT_CHUNKSIZE = 500_000
+DEFAULT_SEED = 0
+DEFAULT_OUTPUT_DIR = Path("agc_output")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything a run can be told (the CLI flags of ``python -m agc_core run``).
+
+    Attributes:
+        fileset: AGC fileset JSON; None uses the embedded synthetic dataset (generated once).
+        n_files_max_per_sample: files per sample (-1: all).
+        systematics: ``all`` or ``none`` (only nominal samples and histograms).
+        seed: seed of the keyed JER draws.
+        workers: worker processes (None: the usable CPU cores; iterative: 1).
+        executor: ``iterative``, ``processes`` or ``dask``.
+        scheduler_address: ``tcp://host:port`` of an existing Dask scheduler.
+        chunksize: entries per chunk (target; chunks end on basket boundaries).
+        inference: ``numba`` (default), ``torch`` or ``none`` (every event classified 0).
+        model_dir: folder with the MLP weights (``mlp_<region>.pt``, ``scaler_<region>.json``,
+            as ``python -m agc_core train`` writes them); None: the weights shipped in
+            ``models/``.
+        output_dir: where the outputs go (created).
+        allow_partial: a run with failed chunks still exits 0 (the result says incomplete).
+        config: analysis YAML (None: the packaged ``configs/analysis.yaml``).
+        io_only: only read the branch set of ``io_file_percent`` and report the read rate.
+        io_file_percent: 4, 15, 25 or 50 (keys of ``cfg.io_branch_sets``).
+        max_retries: retries of a failing chunk (exceptions other than bad input; dead workers).
+        plots: draw the PNG plots.
+        progress: show a progress bar (None: when stderr is a terminal).
+        start_method: multiprocessing start method of the process pool (None: forkserver on
+            Linux, spawn elsewhere).
+        tree: the TTree name in the input files.
+        log_level: level of the shared log file (INFO, or DEBUG for ``--verbose``).
+        processor: the chunk processor: ``kernels`` (the numba kernels, default),
+            ``reference`` (the awkward reference of the seed: the same histograms, slowly; an
+            end-to-end cross-check) or any ``module:function`` with the same signature.
+    """
+
+    fileset: str | Path | None = None
+    n_files_max_per_sample: int = -1
+    systematics: str = "all"
+    seed: int = DEFAULT_SEED
+    workers: int | None = None
+    executor: str = "processes"
+    scheduler_address: str | None = None
+    chunksize: int = DEFAULT_CHUNKSIZE
+    inference: str = "numba"
+    model_dir: str | Path | None = None
+    output_dir: str | Path = DEFAULT_OUTPUT_DIR
+    allow_partial: bool = False
+    config: str | Path | None = None
+    io_only: bool = False
+    io_file_percent: int = 4
+    max_retries: int = executors.DEFAULT_MAX_RETRIES
+    plots: bool = True
+    progress: bool | None = None
+    start_method: str | None = None
+    tree: str = "events"
+    log_level: int = logging.INFO
+    processor: str = "kernels"
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    """Per worker process: chunks, events, time busy, CPU time, peak resident memory."""
+
+    worker: str
+    chunks: int
+    events: int
+    busy_s: float
+    cpu_s: float
+    max_rss_mb: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields plus the worker's event rate while busy."""
+        d = asdict(self)
+        d["event_rate_hz"] = self.events / self.busy_s if self.busy_s > 0 else 0.0
+        return d
+
+
+@dataclass(frozen=True)
+class SampleYield:
+    """Selected events of one sample per region (own variation, both classifications).
+
+    ``raw`` is the number of selected events (the weighted sum divided by the sample's
+    constant event weight, rounded), ``weighted`` the sum of weights (xsec * lumi / N).
+    """
+
+    process: str
+    variation: str
+    n_events: int
+    raw: dict[str, int]
+    weighted: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The result of :func:`run_analysis`.
+
+    Attributes:
+        options: the options of the run.
+        complete: every chunk succeeded.
+        failures: the chunks (or files) that failed for good.
+        n_chunks: planned chunks (failed files count as one each).
+        n_events: events read (successful chunks).
+        bytes_read: compressed bytes read.
+        walltime: seconds of the processing stage (first submission to last result).
+        total_walltime: seconds of the whole call.
+        processtime: seconds the workers spent reading and processing, summed over chunks.
+        cputime: worker CPU seconds, summed over chunks.
+        stage_times: seconds per stage (plan, startup, read, process, merge, write, plots...).
+        num_workers: workers used.
+        workers: per-worker statistics.
+        columns: the branches read.
+        yields: selected events per sample and region (analysis mode).
+        accuracy: MLP accuracy per region and process (analysis mode, nominal).
+        hist: the merged 5-axis boost-histogram (None in the I/O-only mode).
+        output_dir: the output folder.
+        outputs: output name -> path.
+        fileset: the fileset used.
+        dataset_source: ``local`` or the URL scheme of the first file.
+        inference: the classifier used.
+        stage_results: what the post-histogram stages returned (e.g. a fit result).
+        input_warnings: suspicious input values found by the chunk checks (NaN/inf, negative
+            pt or energy), one message per chunk and branch, in task order.
+        metrics: the metrics.json record.
+    """
+
+    options: RunOptions
+    complete: bool
+    failures: tuple[ChunkFailure, ...]
+    n_chunks: int
+    n_events: int
+    bytes_read: int
+    walltime: float
+    total_walltime: float
+    processtime: float
+    cputime: float
+    stage_times: dict[str, float]
+    num_workers: int
+    workers: tuple[WorkerStats, ...]
+    columns: tuple[str, ...]
+    yields: tuple[SampleYield, ...]
+    accuracy: dict[str, dict[str, float]]
+    hist: bh.Histogram | None
+    output_dir: Path
+    outputs: dict[str, Path]
+    fileset: Path
+    dataset_source: str
+    inference: str
+    stage_results: dict[str, Any] = field(default_factory=dict)
+    input_warnings: tuple[str, ...] = ()
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def event_rate(self) -> float:
+        """Events per second of the processing stage (all workers)."""
+        return self.n_events / self.walltime if self.walltime > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """0 when complete (or incomplete but ``allow_partial``), else 1."""
+        return 0 if self.complete or self.options.allow_partial else 1

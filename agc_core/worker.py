@@ -1,0 +1,292 @@
+"""The worker side of a run: per-process setup, one chunk read and processed, fork-server warm-up.
+
+Imported by every worker process (the fork server preloads it and warms the reader, the
+kernels and the MLP once, see :func:`warm_up_from_env`); it knows its task and setup, never
+the orchestrator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import resource
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agc_core.classifier import ConstantClassifier, load_classifier
+from agc_core.config import AnalysisConfig, load_analysis_config
+from agc_core.errors import AGCError, ConfigError, ModelError
+from agc_core.histograms import HistArray
+from agc_core.logs import LogSetup, setup_worker_logging
+from agc_core.planning import ChunkTask
+
+log = logging.getLogger(__name__)
+
+#: chunk processors by name (``--backend``)
+BACKENDS = {
+    "kernels": "agc_core.processor:process_chunk",
+    "reference": "agc_core.reference:process_chunk_reference",
+}
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What a worker returns for a task (the histogram is None in the I/O-only mode)."""
+
+    index: int
+    hist: HistArray | None
+    n_events: int
+    bytes_read: int
+    t_read: float
+    t_process: float
+    cpu_time: float
+    worker: str
+    max_rss_mb: float
+    input_warnings: tuple[str, ...] = ()
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What every worker needs, loaded once per process (see :func:`init_worker`).
+
+    ``classifier`` is the classifier loaded once in the main process (the MLP classifiers
+    hold only numpy arrays and pickle cheaply), so workers neither read the weight files nor
+    import torch; without it each worker loads ``inference`` itself.
+    """
+
+    config_path: str
+    inference: str
+    model_dir: str | None
+    seed: int
+    io_only: bool
+    branches: tuple[str, ...]
+    tree: str
+    nominal_only: bool
+    log: LogSetup
+    processor: str = "agc_core.processor:process_chunk"
+    classifier: Any = field(default=None, compare=False, repr=False)
+
+
+def load_function(spec: str) -> Callable[..., Any]:
+    """Import ``"package.module:function"``.
+
+    Raises:
+        ConfigError: the module or the function does not exist.
+    """
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot load the chunk processor '{spec}': {exc}") from exc
+
+
+@dataclass(frozen=True)
+class _Sample:
+    """The sample fields a chunk processor needs (``agc_core.processor.SampleInfo``)."""
+
+    process: str
+    variation: str
+    sample_id: int
+    file_id: int
+    xsec_weight: float
+
+
+def _sample_info(task: ChunkTask) -> Any:
+    try:
+        from agc_core.processor import SampleInfo
+    except ImportError:
+        return _Sample(task.process, task.variation, task.sample_id, task.file_id,
+                       task.xsec_weight)
+    return SampleInfo(task.process, task.variation, task.sample_id, task.file_id,
+                      task.xsec_weight)
+
+
+@dataclass
+class _WorkerState:
+    setup: WorkerSetup
+    cfg: AnalysisConfig | None = None
+    classifier: Any = None
+    process: Callable[..., HistArray] | None = None
+    error: AGCError | None = None
+
+
+_STATE: _WorkerState | None = None
+_WORKER_ID = ""
+
+
+def init_worker(setup: WorkerSetup) -> None:
+    """Per-process initialization: logging, configuration, classifier, chunk processor.
+
+    Never raises (a pool whose initializer raises is unusable): an error is kept and every
+    task of this process then fails with it, named.
+    """
+    global _STATE, _WORKER_ID
+    if _STATE is not None and _STATE.setup == setup:
+        return
+    _WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+    if not _is_main_process():
+        setup_worker_logging(setup.log)
+    state = _WorkerState(setup)
+    try:
+        state.cfg = load_analysis_config(setup.config_path)
+        if not setup.io_only:
+            state.classifier = (setup.classifier if setup.classifier is not None
+                                else load_classifier(setup.inference, setup.model_dir,
+                                                    state.cfg))
+            state.process = load_function(setup.processor)
+    except AGCError as exc:
+        state.error = exc
+    except Exception as exc:
+        state.error = ModelError(f"worker initialization failed: {type(exc).__name__}: {exc}")
+    _STATE = state
+    if state.error is not None:
+        log.error("worker %s cannot work: %s", _WORKER_ID, state.error)
+    else:
+        log.log(logging.DEBUG if _is_main_process() else logging.INFO, "worker %s ready (%s)",
+                _WORKER_ID, "I/O only" if setup.io_only else f"inference {setup.inference}")
+
+
+_MAIN_PID = os.getpid()
+
+
+def _is_main_process() -> bool:
+    import multiprocessing
+
+    return multiprocessing.parent_process() is None and os.getpid() == _MAIN_PID
+
+
+def _max_rss_mb() -> float:
+    """Peak resident memory of this process in MB (``ru_maxrss``)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 if sys.platform != "darwin" else rss / 1024 / 1024
+
+
+def run_chunk(setup: WorkerSetup, task: ChunkTask) -> ChunkResult:
+    """Read and process one chunk (runs in a worker).
+
+    Raises:
+        AGCError: bad input (named) or a failed worker initialization.
+    """
+    from agc_core import io
+
+    init_worker(setup)
+    state = _STATE
+    assert state is not None
+    if state.error is not None:
+        raise type(state.error)(str(state.error))
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    chunk = io.read_chunk(task.path, setup.branches, task.entry_start, task.entry_stop,
+                          setup.tree)
+    t1 = time.perf_counter()
+    hist = None
+    warnings: tuple[str, ...] = ()
+    if not setup.io_only:
+        from agc_core.processor import check_chunk
+
+        assert state.process is not None
+        try:
+            warnings = tuple(f"{task.name}: {m}" for m in check_chunk(chunk, state.cfg))
+            for message in warnings:
+                log.warning("suspicious input: %s", message)
+            hist = state.process(chunk, _sample_info(task), state.cfg, state.classifier,
+                                 setup.seed)
+        except AGCError as exc:
+            raise type(exc)(f"{task.name}: {exc}") from exc
+        if setup.nominal_only and hist.variations != ("nominal",):
+            i = hist.variation_index("nominal")
+            hist = HistArray(("nominal",), hist.sumw[i:i + 1].copy(), hist.sumw2[i:i + 1].copy())
+    t2 = time.perf_counter()
+    n_events = chunk.n_events
+    bytes_read = chunk.bytes_read
+    del chunk
+    return ChunkResult(task.index, hist, n_events, bytes_read, t1 - t0, t2 - t1,
+                       time.process_time() - c0, _WORKER_ID, _max_rss_mb(), warnings)
+
+
+# ---------------------------------------------------------------------------------------------
+# warming the fork server
+
+
+WARMUP_ENV = "AGC_CORE_WARMUP"
+WARMUP_ENTRIES = 64
+
+
+@contextlib.contextmanager
+def forkserver_warmup(tasks: Sequence[ChunkTask], setup: WorkerSetup, folder: Path
+                      ) -> Any:
+    """Let the process pool's fork server warm the reader, the kernels and the MLP once.
+
+    Numba loads compiled kernels on their first call (~0.3 s each for the reader and the MLP);
+    done once in the fork server (which imports this module, see :func:`warm_up_from_env`),
+    every worker forked from it starts warm. The instructions travel in the environment
+    variable :data:`WARMUP_ENV` (the fork server inherits the environment when it starts),
+    the classifier in a temporary pickle file; both are removed afterwards.
+    """
+    if not tasks or os.environ.get(WARMUP_ENV):
+        yield
+        return
+    import pickle
+    import tempfile
+
+    clf_file = None
+    if setup.classifier is not None:
+        fd, clf_file = tempfile.mkstemp(prefix=".classifier.", suffix=".pkl", dir=folder)
+        with os.fdopen(fd, "wb") as fh:
+            pickle.dump(setup.classifier, fh)
+    task = tasks[0]
+    os.environ[WARMUP_ENV] = json.dumps({
+        "path": task.path, "branches": list(setup.branches), "tree": setup.tree,
+        "stop": min(task.entry_stop, task.entry_start + WARMUP_ENTRIES),
+        "start": task.entry_start, "config": setup.config_path,
+        "processor": None if setup.io_only else setup.processor, "classifier": clf_file})
+    try:
+        yield
+    finally:
+        os.environ.pop(WARMUP_ENV, None)
+        if clf_file:
+            with contextlib.suppress(OSError):
+                os.unlink(clf_file)
+
+
+def warm_up_from_env() -> None:
+    """In a fork server (or spawned worker): run one tiny chunk as :data:`WARMUP_ENV` says.
+
+    Best effort: any failure only means the workers warm up on their first chunk.
+    """
+    spec = os.environ.get(WARMUP_ENV)  # set only while the main process starts its pool
+    if not spec:
+        return
+    try:
+        import pickle
+
+        from agc_core import io
+
+        w = json.loads(spec)
+        chunk = io.read_chunk(w["path"], w["branches"], w["start"], w["stop"], w["tree"])
+        if w["processor"]:
+            cfg = load_analysis_config(w["config"])
+            sample = _Sample(cfg.signal_process, "nominal", 0, 0, 1.0)
+            load_function(w["processor"])(chunk, sample, cfg, ConstantClassifier(), 0)
+            if w["classifier"]:
+                with open(w["classifier"], "rb") as fh:
+                    classifier = pickle.load(fh)
+                for region in cfg.regions:
+                    classifier.classify(region.name,
+                                        np.zeros((4, len(region.features)), np.float32))
+        io.close_files()
+    except Exception as exc:  # never let a warm-up break the pool
+        log.debug("warm-up skipped: %s: %s", type(exc).__name__, exc)
+
+
+warm_up_from_env()
