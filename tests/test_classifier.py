@@ -24,6 +24,10 @@ from agc_core.models.weights import (
     weights_path,
 )
 
+#: numba vs torch classifier outputs (float32 summation order, FMA): measured worst case
+#: 1.4e-6 on these networks and inputs, 0.6e-6 with the shipped weights
+TORCH_ATOL = 3e-6
+
 
 def random_weights(region: str, features: tuple[str, ...], seed: int) -> MLPWeights:
     torch.manual_seed(seed)
@@ -70,10 +74,10 @@ def test_numba_and_torch_classifiers_agree(model_dir: Path, cfg: AnalysisConfig)
     for i, r in enumerate(cfg.regions):
         x = rows(len(r.features), 20_000, seed=i)
         out_n, out_t = numba_clf.predict(r.name, x), torch_clf.predict(r.name, x)
-        assert np.max(np.abs(out_n - out_t)) < 1e-5
+        assert np.max(np.abs(out_n - out_t)) < TORCH_ATOL
         cls_n, cls_t = numba_clf.classify(r.name, x), torch_clf.classify(r.name, x)
         assert cls_n.dtype == np.int8 and cls_t.dtype == np.int8
-        clear = np.abs(out_t - 0.5) >= 1e-5
+        clear = np.abs(out_t - 0.5) >= TORCH_ATOL
         assert np.array_equal(cls_n[clear], cls_t[clear])
         assert 0 < cls_n.sum() < cls_n.size
         assert numba_clf.classify(r.name, x[:0]).shape == (0,)

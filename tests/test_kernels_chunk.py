@@ -21,7 +21,8 @@ SEED = 1234
 
 
 def assert_same_analysis(chunk, sample, cfg, seed=SEED) -> None:
-    """Kernel and reference agree on every pt variation and region."""
+    """Kernel and reference agree bit for bit on every pt variation and region (NaN where
+    the reference has NaN, same dtypes)."""
     ours = analyse_chunk(chunk, sample, cfg, seed)
     ref = reference.analyse_chunk(chunk, sample, cfg, seed)
     assert ours.pt_variations == tuple(ref)
@@ -33,12 +34,11 @@ def assert_same_analysis(chunk, sample, cfg, seed=SEED) -> None:
             np.testing.assert_array_equal(ours.event_index[iv, ir, :n], r.event_index,
                                           err_msg=where)
             obs = np.asarray(r.observable, dtype=np.float64)
-            np.testing.assert_allclose(ours.observable[iv, ir, :n], obs, rtol=1e-6, atol=0,
-                                       equal_nan=True, err_msg=where)
+            np.testing.assert_array_equal(ours.observable[iv, ir, :n], obs, err_msg=where,
+                                          strict=True)
             feats = ours.region_features(iv, ir, KERNEL_FEATURES[region])
             assert feats.dtype == np.float32 and feats.shape == r.features.shape, where
-            np.testing.assert_allclose(feats, r.features, rtol=1e-6, atol=1e-30,
-                                       equal_nan=True, err_msg=where)
+            np.testing.assert_array_equal(feats, r.features, err_msg=where, strict=True)
             if pt_var == "pt_nominal" and n:
                 first = np.stack([np.asarray(r.jet_pt[:, i]) for i in
                                   range(cfg.systematics.btag_n_jets)], axis=1)
@@ -61,21 +61,12 @@ def test_variation_samples_only_nominal_kinematics(cfg):
     assert_same_analysis(chunk, SampleInfo("ttbar", "ME_var", 3, 0, 0.5), cfg)
 
 
-def test_exact_values_on_ttbar_like_chunk(cfg):
-    """Features and observables are bit-identical to the reference on ordinary events."""
+def test_ttbar_like_chunk_selects_many_events(cfg):
+    """A W+jets-like chunk with enough selected events that the exact comparison means much."""
     chunk = random_chunk(3000, 6, mean_jets=7.0, mean_leptons=0.6)
     sample = SampleInfo("wjets", "nominal", 8, 0, 1.0)
-    ours = analyse_chunk(chunk, sample, cfg, SEED)
-    ref = reference.analyse_chunk(chunk, sample, cfg, SEED)
-    total = 0
-    for iv, pv in enumerate(ours.pt_variations):
-        for ir, region in enumerate(REGIONS):
-            n = ours.n(iv, ir)
-            total += n
-            np.testing.assert_array_equal(ours.region_features(iv, ir), ref[pv][region].features)
-            np.testing.assert_array_equal(ours.observable[iv, ir, :n],
-                                          np.asarray(ref[pv][region].observable, np.float64))
-    assert total > 500
+    assert_same_analysis(chunk, sample, cfg)
+    assert analyse_chunk(chunk, sample, cfg, SEED).count.sum() > 500
 
 
 def test_many_jets_without_bit_masks(cfg):
