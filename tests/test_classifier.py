@@ -97,7 +97,6 @@ def test_shipped_weights_load(cfg: AnalysisConfig) -> None:
     weights = load_all_weights(cfg)
     for r in cfg.regions:
         assert weights[r.name].features == r.features
-        assert weights[r.name].metadata.get("val_auc", 0) > 0.7
     clf = load_classifier()
     cls = clf.classify("4j2b", rows(5, 1000, seed=1))
     assert set(np.unique(cls)) <= {0, 1}

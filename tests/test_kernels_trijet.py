@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kernel_helpers import selected_jets
@@ -60,22 +62,43 @@ def test_best_trijet_nan_and_ties_like_ak_argmax():
     assert best_trijet(px, py, np.zeros(5, dtype=np.bool_), 5) == (-1, -1, -1)
 
 
-def test_scalar_helpers_float32():
-    e, x, y, z = F32(100), F32(30), F32(40), F32(50)
-    assert transverse_momentum(x, y) == F32(50)
-    assert invariant_mass(e, x, y, z) == np.sqrt(e * e - ((x * x + y * y) + z * z))
-    assert np.isnan(invariant_mass(F32(1), x, y, z))  # spacelike: NaN -> overflow bin
-    eta = np.array([0.1, -1.2, 2.0], F32)
-    phi = np.array([3.0, -3.0, 0.5], F32)  # dphi not wrapped
-    d = [np.sqrt((eta[a] - eta[b]) ** 2 + (phi[a] - phi[b]) ** 2) for a, b in
-         [(0, 1), (2, 1), (2, 0)]]
-    assert trijet_avg_dr(eta, phi, 0, 1, 2) == F32(np.float64((d[0] + d[1]) + d[2]) / 3.0)
-    p = [momentum_xyz(F32(50), eta[k], phi[k]) for k in range(3)]
+def test_invariant_mass_exact_cases():
+    """Four-vectors with integer components and an integer mass (no rounding anywhere)."""
+    # (e, px, py, pz, m) with e^2 = m^2 + |p|^2
+    for e, x, y, z, m in [(5, 2, 2, 4, 1), (50, 20, 20, 40, 10), (13, 3, 4, 12, 0),
+                          (9, -1, 4, -8, 0), (15, 0, 0, 9, 12), (7, 2, 3, 6, 0)]:
+        assert invariant_mass(F32(e), F32(x), F32(y), F32(z)) == F32(m)
+        assert transverse_momentum(F32(x), F32(y)) == F32(math.hypot(x, y))
+    assert np.isnan(invariant_mass(F32(1), F32(3), F32(4), F32(5)))  # spacelike: overflow bin
+
+
+@given(st.lists(st.tuples(st.floats(20, 400, width=32), st.floats(-2.5, 2.5, width=32),
+                          st.floats(-3.25, 3.25, width=32), st.floats(1.0, 1.5, width=32)),
+                min_size=3, max_size=3))
+@settings(max_examples=200, deadline=None)
+def test_trijet_mass_and_dr_close_to_float64(jets):
+    """float32 kernels vs an independent float64 numpy computation of the same physics.
+
+    The float32 mass loses precision in ``e^2 - |p|^2``: the bound is float32 rounding of the
+    squares (relative 2^-23 of e^2, several roundings) propagated through the square root.
+    """
+    pt, eta, phi, scale = (np.array(c, F32) for c in zip(*jets, strict=True))
+    e = (pt * np.cosh(eta.astype(np.float64)) * scale).astype(F32)  # energy >= |p|
+    p = [momentum_xyz(pt[k], eta[k], phi[k]) for k in range(3)]
     px, py, pz = (np.array([q[c] for q in p], F32) for c in range(3))
-    en = np.array([80, 90, 100], F32)
-    m = trijet_mass(px, py, pz, en, 0, 1, 2)
-    assert m == invariant_mass((en[0] + en[1]) + en[2], (px[0] + px[1]) + px[2],
-                               (py[0] + py[1]) + py[2], (pz[0] + pz[1]) + pz[2])
+    m = trijet_mass(px, py, pz, e, 0, 1, 2)
+    p64 = np.stack([pt * np.cos(phi.astype(np.float64)), pt * np.sin(phi.astype(np.float64)),
+                    pt * np.sinh(eta.astype(np.float64))], axis=1).sum(axis=0)
+    e64 = e.astype(np.float64).sum()
+    m2_64 = e64 * e64 - p64 @ p64
+    bound = 8 * 2.0**-23 * e64 * e64  # absolute error of the float32 m^2
+    if np.isnan(m):  # float32 m^2 < 0: only possible for a (nearly) massless system
+        assert m2_64 < bound
+    else:
+        assert abs(float(m) ** 2 - m2_64) <= bound
+    d = [math.hypot(float(eta[a]) - float(eta[b]), float(phi[a]) - float(phi[b]))
+         for a, b in [(0, 1), (2, 1), (2, 0)]]  # dphi not wrapped, as in the seed
+    assert trijet_avg_dr(eta, phi, 0, 1, 2) == pytest.approx(sum(d) / 3, rel=4 * 2.0**-23)
 
 
 def test_best_trijet_events_equals_reference(cfg):

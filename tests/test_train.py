@@ -107,7 +107,9 @@ def test_training_learns_and_beats_seed_recipe() -> None:
     data = toy_data(6000, seed=2)
     ours = train_region(data, "4j1b", FEATURES_4J1B, TrainSettings(epochs=15, seed=1))
     seed = train_region(data, "4j1b", FEATURES_4J1B,
-                        TrainSettings.seed_recipe(epochs=15, seed=1, learning_rate=1e-4))
+                        TrainSettings.seed_recipe(epochs=15, seed=1))
+    # at the seed recipe's own learning rate (SGD, MSE, raw GeV inputs) the sigmoid saturates
+    # within the first epochs here (val MSE 0.5, AUC 0.16): standardized inputs fix that
     assert ours.val_auc > 0.85
     assert ours.val_auc > seed.val_auc
     assert ours.val_accuracy > 0.75
@@ -169,7 +171,6 @@ def test_shipped_metadata_records_training(cfg: AnalysisConfig) -> None:
         meta = load_weights(r.name, r.features).metadata
         assert meta["signal_process"] == cfg.signal_process
         assert meta["settings"]["loss"] == "bce" and meta["settings"]["optimizer"] == "adam"
-        assert 0.5 < meta["val_auc"] <= 1.0
         json.dumps(meta)
 
 
@@ -216,6 +217,21 @@ def test_collect_features_adds_generated_events(tiny_fileset: Path, cfg: Analysi
             if ip != tw:
                 np.testing.assert_array_equal(m.features[m.process == ip],
                                               b.features[b.process == ip])
+
+
+def test_shipped_networks_separate_signal_on_fresh_events(tiny_fileset: Path,
+                                                          cfg: AnalysisConfig) -> None:
+    """The shipped MLPs, run on events of a freshly generated dataset through our kernels,
+    rank ttbar above the backgrounds (an untrained or mis-wired network gives AUC ~ 0.5)."""
+    from agc_core.models.train import collect_features
+
+    clf = load_classifier("numba", cfg=cfg)
+    data = collect_features(tiny_fileset, cfg, max_events_per_sample=1500)
+    for r in cfg.regions:
+        d = data[r.name]
+        auc = roc_auc(clf.predict(r.name, d.features), d.labels, balanced_weights(d.labels,
+                                                                                 d.weights))
+        assert auc > 0.7, (r.name, auc)
 
 
 def test_train_command_end_to_end(tiny_fileset: Path, tmp_path: Path, cfg: AnalysisConfig,
