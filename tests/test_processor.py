@@ -286,10 +286,12 @@ def test_check_chunk_reports_bad_values_and_keeps_the_seed_physics(cfg):
 def test_check_chunk_rejects_absurd_multiplicities(cfg):
     limit = cfg.input_checks.max_objects_per_event
     chunk = random_chunk(20, 32, entry_start=300)
-    check_chunk(chunk, cfg)
     counts = np.diff(chunk.offsets["muon"])
-    counts[7] = limit + 1
-    chunk.offsets["muon"] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    chunk.columns["muon_pt"] = np.full(chunk.offsets["muon"][-1], 30.0, np.float32)
+    for n in (limit, limit + 1):  # exactly at the limit is fine, one more is not
+        counts[7] = n
+        chunk.offsets["muon"] = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        chunk.columns["muon_pt"] = np.full(chunk.offsets["muon"][-1], 30.0, np.float32)
+        if n == limit:
+            assert check_chunk(chunk, cfg) == ()
     with pytest.raises(InputError, match=rf"'numbermuon': {limit + 1} objects in entry 307"):
         check_chunk(chunk, cfg)
