@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import lzma
@@ -14,7 +15,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -25,7 +26,9 @@ import numpy as np
 import uproot
 import xxhash
 from uproot.source.file import MemmapSource
+from uproot.source.fsspec import FSSpecSource
 
+from agc_core import remote
 from agc_core.config import AnalysisConfig
 from agc_core.errors import ConfigError, InputError
 from agc_core.fileset import is_url
@@ -50,7 +53,9 @@ class Chunk(NamedTuple):
         entry_stop: one past the last entry read.
         columns: branch name -> flat contiguous array in the stored dtype, native byte order
             (``float32`` for float branches). For a jagged branch, the content of all its
-            events; for a per-event scalar (``met_pt``), one value per event.
+            events; for a per-event scalar (``met_pt``), one value per event. Other types
+            uproot reads (strings, nested vectors): one Python object per event
+            (``dtype=object``) and no offsets.
         offsets: collection name (the branch-name part before the first ``_``: ``jet`` for
             ``jet_pt``) -> ``int64`` offsets of length ``n_events + 1`` starting at 0, shared
             by every jagged branch of the collection. Scalars have none.
@@ -267,12 +272,20 @@ def _strip_headers(data, byte_offsets, lo, hi, header, out, pos):  # pragma: no 
 
 
 class _Handle:
-    """An opened file with its trees, cached by :func:`_open`."""
+    """An opened file with its trees, cached by :func:`_acquire`.
+
+    ``users`` counts the readers holding it; a handle dropped from the cache (``evicted``) is
+    closed by its last reader, never under another thread's feet (a memory-mapped file that is
+    closed while a thread reads it crashes the process).
+    """
 
     def __init__(self, path: str, directory: Any) -> None:
         self.path = path
         self.directory = directory
         self.trees: dict[str, Any] = {}
+        self.users = 0
+        self.evicted = False
+        self.closed = False
 
 
 _cache: OrderedDict[tuple[Any, ...], _Handle] = OrderedDict()
@@ -280,15 +293,40 @@ _cache_lock = threading.Lock()
 _cache_pid = os.getpid()
 
 
+def _evict_locked(handle: _Handle) -> bool:
+    """Mark a handle dropped from the cache (lock held); True when the caller must close it."""
+    handle.evicted = True
+    if handle.users == 0 and not handle.closed:
+        handle.closed = True
+        return True
+    return False
+
+
+def _close_all(handles: Iterable[_Handle]) -> None:
+    for handle in handles:
+        with contextlib.suppress(Exception):
+            handle.directory.close()
+
+
 def close_files() -> None:
-    """Close every file this process keeps open for :func:`read_chunk` (a cache)."""
+    """Close every file this process keeps open for :func:`read_chunk` (a cache).
+
+    Files another thread is reading are closed when that thread is done with them.
+    """
     global _cache_pid
+    to_close = []
     with _cache_lock:
         if _cache_pid == os.getpid():
-            for handle in _cache.values():
-                handle.directory.close()
+            to_close = [h for h in _cache.values() if _evict_locked(h)]
         _cache.clear()
         _cache_pid = os.getpid()
+    _close_all(to_close)
+
+
+def open_files() -> int:
+    """How many files the cache holds open now (for tests)."""
+    with _cache_lock:
+        return len(_cache)
 
 
 def _local_path(path: str) -> str | None:
@@ -337,11 +375,12 @@ def _check_local(path: str, local: str) -> os.stat_result:
     return st
 
 
-def _open(path: str) -> _Handle:
-    """Open ``path`` (local path or URL) or return the cached handle.
+def _acquire(path: str) -> _Handle:
+    """Open ``path`` (local path or URL) or take the cached handle; the caller must release it.
 
     Raises:
-        InputError: the file cannot be opened as ROOT file.
+        InputError: the file cannot be opened as ROOT file (a network problem is a
+            :class:`agc_core.remote.TransientInputError`, retried by the executors).
     """
     global _cache_pid
     local = _local_path(path)
@@ -357,31 +396,77 @@ def _open(path: str) -> _Handle:
         handle = _cache.get(key)
         if handle is not None:
             _cache.move_to_end(key)
+            handle.users += 1
             return handle
     try:
         if local is not None:
             directory = uproot.open(local, handler=MemmapSource, array_cache=None)
         else:
-            directory = uproot.open(path, array_cache=None)
-    except (MemoryError, KeyboardInterrupt):
+            directory = uproot.open(path, array_cache=None, **remote.open_options(path))
+    except (MemoryError, KeyboardInterrupt, InputError):
         raise
     except Exception as exc:
+        err = remote.remote_error(exc, path, "cannot open")
+        if err is not None:
+            raise err from exc
         raise InputError(f"{path}: cannot open as ROOT file ({type(exc).__name__}: "
                          f"{_first_line(exc)})") from exc
     handle = _Handle(path, directory)
+    handle.users = 1
+    to_close = []
     with _cache_lock:
-        _cache[key] = handle
-        while len(_cache) > OPEN_FILES_MAX:
-            _, old = _cache.popitem(last=False)
-            old.directory.close()
+        other = _cache.get(key)
+        if other is not None and not other.evicted:  # another thread opened it meanwhile
+            other.users += 1
+            _cache.move_to_end(key)
+            handle.closed = True
+            to_close.append(handle)
+            handle = other
+        else:
+            _cache[key] = handle
+            while len(_cache) > OPEN_FILES_MAX:
+                _, old = _cache.popitem(last=False)
+                if _evict_locked(old):
+                    to_close.append(old)
+    _close_all(to_close)
     return handle
+
+
+def _release(handle: _Handle) -> None:
+    """A reader is done with ``handle``: close it if it left the cache meanwhile."""
+    with _cache_lock:
+        handle.users -= 1
+        close = handle.evicted and handle.users == 0 and not handle.closed
+        if close:
+            handle.closed = True
+    if close:
+        _close_all([handle])
+
+
+@contextlib.contextmanager
+def _opened(path: str) -> Iterator[_Handle]:
+    """The cached handle of ``path``, held for the duration of the ``with`` block."""
+    handle = _acquire(path)
+    try:
+        yield handle
+    finally:
+        _release(handle)
 
 
 def _forget(path: str) -> None:
     """Drop ``path`` from the open-file cache (after an error: the file may change)."""
     with _cache_lock:
-        for key in [k for k, h in _cache.items() if h.path == path]:
-            _cache.pop(key).directory.close()
+        keys = [k for k, h in _cache.items() if h.path == path]
+        to_close = [h for h in (_cache.pop(k) for k in keys) if _evict_locked(h)]
+    _close_all(to_close)
+
+
+def _fail(path: str, exc: Exception, what: str, corrupt: str) -> InputError:
+    """The error for a failure: remote network problem (named cause) or bad data (``corrupt``)."""
+    err = remote.remote_error(exc, path, what)
+    if err is not None:
+        return err
+    return InputError(f"{corrupt} ({type(exc).__name__}: {_first_line(exc)})")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -405,8 +490,9 @@ def _tree(handle: _Handle, tree: str) -> Any:
         raise
     except Exception as exc:
         _forget(path)
-        raise InputError(f"{path}: cannot list the file's contents, truncated or corrupt file? "
-                         f"({type(exc).__name__}: {_first_line(exc)})") from exc
+        raise _fail(path, exc, "cannot list the file's contents",
+                    f"{path}: cannot list the file's contents, truncated or corrupt file?"
+                    ) from exc
     names = {k.split(";")[0]: v for k, v in classnames.items()}
     if tree not in names:
         trees = sorted(k for k, v in names.items() if v in ("TTree", "TNtuple"))
@@ -421,8 +507,8 @@ def _tree(handle: _Handle, tree: str) -> Any:
         raise
     except Exception as exc:
         _forget(path)
-        raise InputError(f"{path}: cannot read tree '{tree}', truncated or corrupt file? "
-                         f"({type(exc).__name__}: {_first_line(exc)})") from exc
+        raise _fail(path, exc, f"cannot read tree '{tree}'",
+                    f"{path}: cannot read tree '{tree}', truncated or corrupt file?") from exc
     handle.trees[tree] = obj
     return obj
 
@@ -468,12 +554,12 @@ def _plan(branch: Any, path: str, tree: str) -> _Plan:
     if isinstance(interp, uproot.AsJagged) and _is_plain(interp.content):
         c = interp.content
         return _Plan("jagged", c.from_dtype, c.to_dtype, interp.header_bytes)
-    numeric = (uproot.AsDtype, uproot.interpretation.numerical.TruncatedNumerical)
-    if isinstance(interp, numeric) or (isinstance(interp, uproot.AsJagged)
-                                        and isinstance(interp.content, numeric)):
+    if isinstance(interp, uproot.interpretation.Interpretation) and not isinstance(
+            interp, uproot.interpretation.identify.UnknownInterpretation):
+        # strings, nested vectors, RVec, truncated floats...: uproot's own interpretation
         return _Plan("uproot", np.dtype(np.float64), np.dtype(np.float64), 0)
     raise InputError(f"{path}: tree '{tree}', branch '{branch.name}' of type "
-                     f"{branch.typename} ({interp}) is neither a number nor a vector of numbers")
+                     f"{branch.typename} cannot be interpreted by uproot ({interp})")
 
 
 def _branches(t: Any, names: Sequence[str], path: str, tree: str) -> list[Any]:
@@ -535,8 +621,10 @@ def _fetch(handle: _Handle, branches: list[Any], start: int, stop: int
             else:
                 nbytes += int(b.basket_compressed_bytes(num))
     raw: dict[tuple[int, int], np.ndarray] = {}
-    if ranges:
-        source = branches[0].file.source
+    source = branches[0].file.source if ranges else None
+    if isinstance(source, FSSpecSource):  # remote files: errors keep their cause
+        raw = remote.cat_ranges(source, ranges)
+    elif source is not None:
         for c in source.chunks(ranges, notifications=queue.Queue()):
             data = c.raw_data
             raw[(c.start, c.stop)] = (data if isinstance(data, np.ndarray)
@@ -625,17 +713,39 @@ class _NeedsUproot(Exception):
     """A branch layout the native decoder does not handle (e.g. counts from a counter branch)."""
 
 
+def _numeric(arr: Any) -> np.ndarray | None:
+    """A flat awkward array of numbers as an owned contiguous numpy array, else None."""
+    try:
+        out = ak.to_numpy(arr)
+    except (ValueError, TypeError):
+        return None
+    if out.dtype.kind not in "biuf" or out.ndim != 1:
+        return None
+    return np.array(out, copy=True, order="C")  # never a view of a file's memory map
+
+
 def _read_with_uproot(branch: Any, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read a branch with uproot's own interpretation: (flat content, offsets or None)."""
+    """Read a branch with uproot's own interpretation: (flat content, offsets or None).
+
+    Numbers and lists of numbers come back as for the native decoders; anything else uproot
+    reads (strings, nested vectors, ...) as one Python object per event (``dtype=object``,
+    no offsets).
+    """
     arr = branch.array(entry_start=start, entry_stop=stop, library="ak", array_cache=None)
     if arr.ndim == 1:
-        return np.ascontiguousarray(ak.to_numpy(arr)), None
-    if arr.ndim == 2:
-        content = np.ascontiguousarray(ak.to_numpy(ak.flatten(arr, axis=1)))
-        offsets = np.zeros(len(arr) + 1, np.int64)
-        np.cumsum(ak.to_numpy(ak.num(arr, axis=1)), out=offsets[1:])
-        return content, offsets
-    raise ValueError(f"branch has {arr.ndim} dimensions; only numbers and vectors are read")
+        flat = _numeric(arr)
+        if flat is not None:
+            return flat, None
+    elif arr.ndim == 2:
+        content = _numeric(ak.flatten(arr, axis=1))
+        if content is not None:
+            offsets = np.zeros(len(arr) + 1, np.int64)
+            np.cumsum(ak.to_numpy(ak.num(arr, axis=1)), out=offsets[1:])
+            return content, offsets
+    out = np.empty(len(arr), dtype=object)
+    for i, value in enumerate(arr.to_list()):
+        out[i] = value
+    return out, None
 
 
 def read_chunk(path: str | os.PathLike[str], branches: Iterable[str], entry_start: int = 0,
@@ -664,7 +774,13 @@ def read_chunk(path: str | os.PathLike[str], branches: Iterable[str], entry_star
     """
     path = os.fspath(path)
     names = list(dict.fromkeys(branches))
-    handle = _open(path)
+    with _opened(path) as handle:
+        return _read(handle, path, names, entry_start, entry_stop, tree)
+
+
+def _read(handle: _Handle, path: str, names: list[str], entry_start: Any, entry_stop: Any,
+          tree: str) -> Chunk:
+    """:func:`read_chunk` on a held handle."""
     t = _tree(handle, tree)
     start, stop = _check_range(path, tree, t.num_entries, entry_start, entry_stop)
     objs = _branches(t, names, path, tree)
@@ -682,17 +798,7 @@ def read_chunk(path: str | os.PathLike[str], branches: Iterable[str], entry_star
             items, raw, nbytes = _fetch(handle, objs, start, stop)
         for name, b, plan, its in zip(names, objs, plans, items, strict=True):
             current = f", branch '{name}'"
-            off = None
-            try:
-                if plan.kind == "uproot":
-                    raise _NeedsUproot
-                pieces = _pieces(b, its, raw, start, stop)
-                if plan.kind == "scalar":
-                    columns[name] = _read_scalar(pieces, plan, n)
-                else:
-                    columns[name], off = _read_jagged(pieces, plan, n, start)
-            except _NeedsUproot:
-                columns[name], off = _read_with_uproot(b, start, stop)
+            columns[name], off = _read_branch(b, plan, its, raw, start, stop, where)
             if off is not None:
                 coll = collection_of(name)
                 if coll not in offsets:
@@ -706,9 +812,37 @@ def read_chunk(path: str | os.PathLike[str], branches: Iterable[str], entry_star
         raise
     except Exception as exc:
         _forget(path)
-        raise InputError(f"{where}{current}: cannot read, truncated or corrupt file? "
-                         f"({type(exc).__name__}: {_first_line(exc)})") from exc
+        raise _fail(path, exc, f"tree '{tree}', entries [{start}, {stop}){current}: cannot read",
+                    f"{where}{current}: cannot read, truncated or corrupt file?") from exc
     return Chunk(n, start, stop, columns, offsets, nbytes)
+
+
+def _read_branch(b: Any, plan: _Plan, its: list[tuple[int, Any]],
+                 raw: dict[tuple[int, int], np.ndarray], start: int, stop: int, where: str
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """One branch's (content, offsets or None): native decoders, else uproot's own reading.
+
+    A decoding problem of the native decoders (a layout they misparse) is retried with uproot
+    before the data is called corrupt; only when uproot fails too is the native error raised.
+    """
+    if plan.kind == "uproot":
+        return _read_with_uproot(b, start, stop)
+    n = stop - start
+    try:
+        pieces = _pieces(b, its, raw, start, stop)
+        if plan.kind == "scalar":
+            return _read_scalar(pieces, plan, n), None
+        return _read_jagged(pieces, plan, n, start)
+    except _NeedsUproot:
+        return _read_with_uproot(b, start, stop)
+    except (ValueError, IndexError, TypeError, struct.error) as native:
+        try:
+            out = _read_with_uproot(b, start, stop)
+        except Exception:
+            raise native from None
+        log.warning("%s, branch '%s': the native decoder failed (%s: %s); read with uproot",
+                    where, b.name, type(native).__name__, _first_line(native))
+        return out
 
 
 def num_entries(path: str | os.PathLike[str], tree: str = "events") -> int:
@@ -725,7 +859,8 @@ def num_entries(path: str | os.PathLike[str], tree: str = "events") -> int:
         InputError: missing, unreadable, truncated file or missing tree.
     """
     path = os.fspath(path)
-    return int(_tree(_open(path), tree).num_entries)
+    with _opened(path) as handle:
+        return int(_tree(handle, tree).num_entries)
 
 
 def check_file(path: str | os.PathLike[str], branches: Iterable[str] = (),
@@ -746,12 +881,13 @@ def check_file(path: str | os.PathLike[str], branches: Iterable[str] = (),
     """
     path = os.fspath(path)
     names = list(dict.fromkeys(branches))
-    t = _tree(_open(path), tree)
-    objs = _branches(t, names, path, tree)
-    for b in objs:
-        _plan(b, path, tree)
-    return FileInfo(path, tree, int(t.num_entries), tuple(t.keys()),
-                    int(sum(int(b.compressed_bytes) for b in objs)))
+    with _opened(path) as handle:
+        t = _tree(handle, tree)
+        objs = _branches(t, names, path, tree)
+        for b in objs:
+            _plan(b, path, tree)
+        return FileInfo(path, tree, int(t.num_entries), tuple(t.keys()),
+                        int(sum(int(b.compressed_bytes) for b in objs)))
 
 
 def chunk_ranges(path: str | os.PathLike[str], branches: Iterable[str], step: int,
@@ -778,12 +914,13 @@ def chunk_ranges(path: str | os.PathLike[str], branches: Iterable[str], step: in
     if step < 1:
         raise ConfigError(f"chunk size must be a positive number of entries, got {step}")
     path = os.fspath(path)
-    t = _tree(_open(path), tree)
-    n = int(t.num_entries)
-    common: set[int] | None = None
-    for b in _branches(t, list(dict.fromkeys(branches)), path, tree):
-        edges = {int(x) for x in b.entry_offsets}
-        common = edges if common is None else common & edges
+    with _opened(path) as handle:
+        t = _tree(handle, tree)
+        n = int(t.num_entries)
+        common: set[int] | None = None
+        for b in _branches(t, list(dict.fromkeys(branches)), path, tree):
+            edges = {int(x) for x in b.entry_offsets}
+            common = edges if common is None else common & edges
     bounds = sorted(x for x in (common or set()) if 0 < x < n)
     out = []
     start = 0

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +14,13 @@ from agc_core.config import AnalysisConfig, load_analysis_config
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+# the https tests trust the session's self-signed certificate; set before anything imports
+# aiohttp (which builds its default SSL context at import)
+from xrootd_server import BUNDLE_FILE, CERT_DIR, XRootDServer, session_certificate  # noqa: E402
+
+if shutil.which("xrootd") and session_certificate():
+    os.environ["SSL_CERT_FILE"] = str(BUNDLE_FILE)
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +36,26 @@ def shared_agc() -> Path:
     if not path.is_dir():
         pytest.skip("../shared/agc is not available")
     return path
+
+
+@pytest.fixture(scope="session")
+def xrootd_server() -> Iterator[XRootDServer]:
+    """A real XRootD server on 127.0.0.1 (root://, http://, https:// on one free port).
+
+    Skips where the ``xrootd`` binary is missing, except in CI (``CI`` set), where it fails.
+    """
+    if shutil.which("xrootd") is None or shutil.which("openssl") is None:
+        message = ("xrootd (Debian xrootd-server, xrootd-server-plugins) or openssl is not "
+                   "installed")
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}: required in CI")
+        pytest.skip(message)
+    base = Path(tempfile.mkdtemp(prefix="agc-core-xrootd-"))
+    server = XRootDServer(base)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(CERT_DIR, ignore_errors=True)

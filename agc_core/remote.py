@@ -1,0 +1,288 @@
+"""Remote inputs (``https://``, ``http://``, ``root://``): bounded waits, fetches, error causes.
+
+uproot opens URLs through fsspec (aiohttp for http(s), fsspec-xrootd and the XRootD client for
+``root://``). This module sets one timeout for both (:func:`set_io_timeout`), fetches byte
+ranges so that a network error keeps its cause (:func:`cat_ranges`), and tells transient network
+errors (connection refused or reset, timeouts, HTTP 5xx, XRootD connection errors: retried) from
+permanent ones (:func:`classify`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import re
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from agc_core.errors import InputError
+
+log = logging.getLogger(__name__)
+
+#: seconds one request (connect, or the next bytes of an answer) may take, unless told otherwise
+DEFAULT_IO_TIMEOUT = 60.0
+#: byte ranges closer than this are fetched in one request
+MAX_GAP = 64 * 1024
+
+REMOTE_SCHEMES = ("http", "https", "root", "roots")
+
+_timeout = DEFAULT_IO_TIMEOUT
+
+
+class TransientInputError(InputError):
+    """A network problem that may pass (the executor retries it): names the URL and the cause."""
+
+    retryable = True
+
+
+def is_remote(path: str) -> bool:
+    """Whether ``path`` is a URL served over the network (http, https, root)."""
+    scheme, sep, _ = path.partition("://")
+    return bool(sep) and scheme.lower() in REMOTE_SCHEMES
+
+
+def io_timeout() -> float:
+    """The timeout in force in this process (seconds)."""
+    return _timeout
+
+
+def xrootd_env(timeout: float) -> dict[str, str]:
+    """The XRootD client settings that bound every wait by ``timeout`` seconds.
+
+    ``XRD_REQUESTTIMEOUT`` (a request's answer), ``XRD_STREAMTIMEOUT`` (an idle stream),
+    ``XRD_CONNECTIONWINDOW`` with ``XRD_CONNECTIONRETRY=1`` (one connection attempt of at most
+    ``timeout``; the client's default retries for ~2 minutes x 5) and
+    ``XRD_TIMEOUTRESOLUTION=1`` (timeouts are checked every second, not every 15 s).
+    """
+    t = str(max(1, round(timeout)))
+    return {"XRD_REQUESTTIMEOUT": t, "XRD_STREAMTIMEOUT": t, "XRD_CONNECTIONWINDOW": t,
+            "XRD_CONNECTIONRETRY": "1", "XRD_TIMEOUTRESOLUTION": "1"}
+
+
+def set_io_timeout(timeout: float) -> None:
+    """Bound every remote wait of this process (and of processes it starts) by ``timeout``.
+
+    Sets the XRootD client's ``XRD_*`` variables (environment, so workers inherit them, and the
+    running client through ``EnvPutInt``) and the aiohttp timeouts used by :func:`open_options`.
+
+    Args:
+        timeout: seconds (> 0) a connection attempt or a request's next bytes may take.
+    """
+    global _timeout
+    if not timeout > 0:
+        from agc_core.errors import ConfigError
+
+        raise ConfigError(f"--io-timeout must be a positive number of seconds, got {timeout}")
+    _timeout = float(timeout)
+    env = xrootd_env(timeout)
+    os.environ.update(env)
+    try:
+        from XRootD import client as xrd_client  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    for key, value in env.items():
+        with contextlib.suppress(Exception):
+            xrd_client.EnvPutInt(_XRD_NAMES[key], int(value))
+    with contextlib.suppress(ImportError):
+        from fsspec_xrootd import XRootDFileSystem  # type: ignore[import-not-found]
+
+        XRootDFileSystem.default_timeout = int(env["XRD_REQUESTTIMEOUT"])
+
+
+_XRD_NAMES = {"XRD_REQUESTTIMEOUT": "RequestTimeout", "XRD_STREAMTIMEOUT": "StreamTimeout",
+              "XRD_CONNECTIONWINDOW": "ConnectionWindow",
+              "XRD_CONNECTIONRETRY": "ConnectionRetry",
+              "XRD_TIMEOUTRESOLUTION": "TimeoutResolution"}
+
+
+def open_options(path: str) -> dict[str, Any]:
+    """Extra ``uproot.open`` options for a URL: aiohttp timeouts for http(s).
+
+    Raises:
+        InputError: the packages for this protocol are missing (names what to install).
+    """
+    scheme = path.partition("://")[0].lower()
+    if scheme in ("http", "https"):
+        try:
+            import aiohttp
+        except ImportError as exc:
+            raise InputError(f"{path}: reading http(s) needs aiohttp and requests (pip install "
+                             f"aiohttp requests, or reinstall agc-core)") from exc
+        t = _timeout
+        return {"client_kwargs": {"timeout": aiohttp.ClientTimeout(
+            total=None, connect=t, sock_connect=t, sock_read=t)}}
+    if scheme in ("root", "roots"):
+        try:
+            import fsspec_xrootd  # noqa: F401
+            from XRootD import client  # noqa: F401
+        except ImportError as exc:
+            raise InputError(f"{path}: reading root:// needs fsspec-xrootd and the xrootd "
+                             f"client (pip install fsspec-xrootd xrootd, or reinstall "
+                             f"agc-core)") from exc
+    return {}
+
+
+def _coalesce(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted ranges merged where they overlap or lie within :data:`MAX_GAP` of each other."""
+    out: list[list[int]] = []
+    for a, b in sorted(set(ranges)):
+        if out and a <= out[-1][1] + MAX_GAP:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def cat_ranges(source: Any, ranges: Sequence[tuple[int, int]]) -> dict[tuple[int, int], np.ndarray]:
+    """Fetch byte ranges of a remote file opened by uproot (fsspec source), errors raised.
+
+    uproot's own fsspec path lets fsspec return an exception object in place of the bytes and
+    then fails with an unrelated ``TypeError``; this asks fsspec to raise the real error.
+
+    Args:
+        source: ``uproot.source.fsspec.FSSpecSource`` of the opened file.
+        ranges: (start, stop) byte ranges.
+
+    Returns:
+        (start, stop) -> the bytes (``uint8``), for every range asked.
+    """
+    fs = source._fs
+    fpath = source._file_path
+    merged = _coalesce(ranges)
+    datas = fs.cat_ranges([fpath] * len(merged), [a for a, _ in merged],
+                          [b for _, b in merged], on_error="raise")
+    out: dict[tuple[int, int], np.ndarray] = {}
+    spans = [(a, b, np.frombuffer(d, np.uint8)) for (a, b), d in zip(merged, datas, strict=True)]
+    for a, b in ranges:  # every range lies inside one merged span (a short answer stays short)
+        s, _e, data = next(sp for sp in spans if sp[0] <= a <= sp[1])
+        out[(a, b)] = data[a - s:b - s]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# error causes
+
+_TRANSIENT_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE,
+                     errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN,
+                     errno.EAGAIN}
+# XRootD client status messages of network problems (XrdCl::Status), as fsspec-xrootd passes them
+_XRD_TRANSIENT = re.compile(r"connection|socket|stream|operation expired|timeout|timed out|"
+                            r"redirect limit|operation interrupted|poller|tls|handshake|"
+                            r"\[3005\]|\[3007\]|\[3008\]|\[3021\]|server is not responding",
+                            re.IGNORECASE)
+_HOSTPORT = re.compile(r"(?:host |\(')?(\d{1,3}(?:\.\d{1,3}){3}|localhost|\[[0-9a-f:]+\])"
+                       r"(?:', |:)(\d+)")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in out and len(out) < 10:
+        out.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return out
+
+
+def _server(url: str) -> str:
+    """``host:port`` of a URL (the default port of its scheme when none is given)."""
+    scheme, _, rest = url.partition("://")
+    netloc = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    if ":" in netloc.strip("[]").split("]")[-1]:
+        return netloc
+    port = {"http": 80, "https": 443, "root": 1094, "roots": 1094}.get(scheme.lower(), 0)
+    return f"{netloc}:{port}"
+
+
+def classify(exc: BaseException, url: str) -> tuple[bool, str] | None:
+    """Whether a failure reading ``url`` is a transient network problem, and its cause.
+
+    Args:
+        exc: the exception (its ``__cause__`` / ``__context__`` chain is searched).
+        url: the file's URL.
+
+    Returns:
+        ``(True, cause)`` for connection refused/reset, timeouts, HTTP 5xx/408/429, XRootD
+        connection errors; ``(False, cause)`` for a permanent remote problem (HTTP 4xx such as
+        404, no such file on the server); None when it is no network problem (bad data).
+    """
+    server = _server(url)
+    try:
+        import aiohttp
+    except ImportError:  # pragma: no cover
+        aiohttp = None  # type: ignore[assignment]
+    for e in _chain(exc):
+        if aiohttp is not None and isinstance(e, aiohttp.ClientResponseError):
+            status = int(e.status)
+            if status >= 500 or status in (408, 429):
+                return True, f"HTTP {status} ({e.message}) from {server}"
+            return False, f"HTTP {status} ({e.message}) from {server}"
+        if isinstance(e, FileNotFoundError) and not isinstance(e, ConnectionError):
+            return False, f"no such file on {server}"
+        if isinstance(e, (TimeoutError, asyncio.TimeoutError, socket.timeout)) or (
+                aiohttp is not None and isinstance(e, aiohttp.ServerTimeoutError)):
+            return True, f"no answer from {server} in {_timeout:g} s (--io-timeout)"
+        if isinstance(e, ConnectionRefusedError) or (
+                isinstance(e, OSError) and e.errno == errno.ECONNREFUSED):
+            return True, f"connection refused by {server}"
+        if isinstance(e, ConnectionResetError):
+            return True, f"connection reset by {server}"
+        if aiohttp is not None and isinstance(e, aiohttp.ClientConnectorError):
+            os_err = getattr(e, "os_error", None)
+            if isinstance(os_err, ConnectionRefusedError) or "refused" in str(e).lower() or \
+                    "connect call failed" in str(e).lower():
+                return True, f"connection refused by {server}"
+            return True, f"cannot connect to {server} ({_short(e)})"
+        if aiohttp is not None and isinstance(e, (aiohttp.ServerDisconnectedError,
+                                                  aiohttp.ClientPayloadError,
+                                                  aiohttp.ClientOSError,
+                                                  aiohttp.ClientConnectionError)):
+            return True, f"connection to {server} lost ({type(e).__name__}: {_short(e)})"
+        if isinstance(e, ConnectionError) or (isinstance(e, OSError)
+                                               and e.errno in _TRANSIENT_ERRNOS):
+            return True, f"network error with {server} ({type(e).__name__}: {_short(e)})"
+    for e in _chain(exc):  # XRootD: OSError("... : [ERROR] ...") from fsspec-xrootd
+        text = str(e)
+        if "[ERROR]" in text or "[FATAL]" in text:
+            if "[3011]" in text or "no such file" in text.lower():
+                return False, f"no such file on {server} ({_short(e)})"
+            if _XRD_TRANSIENT.search(text):
+                msg = _short(e)
+                if "expired" in msg.lower() or "timeout" in msg.lower():
+                    return True, f"no answer from {server} in {_timeout:g} s ({msg})"
+                return True, f"XRootD error with {server} ({msg})"
+            return False, f"XRootD error from {server} ({_short(e)})"
+    return None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip()
+    text = text.splitlines()[0] if text else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def remote_error(exc: BaseException, url: str, what: str) -> InputError | None:
+    """The error to raise for a failure reading ``url``, None when it is not a network problem.
+
+    Args:
+        exc: the failure.
+        url: the file's URL.
+        what: what was being done (``"cannot open"``, ``"cannot read entries [0, 10)"``).
+
+    Returns:
+        :class:`TransientInputError` (retried) or :class:`InputError` (permanent), naming the
+        URL and the cause; None for anything else (the caller reports bad data).
+    """
+    if not is_remote(url):
+        return None
+    found = classify(exc, url)
+    if found is None:
+        return None
+    transient, cause = found
+    cls = TransientInputError if transient else InputError
+    return cls(f"{url}: {what}: {cause}")

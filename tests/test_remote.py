@@ -1,0 +1,112 @@
+"""Remote inputs against a real XRootD server on 127.0.0.1: root://, http://, https://."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agc_core import io, remote
+from agc_core.errors import InputError
+from agc_core.results import RunOptions
+from agc_core.runner import run_analysis
+
+SCHEMES = ("root", "http", "https")
+EVENTS = 2000
+CHUNK = 700
+
+
+@pytest.fixture(scope="session")
+def served(xrootd_server, tmp_path_factory):
+    """A tiny embedded dataset (one file of 2000 events per sample) inside the server's export."""
+    from agc_core.synthetic import generate_dataset
+
+    fileset = Path(generate_dataset(xrootd_server.root / "ds", events_per_file=EVENTS,
+                                    files_per_sample=1, progress=False))
+    return fileset
+
+
+def url_fileset(fileset: Path, server, scheme: str, out: Path) -> Path:
+    """A copy of ``fileset`` whose file paths are URLs of the same files on the server."""
+    data = json.loads(fileset.read_text())
+    rel = fileset.parent.relative_to(server.root)
+
+    def convert(node):
+        if isinstance(node, dict):
+            return {k: (server.url(scheme, f"{rel}/{v}") if k == "path" else convert(v))
+                    for k, v in node.items()}
+        if isinstance(node, list):
+            return [convert(v) for v in node]
+        return node
+
+    path = out / f"fileset_{scheme}.json"
+    path.write_text(json.dumps(convert(data)))
+    return path
+
+
+def first_file(fileset: Path) -> Path:
+    data = json.loads(fileset.read_text())
+    for process in data.values():
+        for variation in process.values():
+            return fileset.parent / variation["files"][0]["path"]
+    raise AssertionError("empty fileset")
+
+
+def assert_chunks_equal(a: io.Chunk, b: io.Chunk) -> None:
+    assert (a.n_events, a.entry_start, a.entry_stop) == (b.n_events, b.entry_start, b.entry_stop)
+    assert a.columns.keys() == b.columns.keys() and a.offsets.keys() == b.offsets.keys()
+    for k in a.columns:
+        assert a.columns[k].dtype == b.columns[k].dtype
+        assert np.array_equal(a.columns[k], b.columns[k]), k
+    for k in a.offsets:
+        assert np.array_equal(a.offsets[k], b.offsets[k]), k
+    assert a.bytes_read == b.bytes_read
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_read_chunk_equals_local(served, xrootd_server, cfg, scheme):
+    local = first_file(served)
+    url = xrootd_server.url(scheme, local.relative_to(xrootd_server.root))
+    branches = cfg.analysis_branches
+    assert io.num_entries(url) == EVENTS
+    assert io.chunk_ranges(url, branches, CHUNK) == io.chunk_ranges(local, branches, CHUNK)
+    for start, stop in [(0, EVENTS), (333, 1500), (EVENTS, EVENTS)]:
+        assert_chunks_equal(io.read_chunk(url, branches, start, stop),
+                            io.read_chunk(local, branches, start, stop))
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_missing_remote_file_is_permanent(xrootd_server, scheme):
+    url = xrootd_server.url(scheme, "no/such/file.root")
+    with pytest.raises(InputError, match=r"no such file|HTTP 404|not found") as info:
+        io.read_chunk(url, ["jet_pt"])
+    assert url in str(info.value)
+    assert not isinstance(info.value, remote.TransientInputError)
+    assert "corrupt" not in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def local_run(served, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local")
+    return run_analysis(RunOptions(fileset=served, output_dir=out, chunksize=CHUNK,
+                                   inference="numba", plots=False, executor="iterative",
+                                   progress=False))
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_whole_run_identical(served, xrootd_server, local_run, tmp_path, scheme):
+    fileset = url_fileset(served, xrootd_server, scheme, tmp_path)
+    opts = replace(local_run.options, fileset=fileset, output_dir=tmp_path / "out",
+                   executor="processes" if scheme == "root" else "iterative", workers=2)
+    result = run_analysis(opts)
+    assert result.complete, [f.describe() for f in result.failures]
+    assert result.dataset_source == scheme
+    assert result.n_events == local_run.n_events
+    assert result.bytes_read == local_run.bytes_read
+    a, b = result.hist, local_run.hist
+    assert a.axes == b.axes
+    assert np.array_equal(a.view(flow=True).value, b.view(flow=True).value)
+    assert np.array_equal(a.view(flow=True).variance, b.view(flow=True).variance)

@@ -1,0 +1,202 @@
+"""A real XRootD server on 127.0.0.1 for the tests: root://, http:// and https:// on one port.
+
+Started once per test session by the ``xrootd_server`` fixture of ``conftest.py`` (Debian's
+``xrootd-server`` and ``xrootd-server-plugins`` for XrdHttp; ``.ci/run`` installs them). The
+https certificate is self-signed, for 127.0.0.1; ``SSL_CERT_FILE`` points at it for the whole
+session (set before aiohttp builds its default SSL context).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+#: the certificate the session trusts (SSL_CERT_FILE) and its key, made by session_certificate
+CERT_DIR = Path(tempfile.gettempdir()) / f"agc-core-xrootd-cert-{os.getpid()}"
+CERT_FILE = CERT_DIR / "cert.pem"
+KEY_FILE = CERT_DIR / "key.pem"
+#: the CA bundle of the session: the one SSL_CERT_FILE named before (if any) plus CERT_FILE
+BUNDLE_FILE = CERT_DIR / "bundle.pem"
+PROBE = "ready.txt"
+START_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def session_certificate() -> bool:
+    """Make :data:`CERT_FILE` (once per session, before aiohttp loads the trusted certificates).
+
+    Returns:
+        False when openssl is missing.
+    """
+    if BUNDLE_FILE.is_file():
+        return True
+    if shutil.which("openssl") is None:
+        return False
+    make_certificate(CERT_DIR)
+    before = os.environ.get("SSL_CERT_FILE")
+    text = Path(before).read_text() if before and Path(before).is_file() else ""
+    BUNDLE_FILE.write_text(text + "\n" + CERT_FILE.read_text())
+    return True
+
+
+def make_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and key for 127.0.0.1 and localhost (openssl)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+class XRootDServer:
+    """One ``xrootd`` process exporting ``root`` (a folder) on a loopback port.
+
+    Attributes:
+        root: the exported folder (``root://127.0.0.1:PORT//name`` is ``root / name``).
+        port: the port of all three protocols.
+    """
+
+    def __init__(self, base: Path, port: int | None = None) -> None:
+        self.base = base
+        self.root = base / "export"
+        self.admin = base / "admin"
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_file = base / "xrootd.log"
+        for d in (self.root, self.admin, base / "run"):
+            d.mkdir(parents=True, exist_ok=True)
+        (self.root / PROBE).write_text("ready\n")
+        session_certificate()
+        tls = base / "tls"
+        tls.mkdir(exist_ok=True)
+        self.cert, self.key = tls / "cert.pem", tls / "key.pem"
+        shutil.copy(CERT_FILE, self.cert)
+        shutil.copy(KEY_FILE, self.key)
+        self.config = base / "xrootd.cfg"
+        self.config.write_text("\n".join([
+            "all.export /",
+            f"oss.localroot {self.root}",
+            f"all.adminpath {self.admin}",
+            f"all.pidpath {base / 'run'}",
+            f"xrd.port {self.port}",
+            f"xrd.protocol XrdHttp:{self.port} libXrdHttp.so",
+            f"xrd.tls {self.cert} {self.key}",
+            "xrd.tlsca noverify",
+            "",
+        ]))
+        self._as_root = os.geteuid() == 0
+
+    def url(self, scheme: str, name: str = "") -> str:
+        """The URL of ``root / name`` over ``scheme`` (root, http, https)."""
+        name = str(name).lstrip("/")
+        if scheme == "root":
+            return f"root://127.0.0.1:{self.port}//{name}"
+        return f"{scheme}://127.0.0.1:{self.port}/{name}"
+
+    def _own(self) -> None:
+        """As root the server runs as user xrootd: it must read the export and own its dirs."""
+        if not self._as_root:
+            return
+        import pwd
+
+        pw = pwd.getpwnam("xrootd")
+        for path in [self.base, *self.base.rglob("*")]:
+            with contextlib.suppress(OSError):
+                os.chown(path, pw.pw_uid, pw.pw_gid)
+                os.chmod(path, 0o600 if path == self.key else
+                         (0o755 if path.is_dir() else 0o644))
+
+    def start(self) -> None:
+        """Start the server and wait until an http range request answers."""
+        self._own()
+        cmd = ["xrootd", "-c", str(self.config), "-l", str(self.log_file), "-n", "agc"]
+        if self._as_root:
+            cmd[1:1] = ["-R", "xrootd"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                req = urllib.request.Request(self.url("http", PROBE),
+                                             headers={"Range": "bytes=0-4"})
+                with urllib.request.urlopen(req, timeout=2) as resp:
+                    if resp.read() == b"ready":
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"xrootd did not start on 127.0.0.1:{self.port} (see "
+                                   f"{self.log_file}: {self.log_tail()})")
+            time.sleep(0.05)
+
+    def log_tail(self, n: int = 5) -> str:
+        """The last lines of the server's log (for error messages)."""
+        logs = sorted(self.base.glob("xrootd.log*"))
+        if not logs:
+            return "no log"
+        return " | ".join(logs[-1].read_text(errors="replace").splitlines()[-n:])
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL), by PID."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(5)
+            self.proc = None
+
+    def freeze(self) -> None:
+        """SIGSTOP: the port still accepts connections, nothing answers."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after :meth:`freeze`."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def ensure_running(self) -> None:
+        """Thaw or restart the server (after a fault test)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.thaw()
+            return
+        self.proc = None
+        self.start()
+
+
+def https_context() -> ssl.SSLContext:
+    """An SSL context trusting the session's certificate."""
+    return ssl.create_default_context(cafile=str(CERT_FILE))
