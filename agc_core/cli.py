@@ -103,6 +103,8 @@ def options_from_args(args: argparse.Namespace) -> Any:
         io_only=args.io_only,
         io_file_percent=args.io_file_percent,
         max_retries=args.max_retries,
+        retry_backoff=args.retry_backoff,
+        io_timeout=args.io_timeout,
         plots=not args.no_plots,
         progress=False if quiet else None,
         start_method=args.start_method,
@@ -134,6 +136,7 @@ def add_run_cli(subparsers: Any) -> None:
     from agc_core import executors
     from agc_core.classifier import INFERENCE_KINDS
     from agc_core.config import load_analysis_config
+    from agc_core.remote import DEFAULT_IO_TIMEOUT
     from agc_core.results import DEFAULT_CHUNKSIZE, DEFAULT_OUTPUT_DIR, DEFAULT_SEED
     from agc_core.runner import SYSTEMATICS_CHOICES
     from agc_core.worker import BACKENDS
@@ -177,7 +180,13 @@ def add_run_cli(subparsers: Any) -> None:
     g.add_argument("--chunksize", type=int, default=DEFAULT_CHUNKSIZE,
                    help="entries per chunk (chunks end on basket boundaries)")
     g.add_argument("--max-retries", type=int, default=executors.DEFAULT_MAX_RETRIES,
-                   help="retries of a chunk whose worker died or raised (not for bad input)")
+                   help="retries of a chunk whose worker died or raised, or whose remote "
+                        "read failed on a network error (not for bad input)")
+    g.add_argument("--retry-backoff", type=float, default=executors.DEFAULT_RETRY_BACKOFF,
+                   help="seconds before the first retry, doubled for each further one")
+    g.add_argument("--io-timeout", type=float, default=DEFAULT_IO_TIMEOUT,
+                   help="seconds a remote read (https, http, root://) may wait for a "
+                        "connection or the next bytes before it fails and is retried")
     g.add_argument("--start-method", choices=("forkserver", "spawn", "fork"), default=None,
                    help="multiprocessing start method of the process pool (default: "
                         "forkserver on Linux)")

@@ -6,6 +6,7 @@ import logging
 import multiprocessing
 import os
 import sys
+import time
 import traceback
 from abc import ABC, abstractmethod
 from collections import deque
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 
 EXECUTORS = ("iterative", "processes", "dask")
 DEFAULT_MAX_RETRIES = 2
+#: seconds before the first retry of a failed item; doubled for each further one
+DEFAULT_RETRY_BACKOFF = 1.0
+MAX_RETRY_DELAY = 30.0
 # the processes executor keeps this many items per worker submitted (bounds what a crash touches)
 IN_FLIGHT_PER_WORKER = 2
 DEFAULT_START_METHOD = "forkserver" if sys.platform.startswith("linux") else "spawn"
@@ -60,16 +64,29 @@ class _Failed:
     detail: str
 
 
-def guarded_call(fn: Callable[[Any], Any], item: Any) -> Any:
-    """Call ``fn(item)``, turning an exception into a picklable failure record.
+def is_retryable(exc: BaseException) -> bool:
+    """Whether retrying may help: not for ``AGCError`` (bad input, deterministic) unless it says
+    so (``retryable = True``: :class:`agc_core.remote.TransientInputError`, a network problem);
+    every other exception is retried."""
+    return bool(getattr(exc, "retryable", not isinstance(exc, AGCError)))
 
-    Runs in the worker. ``AGCError`` (bad input, named by the message) is not retryable;
-    every other exception is.
+
+def retry_delay(backoff: float, attempts: int) -> float:
+    """Seconds to wait before the next try after ``attempts`` failed ones (doubling, capped)."""
+    return min(MAX_RETRY_DELAY, backoff * 2.0 ** max(0, attempts - 1)) if backoff > 0 else 0.0
+
+
+def guarded_call(fn: Callable[[Any], Any], item: Any, delay: float = 0.0) -> Any:
+    """Call ``fn(item)`` (after ``delay`` seconds), turning an exception into a failure record.
+
+    Runs in the worker. See :func:`is_retryable` for which failures are retried.
     """
+    if delay > 0:
+        time.sleep(delay)
     try:
         return fn(item)
     except Exception as exc:
-        return _Failed(f"{type(exc).__name__}: {exc}", not isinstance(exc, AGCError),
+        return _Failed(f"{type(exc).__name__}: {exc}", is_retryable(exc),
                        traceback.format_exc())
 
 
@@ -93,8 +110,10 @@ class Executor(ABC):
       a ``LocalCluster`` of ``workers`` single-threaded processes.
 
     Faults. The function runs inside :func:`guarded_call`, so an exception becomes an error
-    outcome instead of a lost future. A failed item is retried up to ``max_retries`` times, except
-    for :class:`agc_core.errors.AGCError` (bad input, deterministic: retrying cannot help). A worker
+    outcome instead of a lost future. A failed item is retried up to ``max_retries`` times, after
+    ``retry_backoff`` seconds, doubling for each further try (:func:`retry_delay`), except for
+    :class:`agc_core.errors.AGCError` (bad input, deterministic: retrying cannot help) other than
+    a transient network error (:func:`is_retryable`). A worker
     process that dies (segfault, OOM kill, ``os._exit``) breaks the process pool; the pool is then
     recreated, every item that was in flight is re-run alone (one at a time) so the item that kills
     its worker is identified exactly, and only that item is counted as a failed attempt. On Dask the
@@ -109,13 +128,17 @@ class Executor(ABC):
 
     name: str = ""
 
-    def __init__(self, workers: int, max_retries: int = DEFAULT_MAX_RETRIES) -> None:
+    def __init__(self, workers: int, max_retries: int = DEFAULT_MAX_RETRIES,
+                 retry_backoff: float = DEFAULT_RETRY_BACKOFF) -> None:
         if workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {workers}")
         if max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {max_retries}")
+        if retry_backoff < 0:
+            raise ConfigError(f"retry_backoff must be >= 0, got {retry_backoff}")
         self.workers = workers
         self.max_retries = max_retries
+        self.retry_backoff = retry_backoff
 
     @abstractmethod
     def run(self, fn: Callable[[Any], Any], items: Sequence[Any],
@@ -144,8 +167,9 @@ class Executor(ABC):
         if not isinstance(value, _Failed):
             return Outcome(index, value, None, attempts)
         if value.retryable and attempts <= self.max_retries:
-            log.warning("item %d failed (attempt %d of %d), retrying: %s", index, attempts,
-                        self.max_retries + 1, value.error)
+            log.warning("item %d failed (attempt %d of %d), retrying in %.1f s: %s", index,
+                        attempts, self.max_retries + 1,
+                        retry_delay(self.retry_backoff, attempts), value.error)
             return None
         return Outcome(index, None, value.error, attempts, value.detail)
 
@@ -155,8 +179,9 @@ class IterativeExecutor(Executor):
 
     name = "iterative"
 
-    def __init__(self, workers: int = 1, max_retries: int = DEFAULT_MAX_RETRIES) -> None:
-        super().__init__(1, max_retries)
+    def __init__(self, workers: int = 1, max_retries: int = DEFAULT_MAX_RETRIES,
+                 retry_backoff: float = DEFAULT_RETRY_BACKOFF) -> None:
+        super().__init__(1, max_retries, retry_backoff)
 
     def run(self, fn: Callable[[Any], Any], items: Sequence[Any],
             initializer: Callable[..., None] | None = None,
@@ -167,8 +192,9 @@ class IterativeExecutor(Executor):
             attempts = 0
             outcome = None
             while outcome is None:
+                delay = retry_delay(self.retry_backoff, attempts) if attempts else 0.0
                 attempts += 1
-                outcome = self._settle(index, guarded_call(fn, item), attempts)
+                outcome = self._settle(index, guarded_call(fn, item, delay), attempts)
             yield outcome
 
 
@@ -178,8 +204,10 @@ class ProcessesExecutor(Executor):
     name = "processes"
 
     def __init__(self, workers: int | None = None, max_retries: int = DEFAULT_MAX_RETRIES,
-                 start_method: str | None = None, preload: Sequence[str] = ()) -> None:
-        super().__init__(default_workers() if workers is None else workers, max_retries)
+                 start_method: str | None = None, preload: Sequence[str] = (),
+                 retry_backoff: float = DEFAULT_RETRY_BACKOFF) -> None:
+        super().__init__(default_workers() if workers is None else workers, max_retries,
+                         retry_backoff)
         self.preload = list(preload)
         self.start_method = start_method or DEFAULT_START_METHOD
         if self.start_method not in multiprocessing.get_all_start_methods():
@@ -215,6 +243,7 @@ class ProcessesExecutor(Executor):
         todo: deque[int] = deque(range(len(items)))
         suspects: deque[int] = deque()  # in flight when a worker died: re-run one at a time
         attempts = [0] * len(items)
+        delays: dict[int, float] = {}  # items to retry after a failure: wait before the call
         running: dict[Future, int] = {}
         window = self.workers * IN_FLIGHT_PER_WORKER
         breaks_in_a_row = 0
@@ -230,7 +259,8 @@ class ProcessesExecutor(Executor):
                     while todo and len(running) < window:
                         index = todo.popleft()
                         attempts[index] += 1
-                        running[pool.submit(guarded_call, fn, items[index])] = index
+                        running[pool.submit(guarded_call, fn, items[index],
+                                            delays.pop(index, 0.0))] = index
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 broken: list[int] = []
                 for future in done:
@@ -242,6 +272,7 @@ class ProcessesExecutor(Executor):
                         continue
                     outcome = self._settle(index, value, attempts[index])
                     if outcome is None:
+                        delays[index] = retry_delay(self.retry_backoff, attempts[index])
                         todo.appendleft(index)
                     else:
                         yield outcome
@@ -283,8 +314,10 @@ class DaskExecutor(Executor):
     name = "dask"
 
     def __init__(self, workers: int | None = None, max_retries: int = DEFAULT_MAX_RETRIES,
-                 scheduler_address: str | None = None) -> None:
-        super().__init__(default_workers() if workers is None else workers, max_retries)
+                 scheduler_address: str | None = None,
+                 retry_backoff: float = DEFAULT_RETRY_BACKOFF) -> None:
+        super().__init__(default_workers() if workers is None else workers, max_retries,
+                         retry_backoff)
         try:
             import distributed  # noqa: F401
         except ImportError as exc:
@@ -349,8 +382,9 @@ class DaskExecutor(Executor):
             future.release()
             outcome = self._settle(index, value, attempts[index])
             if outcome is None:
+                delay = retry_delay(self.retry_backoff, attempts[index])
                 attempts[index] += 1
-                retry = client.submit(guarded_call, fn, items[index], pure=False)
+                retry = client.submit(guarded_call, fn, items[index], delay, pure=False)
                 futures[retry] = index
                 pending.add(retry)
             else:
@@ -360,7 +394,8 @@ class DaskExecutor(Executor):
 def make_executor(name: str, workers: int | None = None, *,
                   scheduler_address: str | None = None, start_method: str | None = None,
                   preload: Sequence[str] = (),
-                  max_retries: int = DEFAULT_MAX_RETRIES) -> Executor:
+                  max_retries: int = DEFAULT_MAX_RETRIES,
+                  retry_backoff: float = DEFAULT_RETRY_BACKOFF) -> Executor:
     """Build the named executor.
 
     Args:
@@ -370,15 +405,17 @@ def make_executor(name: str, workers: int | None = None, *,
         scheduler_address: ``tcp://host:port`` of an existing Dask scheduler.
         start_method: multiprocessing start method of the ``processes`` pool.
         preload: modules the ``forkserver`` imports once, before forking workers.
-        max_retries: retries of a failed item (exceptions other than AGCError, dead workers).
+        max_retries: retries of a failed item (exceptions other than AGCError, transient
+            network errors, dead workers).
+        retry_backoff: seconds before the first retry, doubled for each further one.
 
     Raises:
         ConfigError: unknown executor or invalid option.
     """
     if name == "iterative":
-        return IterativeExecutor(1, max_retries)
+        return IterativeExecutor(1, max_retries, retry_backoff)
     if name == "processes":
-        return ProcessesExecutor(workers, max_retries, start_method, preload)
+        return ProcessesExecutor(workers, max_retries, start_method, preload, retry_backoff)
     if name == "dask":
-        return DaskExecutor(workers, max_retries, scheduler_address)
+        return DaskExecutor(workers, max_retries, scheduler_address, retry_backoff)
     raise ConfigError(f"unknown executor '{name}' (choose from {', '.join(EXECUTORS)})")

@@ -6,6 +6,7 @@ import itertools
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -153,8 +154,29 @@ def even_ranges(n: int, chunksize: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(bounds))
 
 
+def _inspect_with_retries(path: str, branches: Sequence[str], chunksize: int, tree: str,
+                          max_retries: int, retry_backoff: float
+                          ) -> tuple[tuple[int, list[tuple[int, int]]] | Exception, int]:
+    """:func:`_inspect_file`, retrying transient (network) errors: (result or error, attempts)."""
+    from agc_core.executors import is_retryable, retry_delay
+
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return _inspect_file(path, branches, chunksize, tree), attempts
+        except Exception as exc:
+            if not is_retryable(exc) or attempts > max_retries:
+                return exc, attempts
+            delay = retry_delay(retry_backoff, attempts)
+            log.warning("%s: %s (attempt %d of %d), retrying in %.1f s", path, exc, attempts,
+                        max_retries + 1, delay)
+            time.sleep(delay)
+
+
 def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksize: int,
-               tree: str = "events", cache: EntriesCache | None = None
+               tree: str = "events", cache: EntriesCache | None = None,
+               max_retries: int = 0, retry_backoff: float = 1.0,
                ) -> tuple[list[ChunkTask], list[ChunkFailure]]:
     """Split every file of every sample into chunk tasks.
 
@@ -164,6 +186,8 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
         chunksize: target entries per chunk.
         tree: the TTree name.
         cache: entry counts and ranges known from earlier runs (updated).
+        max_retries: retries of a file whose inspection failed on a transient network error.
+        retry_backoff: seconds before the first retry, doubled for each further one.
 
     Returns:
         (tasks with stable indices, failures of files that could not be inspected).
@@ -175,6 +199,7 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
     files = [(s, f) for s in samples for f in s.files]
     keys = [_file_key(f.path, tree) for _, f in files]
     known: dict[int, tuple[int, list[tuple[int, int]]] | Exception] = {}
+    tries: dict[int, int] = {}
     missing = []
     for i, key in enumerate(keys):
         hit = cache.get(key, ranges_key)
@@ -185,15 +210,14 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
     if missing:
         log.info("reading entry counts of %d files", len(missing))
 
-        def inspect(i: int) -> tuple[int, Any]:
-            try:
-                return i, _inspect_file(files[i][1].path, branches, chunksize, tree)
-            except Exception as exc:
-                return i, exc
+        def inspect(i: int) -> tuple[int, Any, int]:
+            return i, *_inspect_with_retries(files[i][1].path, branches, chunksize, tree,
+                                             max_retries, retry_backoff)
 
         with ThreadPoolExecutor(min(PLAN_THREADS, len(missing))) as pool:
-            for i, res in pool.map(inspect, missing):
+            for i, res, n_tries in pool.map(inspect, missing):
                 known[i] = res
+                tries[i] = n_tries
                 if not isinstance(res, Exception):
                     cache.put(keys[i], ranges_key, *res)
     tasks: list[ChunkTask] = []
@@ -202,7 +226,8 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
         res = known[i]
         if isinstance(res, Exception):
             msg = str(res) if isinstance(res, AGCError) else f"{type(res).__name__}: {res}"
-            failures.append(ChunkFailure(s.process, s.variation, f.path, None, None, msg, 1))
+            failures.append(ChunkFailure(s.process, s.variation, f.path, None, None, msg,
+                                         tries.get(i, 1)))
             log.error("cannot plan %s/%s file %s: %s", s.process, s.variation, f.path, msg)
             continue
         n, ranges = res

@@ -11,6 +11,7 @@ import boost_histogram as bh
 
 from agc_core import executors
 from agc_core.planning import ChunkFailure
+from agc_core.remote import DEFAULT_IO_TIMEOUT
 
 DEFAULT_CHUNKSIZE = 500_000
 DEFAULT_SEED = 0
@@ -39,7 +40,11 @@ class RunOptions:
         config: analysis YAML (None: the packaged ``configs/analysis.yaml``).
         io_only: only read the branch set of ``io_file_percent`` and report the read rate.
         io_file_percent: 4, 15, 25 or 50 (keys of ``cfg.io_branch_sets``).
-        max_retries: retries of a failing chunk (exceptions other than bad input; dead workers).
+        max_retries: retries of a failing chunk (exceptions other than bad input, transient
+            network errors, dead workers).
+        retry_backoff: seconds before the first retry of a chunk, doubled for each further one.
+        io_timeout: seconds a remote read (http(s), root://) may wait for a connection or for
+            the next bytes of an answer before it fails (and is retried).
         plots: draw the PNG plots.
         progress: show a progress bar (None: when stderr is a terminal).
         start_method: multiprocessing start method of the process pool (None: forkserver on
@@ -67,6 +72,8 @@ class RunOptions:
     io_only: bool = False
     io_file_percent: int = 4
     max_retries: int = executors.DEFAULT_MAX_RETRIES
+    retry_backoff: float = executors.DEFAULT_RETRY_BACKOFF
+    io_timeout: float = DEFAULT_IO_TIMEOUT
     plots: bool = True
     progress: bool | None = None
     start_method: str | None = None

@@ -42,6 +42,7 @@ from agc_core.planning import (
     even_ranges,
     plan_tasks,
 )
+from agc_core.remote import set_io_timeout
 from agc_core.report import METRICS_FILE_NAME, build_metrics, write_metrics
 from agc_core.results import (
     DEFAULT_CHUNKSIZE,
@@ -138,6 +139,9 @@ def _validate(options: RunOptions, cfg: AnalysisConfig) -> None:
         raise ConfigError("a Dask scheduler address needs the dask executor")
     if options.workers is not None and options.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {options.workers}")
+    if not options.io_timeout > 0:
+        raise ConfigError(f"--io-timeout must be a positive number of seconds, got "
+                          f"{options.io_timeout}")
 
 
 def _yields(samples: Sequence[SampleFiles], sums: dict[int, HistArray],
@@ -209,6 +213,7 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
     executor = executors.make_executor(
         options.executor, workers, scheduler_address=options.scheduler_address,
         start_method=options.start_method, max_retries=options.max_retries,
+        retry_backoff=options.retry_backoff,
         preload=["agc_core.worker"] + ([] if setup.io_only
                                        else [setup.processor.partition(":")[0]]))
     bar = _progress_bar(len(tasks), options.progress)
@@ -342,7 +347,9 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
     classifier = None if options.io_only else load_classifier(options.inference, options.model_dir,
                                                                  cfg)
     cache = EntriesCache(out / ENTRIES_CACHE_NAME)
-    tasks, plan_failures = plan_tasks(samples, branches, options.chunksize, options.tree, cache)
+    set_io_timeout(options.io_timeout)  # here and (inherited, and in init_worker) in workers
+    tasks, plan_failures = plan_tasks(samples, branches, options.chunksize, options.tree, cache,
+                                      options.max_retries, options.retry_backoff)
     cache.save()
     from agc_core import io
 
@@ -355,7 +362,8 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
     setup = WorkerSetup(str(cfg.path), options.inference, model_dir, options.seed,
                         options.io_only,
                         branches, options.tree, options.systematics == "none", log_setup,
-                        BACKENDS.get(options.processor, options.processor), classifier)
+                        BACKENDS.get(options.processor, options.processor), classifier,
+                        options.io_timeout)
     merger, results, failures, walltime, n_workers, first = process_tasks(tasks, setup,
                                                                           options)
     failures = plan_failures + failures

@@ -28,6 +28,7 @@ from agc_core.errors import AGCError, ConfigError, ModelError
 from agc_core.histograms import HistArray
 from agc_core.logs import LogSetup, setup_worker_logging
 from agc_core.planning import ChunkTask
+from agc_core.remote import DEFAULT_IO_TIMEOUT, set_io_timeout
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class WorkerSetup:
     log: LogSetup
     processor: str = "agc_core.processor:process_chunk"
     classifier: Any = field(default=None, compare=False, repr=False)
+    io_timeout: float = DEFAULT_IO_TIMEOUT
 
 
 def load_function(spec: str) -> Callable[..., Any]:
@@ -138,6 +140,7 @@ def init_worker(setup: WorkerSetup) -> None:
         setup_worker_logging(setup.log)
     state = _WorkerState(setup)
     try:
+        set_io_timeout(setup.io_timeout)
         state.cfg = load_analysis_config(setup.config_path)
         if not setup.io_only:
             state.classifier = (setup.classifier if setup.classifier is not None

@@ -9,7 +9,8 @@ import pytest
 
 from agc_core import executors
 from agc_core.errors import ConfigError, InputError
-from agc_core.executors import Outcome, make_executor
+from agc_core.executors import Outcome, make_executor, retry_delay
+from agc_core.remote import TransientInputError
 
 # --- work functions (module level: picklable for the worker processes) ----------------------
 
@@ -27,6 +28,19 @@ def fail_on_three(x: int) -> int:
 def bad_input_on_three(x: int) -> int:
     if x == 3:
         raise InputError("item three: bad input")
+    return x
+
+
+def network_error_twice(item: tuple[int, str]) -> int:
+    """Item 2 fails with a transient network error on its first two tries (a file counts)."""
+    x, marker = item
+    if x == 2:
+        path = Path(marker)
+        tries = int(path.read_text()) if path.exists() else 0
+        path.write_text(str(tries + 1))
+        if tries < 2:
+            raise TransientInputError("root://127.0.0.1:1//f.root: cannot open: connection "
+                                      "refused by 127.0.0.1:1")
     return x
 
 
@@ -71,7 +85,7 @@ def collect(outcomes) -> dict[int, Outcome]:
 def executor(request):
     if request.param == "dask":
         pytest.importorskip("distributed")
-    ex = make_executor(request.param, 2, max_retries=1)
+    ex = make_executor(request.param, 2, max_retries=1, retry_backoff=0.01)
     yield ex
     ex.close()
 
@@ -101,6 +115,36 @@ def test_bad_input_is_not_retried(executor):
     assert got[3].error == "InputError: item three: bad input"
     assert got[3].attempts == 1
     assert all(got[i].ok for i in (0, 1, 2, 4))
+
+
+@pytest.fixture(params=["iterative", "processes"])
+def local_executor(request):
+    ex = make_executor(request.param, 2, max_retries=2, retry_backoff=0.01)
+    yield ex
+    ex.close()
+
+
+def test_transient_network_error_is_retried_with_backoff(tmp_path, local_executor):
+    marker = str(tmp_path / "tries")
+    executor = local_executor
+    got = collect(executor.run(network_error_twice, [(i, marker) for i in range(4)]))
+    assert all(o.ok and o.value == i for i, o in got.items())
+    assert got[2].attempts == 3 and Path(marker).read_text() == "3"
+
+
+def test_persistent_network_error_names_url_and_cause(tmp_path, local_executor):
+    marker = str(tmp_path / "tries")
+    Path(marker).write_text("-5")  # fails more often than retried
+    got = collect(local_executor.run(network_error_twice, [(2, marker)]))
+    assert not got[0].ok and got[0].attempts == 3
+    assert got[0].error == ("TransientInputError: root://127.0.0.1:1//f.root: cannot open: "
+                            "connection refused by 127.0.0.1:1")
+
+
+def test_retry_delay_doubles_and_is_capped():
+    assert [retry_delay(1.0, a) for a in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
+    assert retry_delay(1.0, 50) == executors.MAX_RETRY_DELAY
+    assert retry_delay(0.0, 3) == 0.0
 
 
 def test_initializer_runs_in_every_worker():
