@@ -3,6 +3,7 @@ jagged events, random edge cases (empty events, exactly four jets, btag exactly 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -142,3 +143,29 @@ def slice_chunk(chunk: Any, start: int, stop: int) -> Chunk:
 
 # --------------------------------------------------------------------------------------------
 # kernels section
+
+
+@dataclass(frozen=True)
+class ThresholdClassifier:
+    """A deterministic stand-in for the MLP in tests: class 1 if a feature exceeds a threshold.
+
+    Attributes:
+        threshold: cut on the feature (GeV for HT).
+        feature: feature name (looked up in the region's feature list).
+        cfg_features: ``{region: feature names}`` (from ``cfg.regions``).
+    """
+
+    threshold: float
+    cfg_features: dict[str, tuple[str, ...]]
+    feature: str = "HT"
+
+    @classmethod
+    def from_config(cls, cfg: AnalysisConfig, threshold: float, feature: str = "HT"
+                    ) -> ThresholdClassifier:
+        """A classifier cutting on ``feature`` (in every region) at ``threshold``."""
+        return cls(threshold, {r.name: r.features for r in cfg.regions}, feature)
+
+    def classify(self, region: str, features: np.ndarray) -> np.ndarray:
+        """int64 0/1 per row: ``features[:, feature] > threshold``."""
+        column = self.cfg_features[region].index(self.feature)
+        return (features[:, column] > self.threshold).astype(np.int64)

@@ -7,6 +7,12 @@ event and shared (pz only where needed: all selected jets in 4j1b, the best trij
 and a variation whose selected jets equal an earlier variation's reuses its sphericity /
 trijet result (only HT differs). JER factors are drawn only where they decide the selection
 and, for events that land in a region, for the selected jets (HT).
+
+Every piece of arithmetic is one of the scalar helpers the per-kernel functions are built from
+(``selection.count_and_sum_above``, ``jet_passes``, ``add_selected_jet``,
+``select_event_jets``, ``event_region``; ``kinematics.momentum_xy/z``;
+``sphericity.pair_tensor``, ``min_abs_eigenvalue``; ``trijet.best_trijet``, ``trijet_mass``,
+``trijet_avg_dr``), so the kernel tests of those functions test this loop's code.
 """
 
 from __future__ import annotations
@@ -16,9 +22,16 @@ from numba import njit
 
 from .kinematics import max_multiplicity, momentum_xy, momentum_z
 from .rng import MAX_STANDARD_NORMAL, standard_normal, stream_key
-from .selection import REGION_4J1B, event_region
+from .selection import (
+    REGION_4J1B,
+    add_selected_jet,
+    count_and_sum_above,
+    event_region,
+    jet_passes,
+    select_event_jets,
+)
 from .sphericity import min_abs_eigenvalue, pair_tensor
-from .trijet import best_trijet, invariant_mass, trijet_avg_dr
+from .trijet import best_trijet, trijet_avg_dr, trijet_mass
 
 N_FEATURES_4J1B = 4  # A, lepton_pt, leading_jet_pt, HT
 N_FEATURES_4J2B = 5  # trijet_mass, trijet_avg_dR, lepton_pt, leading_jet_pt, HT
@@ -29,49 +42,6 @@ N_FEATURES_4J2B = 5  # trijet_mass, trijet_avg_dR, lepton_pt, leading_jet_pt, HT
 def jer_key(seed: int, sample_id: int, file_id: int) -> np.uint64:
     """Stream key of a file's JER draws (the one :func:`kernels.rng.jer_factors` uses)."""
     return stream_key(seed, sample_id, file_id)
-
-
-@njit(cache=True)
-def select_scaled(jet_pt: np.ndarray, jet_btag: np.ndarray, j0: int, nj: int, factor: float,
-                  jet_cut: float, btag_threshold: np.float32, selected: np.ndarray
-                  ) -> tuple[int, int, int, float, np.float32, np.uint64]:
-    """Select an event's jets with one pt factor for all of them.
-
-    Args:
-        jet_pt, jet_btag: float32 flat jet pt (GeV) and b-tag score.
-        j0, nj: first flat index and number of the event's jets.
-        factor: float64 pt factor.
-        jet_cut: float64 strict cut on ``float64(pt) * factor`` (GeV).
-        btag_threshold: float32 working point.
-        selected: int64 output, local indices (0..nj-1) of the selected jets in stored order.
-
-    Returns:
-        (n selected, n with btag >= thr, n with btag > thr, HT float64 GeV, leading unscaled
-        pt float32 GeV, bit mask of the selected local indices (first 64 jets)).
-    """
-    ns = 0
-    n_ge = 0
-    n_gt = 0
-    ht = 0.0
-    lead = np.float32(0.0)
-    mask = np.uint64(0)
-    for j in range(nj):
-        pt = jet_pt[j0 + j]
-        scaled = np.float64(pt) * factor
-        if scaled > jet_cut:
-            selected[ns] = j
-            if ns == 0 or pt > lead:
-                lead = pt
-            ns += 1
-            ht += scaled
-            tag = jet_btag[j0 + j]
-            if tag >= btag_threshold:
-                n_ge += 1
-            if tag > btag_threshold:
-                n_gt += 1
-            if j < 64:
-                mask |= np.uint64(1) << np.uint64(j)
-    return ns, n_ge, n_gt, ht, lead, mask
 
 
 @njit(cache=True)
@@ -171,18 +141,8 @@ def analyse_events(
         nj = jet_offsets[i + 1] - j0
         if nj < n_jets_min:
             continue
-        ne = 0
-        se = np.float32(0.0)
-        for k in range(el_offsets[i], el_offsets[i + 1]):
-            if el_pt[k] > el_cut:
-                ne += 1
-                se += el_pt[k]
-        nm = 0
-        sm = np.float32(0.0)
-        for k in range(mu_offsets[i], mu_offsets[i + 1]):
-            if mu_pt[k] > mu_cut:
-                nm += 1
-                sm += mu_pt[k]
+        ne, se = count_and_sum_above(el_offsets, el_pt, i, el_cut)
+        nm, sm = count_and_sum_above(mu_offsets, mu_pt, i, mu_cut)
         if ne + nm != n_leptons:
             continue
         lepton_pt = se + sm
@@ -205,29 +165,18 @@ def analyse_events(
         for j in range(nj):
             pt = jet_pt[j0 + j]
             pt64 = np.float64(pt)
-            if pt64 * jer_upper > jet_cut:
+            if jet_passes(pt, jer_upper, jet_cut):
                 n_cand += 1
-            scaled = pt64 * f0
-            passed = scaled > jet_cut
+            passed = jet_passes(pt, f0, jet_cut)
             for v in range(1, n_scale):
-                other = pt64 * scale_factors[v]
-                if (other > jet_cut) != passed:
+                if jet_passes(pt, scale_factors[v], jet_cut) != passed:
                     same_scale[v] = False
                 elif passed:
-                    ht_scale[v] += other
+                    ht_scale[v] += pt64 * scale_factors[v]
             if passed:
-                sel0[ns0] = j
-                if ns0 == 0 or pt > lead0:
-                    lead0 = pt
-                ns0 += 1
-                ht0 += scaled
-                tag = jet_btag[j0 + j]
-                if tag >= btag_threshold:
-                    ge0 += 1
-                if tag > btag_threshold:
-                    gt0 += 1
-                if j < 64:
-                    mask0 |= np.uint64(1) << np.uint64(j)
+                ht0 += pt64 * f0
+                ns0, ge0, gt0, lead0, mask0 = add_selected_jet(
+                    j, pt, jet_btag[j0 + j], btag_threshold, sel0, ns0, ge0, gt0, lead0, mask0)
         sel_is_sel0 = False
 
         for v in range(n_var):
@@ -245,7 +194,7 @@ def analyse_events(
                         sel[a] = sel0[a]
                     sel_is_sel0 = True
             elif v < n_scale:
-                ns, n_ge, n_gt, ht, lead, mask = select_scaled(
+                ns, n_ge, n_gt, ht, lead, mask = select_event_jets(
                     jet_pt, jet_btag, j0, nj, scale_factors[v], jet_cut, btag_threshold, sel)
                 sel_is_sel0 = False
             else:
@@ -261,26 +210,17 @@ def analyse_events(
                 sel_is_sel0 = False
                 for j in range(nj):
                     pt = jet_pt[j0 + j]
-                    pt64 = np.float64(pt)
                     factors[j] = np.nan
-                    if pt64 * jer_upper <= jet_cut:
+                    if not jet_passes(pt, jer_upper, jet_cut):
                         continue
-                    if not pt64 * jer_lower > jet_cut:
+                    if not jet_passes(pt, jer_lower, jet_cut):
                         s = jer_factor(key, entry, j, jer_width)
                         factors[j] = s
-                        if not pt64 * s > jet_cut:
+                        if not jet_passes(pt, s, jet_cut):
                             continue
-                    sel[ns] = j
-                    if ns == 0 or pt > lead:
-                        lead = pt
-                    ns += 1
-                    tag = jet_btag[j0 + j]
-                    if tag >= btag_threshold:
-                        n_ge += 1
-                    if tag > btag_threshold:
-                        n_gt += 1
-                    if j < 64:
-                        mask |= np.uint64(1) << np.uint64(j)
+                    ns, n_ge, n_gt, lead, mask = add_selected_jet(
+                        j, pt, jet_btag[j0 + j], btag_threshold, sel, ns, n_ge, n_gt, lead,
+                        mask)
             region = event_region(ne + nm, ns, n_ge, n_gt, n_leptons, n_jets_min, n_btag_min)
             if region < 0:
                 continue
@@ -342,10 +282,7 @@ def analyse_events(
                             if stamp_z[j] != i:
                                 stamp_z[j] = i
                                 pz[j] = momentum_z(jet_pt[j0 + j], jet_eta[j0 + j])
-                        result_mass[v] = invariant_mass(
-                            (jet_e[j0 + ja] + jet_e[j0 + jb]) + jet_e[j0 + jc],
-                            (px[ja] + px[jb]) + px[jc], (py[ja] + py[jb]) + py[jc],
-                            (pz[ja] + pz[jb]) + pz[jc])
+                        result_mass[v] = trijet_mass(px, py, pz, jet_e[j0:], ja, jb, jc)
                         result_dr[v] = trijet_avg_dr(jet_eta, jet_phi, j0 + ja, j0 + jb,
                                                       j0 + jc)
 

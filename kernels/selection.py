@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .kinematics import max_multiplicity
+
 REGION_NONE = -1
 REGION_4J1B = 0
 REGION_4J2B = 1
@@ -99,11 +101,101 @@ def select_leptons(el_offsets: np.ndarray, el_pt: np.ndarray, mu_offsets: np.nda
 
 
 @njit(cache=True)
+def add_selected_jet(j: int, pt: np.float32, tag: np.float32, btag_threshold: np.float32,
+                     selected: np.ndarray, n: int, n_ge: int, n_gt: int, lead: np.float32,
+                     mask: np.uint64) -> tuple[int, int, int, np.float32, np.uint64]:
+    """Record a jet that passed the cut in an event's running jet summaries.
+
+    Args:
+        j: the jet's local index in its event (0..n_jets-1), stored order.
+        pt: its float32 unscaled pt (GeV); tag: its float32 b-tag score.
+        btag_threshold: float32 working point.
+        selected: int64 output, local indices of the selected jets; ``selected[n] = j``.
+        n, n_ge, n_gt, lead, mask: the summaries so far (selected jets, tags ``>=`` and ``>``
+            the threshold, leading unscaled pt, bit mask of the selected local indices < 64).
+
+    Returns:
+        The updated (n, n_ge, n_gt, lead, mask).
+    """
+    selected[n] = j
+    if n == 0 or pt > lead:
+        lead = pt
+    if tag >= btag_threshold:
+        n_ge += 1
+    if tag > btag_threshold:
+        n_gt += 1
+    if j < 64:
+        mask |= np.uint64(1) << np.uint64(j)
+    return n + 1, n_ge, n_gt, lead, mask
+
+
+@njit(cache=True)
+def select_event_jets(jet_pt: np.ndarray, jet_btag: np.ndarray, j0: int, nj: int,
+                      factor: float, jet_cut: float, btag_threshold: np.float32,
+                      selected: np.ndarray
+                      ) -> tuple[int, int, int, float, np.float32, np.uint64]:
+    """Select one event's jets with one pt factor for all of them (the seed's scalar
+    variations: nominal, jet energy scale).
+
+    Args:
+        jet_pt, jet_btag: float32 flat jet pt (GeV) and b-tag score.
+        j0, nj: first flat index and number of the event's jets.
+        factor: float64 pt factor.
+        jet_cut: float64 strict cut on ``float64(pt) * factor`` (GeV).
+        btag_threshold: float32 working point.
+        selected: int64 output, local indices (0..nj-1) of the selected jets in stored order.
+
+    Returns:
+        (n selected, n with btag >= thr, n with btag > thr, HT float64 GeV (sequential sum of
+        ``float64(pt) * factor``), leading unscaled pt float32 GeV, bit mask of the selected
+        local indices (first 64 jets)).
+    """
+    ns = 0
+    n_ge = 0
+    n_gt = 0
+    ht = 0.0
+    lead = np.float32(0.0)
+    mask = np.uint64(0)
+    for j in range(nj):
+        pt = jet_pt[j0 + j]
+        if jet_passes(pt, factor, jet_cut):
+            ht += np.float64(pt) * factor
+            ns, n_ge, n_gt, lead, mask = add_selected_jet(
+                j, pt, jet_btag[j0 + j], btag_threshold, selected, ns, n_ge, n_gt, lead, mask)
+    return ns, n_ge, n_gt, ht, lead, mask
+
+
+@njit(cache=True)
+def select_event_jets_per_jet(jet_pt: np.ndarray, jet_btag: np.ndarray, j0: int, nj: int,
+                              factors: np.ndarray, jet_cut: float, btag_threshold: np.float32,
+                              selected: np.ndarray
+                              ) -> tuple[int, int, int, float, np.float32, np.uint64]:
+    """:func:`select_event_jets` with a float64 factor per jet (``factors[j0 + j]``, JER)."""
+    ns = 0
+    n_ge = 0
+    n_gt = 0
+    ht = 0.0
+    lead = np.float32(0.0)
+    mask = np.uint64(0)
+    for j in range(nj):
+        pt = jet_pt[j0 + j]
+        f = factors[j0 + j]
+        if jet_passes(pt, f, jet_cut):
+            ht += np.float64(pt) * f
+            ns, n_ge, n_gt, lead, mask = add_selected_jet(
+                j, pt, jet_btag[j0 + j], btag_threshold, selected, ns, n_ge, n_gt, lead, mask)
+    return ns, n_ge, n_gt, ht, lead, mask
+
+
+@njit(cache=True)
 def select_jets(offsets: np.ndarray, pt: np.ndarray, btag: np.ndarray, factor: np.ndarray,
                 cut: float, btag_threshold: np.float32
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                            np.ndarray]:
     """Jet selection with per-jet pt variation factors and the per-event jet summaries.
+
+    The per-event work is :func:`select_event_jets_per_jet` (the pieces the fused chunk
+    kernel uses).
 
     Args:
         offsets: int64 jet offsets (n_events + 1).
@@ -125,21 +217,14 @@ def select_jets(offsets: np.ndarray, pt: np.ndarray, btag: np.ndarray, factor: n
     n_gt = np.zeros(n_events, dtype=np.int64)
     ht = np.zeros(n_events, dtype=np.float64)
     lead = np.zeros(n_events, dtype=np.float32)
+    selected = np.empty(max_multiplicity(offsets), dtype=np.int64)
     for i in range(n_events):
-        first = True
-        for k in range(offsets[i], offsets[i + 1]):
-            if jet_passes(pt[k], factor[k], cut):
-                mask[k] = True
-                n_jets[i] += 1
-                ht[i] += np.float64(pt[k]) * factor[k]
-                if first or pt[k] > lead[i]:
-                    lead[i] = pt[k]
-                    first = False
-                b = btag[k]
-                if b >= btag_threshold:
-                    n_ge[i] += 1
-                if b > btag_threshold:
-                    n_gt[i] += 1
+        j0 = offsets[i]
+        ns, n_ge[i], n_gt[i], ht[i], lead[i], _ = select_event_jets_per_jet(
+            pt, btag, j0, offsets[i + 1] - j0, factor, cut, btag_threshold, selected)
+        n_jets[i] = ns
+        for a in range(ns):
+            mask[j0 + selected[a]] = True
     return mask, n_jets, n_ge, n_gt, ht, lead
 
 

@@ -12,11 +12,10 @@ import pytest
 from agc_core import io
 from agc_core.errors import ConfigError, InputError
 from agc_core.fileset import load_fileset
-from agc_core.fixtures import random_chunk, slice_chunk
+from agc_core.fixtures import ThresholdClassifier, random_chunk, slice_chunk
 from agc_core.histograms import HistArray
 from agc_core.processor import (
     SampleInfo,
-    ThresholdClassifier,
     Workspace,
     analyse_chunk,
     check_chunk,

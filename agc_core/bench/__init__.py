@@ -140,18 +140,13 @@ def bench_kernels(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
     import awkward as ak
 
     from agc_core import reference
+    from agc_core.classifier import load_classifier
     from agc_core.kernels.fill import fill_region
     from agc_core.kernels.rng import jer_factors
     from agc_core.kernels.selection import select_jets, select_leptons
     from agc_core.kernels.sphericity import sphericity_a_events
     from agc_core.kernels.trijet import best_trijet_events
-    from agc_core.processor import (
-        SampleInfo,
-        ThresholdClassifier,
-        Workspace,
-        analyse_chunk,
-        process_chunk,
-    )
+    from agc_core.processor import SampleInfo, Workspace, analyse_chunk, process_chunk
 
     n = args.events
     process = args.process
@@ -161,7 +156,7 @@ def bench_kernels(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
     n_ref = min(n, args.reference_events)
     ref_chunk = slice_chunk(chunk, 0, n_ref)
     sample = SampleInfo(process, "nominal", cfg.samples.index((process, "nominal")), 0, 1.0)
-    clf = ThresholdClassifier.from_config(cfg, 300.0)
+    clf = load_classifier("numba", cfg=cfg)  # the shipped MLP, what `run` uses
     sel, syst, b = cfg.selection, cfg.systematics, cfg.binning
     c, o = chunk.columns, chunk.offsets
     rep = args.repeat
@@ -271,7 +266,7 @@ def bench_kernels(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
         rk, rr = total / t_kernel, total / t_ref
         table.rows.append([f"process_chunk, sample mix ({mix})", "-", rk, rr, f"{rk / rr:.0f}x"])
     table.notes.append(f"best of {rep} runs (reference: best of {ref_rep}), CPU time; "
-                       "classifier: ThresholdClassifier(HT > 300 GeV)")
+                       "classifier: the shipped MLP (numba inference), as in `run`")
     return table
 
 
