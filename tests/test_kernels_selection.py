@@ -16,6 +16,7 @@ from agc_core.kernels.selection import (
     event_region,
     event_regions,
     jet_passes,
+    select_event_jets,
     select_jets,
     select_leptons,
 )
@@ -71,6 +72,23 @@ def test_select_jets(chunk, cfg, variation):
     # the selection is exactly float64(pt) * factor > cut
     for k in np.flatnonzero(chunk.columns["jet_pt"] == F32(25.0))[:20]:
         assert jet_passes(chunk.columns["jet_pt"][k], factor[k], sel.jet_pt_min) == mask[k]
+
+
+def test_select_event_jets_equals_select_jets(chunk, cfg):
+    """The scalar-factor event helper of the fused kernel gives select_jets' summaries."""
+    sel, off = cfg.selection, chunk.offsets["jet"]
+    pt, btag = chunk.columns["jet_pt"], chunk.columns["jet_btag"]
+    f = cfg.systematics.jes_factor
+    mask, n, n_ge, n_gt, ht, lead = select_jets(off, pt, btag, np.full(pt.shape[0], f),
+                                                sel.jet_pt_min, F32(sel.btag_threshold))
+    selected = np.empty(int(np.diff(off).max()), dtype=np.int64)
+    for i in range(len(off) - 1):
+        got = select_event_jets(pt, btag, off[i], off[i + 1] - off[i], f, sel.jet_pt_min,
+                                F32(sel.btag_threshold), selected)
+        assert got[:5] == (n[i], n_ge[i], n_gt[i], ht[i], lead[i])
+        local = np.flatnonzero(mask[off[i]:off[i + 1]])
+        np.testing.assert_array_equal(selected[:got[0]], local)
+        assert got[5] == sum(1 << int(j) for j in local if j < 64)
 
 
 def test_jet_cut_is_strict_and_float64():
