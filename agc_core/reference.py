@@ -153,7 +153,10 @@ def best_trijet(jets: ak.Array, btag_threshold: float) -> tuple[np.ndarray, np.n
     d0 = np.sqrt((j1.eta - j2.eta) ** 2 + (j1.phi - j2.phi) ** 2)
     d1 = np.sqrt((j3.eta - j2.eta) ** 2 + (j3.phi - j2.phi) ** 2)
     d2 = np.sqrt((j3.eta - j1.eta) ** 2 + (j3.phi - j1.phi) ** 2)
-    avg_dr = ak.values_astype(ak.values_astype((d0 + d1) + d2, np.float64) / 3.0, np.float32)
+    # the seed's ak.mean of the three float32 values: a float64 mean
+    avg_dr = ak.values_astype(ak.mean(ak.concatenate(
+        [d0[..., np.newaxis], d1[..., np.newaxis], d2[..., np.newaxis]], axis=2), axis=-1),
+        np.float32)
     max_btag = np.maximum(j1.btag, np.maximum(j2.btag, j3.btag))
     keep = max_btag > btag_threshold
     pt, mass, avg_dr = pt[keep], mass[keep], avg_dr[keep]

@@ -91,12 +91,13 @@ def trijet_mass(px: np.ndarray, py: np.ndarray, pz: np.ndarray, e: np.ndarray, i
 def trijet_avg_dr(eta: np.ndarray, phi: np.ndarray, i: int, j: int, k: int) -> np.float32:
     """The seed's average dR of jets (j1, j2, j3) = (i, j, k), as float32.
 
-    ``float32(float64((dR(j1,j2) + dR(j3,j2)) + dR(j3,j1)) / 3)``, dR sums in float32.
+    The seed's ``ak.mean`` of the three float32 dR values works in float64:
+    ``float32(((float64(dR(j1,j2)) + dR(j3,j2)) + dR(j3,j1)) / 3)``.
     """
-    d0 = delta_r(eta[i], phi[i], eta[j], phi[j])
-    d1 = delta_r(eta[k], phi[k], eta[j], phi[j])
-    d2 = delta_r(eta[k], phi[k], eta[i], phi[i])
-    return np.float32(np.float64((d0 + d1) + d2) / 3.0)
+    d0 = np.float64(delta_r(eta[i], phi[i], eta[j], phi[j]))
+    d1 = np.float64(delta_r(eta[k], phi[k], eta[j], phi[j]))
+    d2 = np.float64(delta_r(eta[k], phi[k], eta[i], phi[i]))
+    return np.float32(((d0 + d1) + d2) / 3.0)
 
 
 @njit(cache=True)
