@@ -33,4 +33,5 @@ def test_io_section(capsys, tiny_fileset):
     rc = main(["bench", "--what", "io", "--fileset", str(tiny_fileset), "--repeat", "1"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "agc_core" in out and "uproot_ak" in out and "50 %" in out
+    assert "agc_core" in out and "uproot_ak (zlib)" in out and "50 %" in out
+    assert "uproot_ak (libdeflate)" in out
