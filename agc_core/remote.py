@@ -58,11 +58,14 @@ def xrootd_env(timeout: float) -> dict[str, str]:
     ``XRD_REQUESTTIMEOUT`` (a request's answer), ``XRD_STREAMTIMEOUT`` (an idle stream),
     ``XRD_CONNECTIONWINDOW`` with ``XRD_CONNECTIONRETRY=1`` (one connection attempt of at most
     ``timeout``; the client's default retries for ~2 minutes x 5) and
-    ``XRD_TIMEOUTRESOLUTION=1`` (timeouts are checked every second, not every 15 s).
+    ``XRD_TIMEOUTRESOLUTION=1`` (timeouts are checked every second, not every 15 s) and
+    ``XRD_STREAMERRORWINDOW=1`` (a connection that failed is tried again by the next request
+    after a second, not refused for 30 minutes: a restarted server is reached by the retry).
     """
     t = str(max(1, round(timeout)))
     return {"XRD_REQUESTTIMEOUT": t, "XRD_STREAMTIMEOUT": t, "XRD_CONNECTIONWINDOW": t,
-            "XRD_CONNECTIONRETRY": "1", "XRD_TIMEOUTRESOLUTION": "1"}
+            "XRD_CONNECTIONRETRY": "1", "XRD_TIMEOUTRESOLUTION": "1",
+            "XRD_STREAMERRORWINDOW": "1"}
 
 
 def set_io_timeout(timeout: float) -> None:
@@ -98,7 +101,8 @@ def set_io_timeout(timeout: float) -> None:
 _XRD_NAMES = {"XRD_REQUESTTIMEOUT": "RequestTimeout", "XRD_STREAMTIMEOUT": "StreamTimeout",
               "XRD_CONNECTIONWINDOW": "ConnectionWindow",
               "XRD_CONNECTIONRETRY": "ConnectionRetry",
-              "XRD_TIMEOUTRESOLUTION": "TimeoutResolution"}
+              "XRD_TIMEOUTRESOLUTION": "TimeoutResolution",
+              "XRD_STREAMERRORWINDOW": "StreamErrorWindow"}
 
 
 def open_options(path: str) -> dict[str, Any]:
@@ -125,7 +129,46 @@ def open_options(path: str) -> dict[str, Any]:
             raise InputError(f"{path}: reading root:// needs fsspec-xrootd and the xrootd "
                              f"client (pip install fsspec-xrootd xrootd, or reinstall "
                              f"agc-core)") from exc
+        forget_xrootd_handles()
     return {}
+
+
+def forget_xrootd_handles(url: str | None = None) -> None:
+    """Drop XRootD file handles from fsspec-xrootd's cache: closed ones, and those of ``url``.
+
+    fsspec-xrootd keeps one open ``XRootD.client.File`` per URL; after the connection was lost
+    (a server restart) that handle stays closed and every later read of the URL would fail with
+    "I/O operation on closed file". Called before each root:// open and after each root://
+    network error.
+    """
+    try:
+        from fsspec_xrootd import XRootDFileSystem
+    except ImportError:
+        return
+    for fs in list(getattr(XRootDFileSystem, "_cache", {}).values()):
+        cache = getattr(getattr(fs, "_readonly_filehandle_cache", None), "_cache", None)
+        if not isinstance(cache, dict):
+            continue
+        for key, item in list(cache.items()):
+            try:
+                alive = bool(item.handle.is_open())
+            except Exception:
+                alive = False
+            if alive and (url is None or _same_url(key, url)):
+                with contextlib.suppress(Exception):
+                    item.handle.close(callback=lambda *args: None)
+                alive = False
+            if not alive:
+                cache.pop(key, None)
+
+
+def _same_url(a: str, b: str) -> bool:
+    def norm(u: str) -> str:
+        scheme, _, rest = u.partition("://")
+        host, _, path = rest.partition("/")
+        return f"{scheme.lower()}://{host}/{path.lstrip('/')}"
+
+    return norm(a) == norm(b)
 
 
 def _coalesce(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -248,6 +291,9 @@ def classify(exc: BaseException, url: str) -> tuple[bool, str] | None:
             return True, f"network error with {server} ({type(e).__name__}: {_short(e)})"
     for e in _chain(exc):  # XRootD: OSError("... : [ERROR] ...") from fsspec-xrootd
         text = str(e)
+        if isinstance(e, ValueError) and "closed file" in text and url.startswith("root"):
+            # a cached XRootD handle that a lost connection (or its idle timeout) closed
+            return True, f"the XRootD file handle was closed (connection to {server} lost?)"
         if "[ERROR]" in text or "[FATAL]" in text:
             if "[3011]" in text or "no such file" in text.lower():
                 return False, f"no such file on {server} ({_short(e)})"
@@ -255,6 +301,8 @@ def classify(exc: BaseException, url: str) -> tuple[bool, str] | None:
                 msg = _short(e)
                 if "expired" in msg.lower() or "timeout" in msg.lower():
                     return True, f"no answer from {server} in {_timeout:g} s ({msg})"
+                if "connection error" in msg.lower():
+                    return True, f"cannot connect to {server}, or the connection was lost ({msg})"
                 return True, f"XRootD error with {server} ({msg})"
             return False, f"XRootD error from {server} ({_short(e)})"
     return None
@@ -284,5 +332,7 @@ def remote_error(exc: BaseException, url: str, what: str) -> InputError | None:
     if found is None:
         return None
     transient, cause = found
+    if transient and url.lower().startswith(("root://", "roots://")):
+        forget_xrootd_handles(url)
     cls = TransientInputError if transient else InputError
     return cls(f"{url}: {what}: {cause}")

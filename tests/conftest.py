@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ from xrootd_server import BUNDLE_FILE, CERT_DIR, XRootDServer, session_certifica
 
 if shutil.which("xrootd") and session_certificate():
     os.environ["SSL_CERT_FILE"] = str(BUNDLE_FILE)
+    atexit.register(shutil.rmtree, CERT_DIR, True)
 
 
 @pytest.fixture(scope="session")
@@ -58,4 +60,16 @@ def xrootd_server() -> Iterator[XRootDServer]:
     finally:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
-        shutil.rmtree(CERT_DIR, ignore_errors=True)
+
+
+#: events per file of the served dataset
+SERVED_EVENTS = 2000
+
+
+@pytest.fixture(scope="session")
+def served_dataset(xrootd_server) -> Path:
+    """A tiny embedded dataset (one file of 2000 events per sample) in the server's export."""
+    from agc_core.synthetic import generate_dataset
+
+    return Path(generate_dataset(xrootd_server.root / "ds", events_per_file=SERVED_EVENTS,
+                                 files_per_sample=1, progress=False))

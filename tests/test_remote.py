@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from xrootd_server import url_fileset
 
 from agc_core import io, remote
 from agc_core.errors import InputError
@@ -15,36 +16,8 @@ from agc_core.results import RunOptions
 from agc_core.runner import run_analysis
 
 SCHEMES = ("root", "http", "https")
-EVENTS = 2000
+EVENTS = 2000  # per file: the served_dataset fixture of conftest.py
 CHUNK = 700
-
-
-@pytest.fixture(scope="session")
-def served(xrootd_server, tmp_path_factory):
-    """A tiny embedded dataset (one file of 2000 events per sample) inside the server's export."""
-    from agc_core.synthetic import generate_dataset
-
-    fileset = Path(generate_dataset(xrootd_server.root / "ds", events_per_file=EVENTS,
-                                    files_per_sample=1, progress=False))
-    return fileset
-
-
-def url_fileset(fileset: Path, server, scheme: str, out: Path) -> Path:
-    """A copy of ``fileset`` whose file paths are URLs of the same files on the server."""
-    data = json.loads(fileset.read_text())
-    rel = fileset.parent.relative_to(server.root)
-
-    def convert(node):
-        if isinstance(node, dict):
-            return {k: (server.url(scheme, f"{rel}/{v}") if k == "path" else convert(v))
-                    for k, v in node.items()}
-        if isinstance(node, list):
-            return [convert(v) for v in node]
-        return node
-
-    path = out / f"fileset_{scheme}.json"
-    path.write_text(json.dumps(convert(data)))
-    return path
 
 
 def first_file(fileset: Path) -> Path:
@@ -67,8 +40,8 @@ def assert_chunks_equal(a: io.Chunk, b: io.Chunk) -> None:
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_read_chunk_equals_local(served, xrootd_server, cfg, scheme):
-    local = first_file(served)
+def test_read_chunk_equals_local(served_dataset, xrootd_server, cfg, scheme):
+    local = first_file(served_dataset)
     url = xrootd_server.url(scheme, local.relative_to(xrootd_server.root))
     branches = cfg.analysis_branches
     assert io.num_entries(url) == EVENTS
@@ -89,16 +62,16 @@ def test_missing_remote_file_is_permanent(xrootd_server, scheme):
 
 
 @pytest.fixture(scope="module")
-def local_run(served, tmp_path_factory):
+def local_run(served_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("local")
-    return run_analysis(RunOptions(fileset=served, output_dir=out, chunksize=CHUNK,
+    return run_analysis(RunOptions(fileset=served_dataset, output_dir=out, chunksize=CHUNK,
                                    inference="numba", plots=False, executor="iterative",
                                    progress=False))
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_whole_run_identical(served, xrootd_server, local_run, tmp_path, scheme):
-    fileset = url_fileset(served, xrootd_server, scheme, tmp_path)
+def test_whole_run_identical(served_dataset, xrootd_server, local_run, tmp_path, scheme):
+    fileset = url_fileset(served_dataset, xrootd_server, scheme, tmp_path)
     opts = replace(local_run.options, fileset=fileset, output_dir=tmp_path / "out",
                    executor="processes" if scheme == "root" else "iterative", workers=2)
     result = run_analysis(opts)

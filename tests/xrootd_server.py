@@ -9,16 +9,20 @@ session (set before aiohttp builds its default SSL context).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 #: the certificate the session trusts (SSL_CERT_FILE) and its key, made by session_certificate
 CERT_DIR = Path(tempfile.gettempdir()) / f"agc-core-xrootd-cert-{os.getpid()}"
@@ -103,12 +107,13 @@ class XRootDServer:
         ]))
         self._as_root = os.geteuid() == 0
 
-    def url(self, scheme: str, name: str = "") -> str:
-        """The URL of ``root / name`` over ``scheme`` (root, http, https)."""
+    def url(self, scheme: str, name: str = "", port: int | None = None) -> str:
+        """The URL of ``root / name`` over ``scheme`` (root, http, https), on ``port``."""
         name = str(name).lstrip("/")
+        port = port or self.port
         if scheme == "root":
-            return f"root://127.0.0.1:{self.port}//{name}"
-        return f"{scheme}://127.0.0.1:{self.port}/{name}"
+            return f"root://127.0.0.1:{port}//{name}"
+        return f"{scheme}://127.0.0.1:{port}/{name}"
 
     def _own(self) -> None:
         """As root the server runs as user xrootd: it must read the export and own its dirs."""
@@ -129,8 +134,10 @@ class XRootDServer:
         cmd = ["xrootd", "-c", str(self.config), "-l", str(self.log_file), "-n", "agc"]
         if self._as_root:
             cmd[1:1] = ["-R", "xrootd"]
+        # cwd: xrootd makes a folder named after the instance there and, as root, hands the
+        # folder it runs in to its user
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, cwd=self.base)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
@@ -197,6 +204,109 @@ class XRootDServer:
         self.start()
 
 
+def url_fileset(fileset: Path, server: XRootDServer, scheme: str, out: Path,
+                port: int | None = None) -> Path:
+    """A copy of ``fileset`` (inside the server's export) whose paths are URLs of its files.
+
+    Args:
+        fileset: fileset JSON with paths relative to its folder, inside ``server.root``.
+        server: the server.
+        scheme: root, http or https.
+        out: folder for the new JSON.
+        port: another port (a proxy, or one nothing listens on) instead of the server's.
+    """
+    data = json.loads(fileset.read_text())
+    rel = fileset.parent.relative_to(server.root)
+
+    def convert(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: (server.url(scheme, f"{rel}/{v}", port) if k == "path" else convert(v))
+                    for k, v in node.items()}
+        if isinstance(node, list):
+            return [convert(v) for v in node]
+        return node
+
+    path = out / f"fileset_{scheme}_{port or server.port}.json"
+    path.write_text(json.dumps(convert(data)))
+    return path
+
+
 def https_context() -> ssl.SSLContext:
     """An SSL context trusting the session's certificate."""
     return ssl.create_default_context(cafile=str(CERT_FILE))
+
+
+class DroppingProxy:
+    """A loopback TCP proxy to a port that drops one connection in ``every`` (a reset).
+
+    Connections 2, 2 + every, 2 + 2 * every, ... are reset as soon as they are accepted (the
+    first drop comes early, so even a short run with few, kept-alive connections meets one).
+
+    Attributes:
+        port: where it listens.
+        accepted: connections accepted so far.
+        dropped: connections reset at once.
+    """
+
+    def __init__(self, target_port: int, every: int = 10) -> None:
+        self.target = target_port
+        self.every = every
+        self.accepted = 0
+        self.dropped = 0
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self._sock.settimeout(0.1)  # lets close() stop the accept loop
+        self.port = int(self._sock.getsockname()[1])
+        self._open: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            self.accepted += 1
+            if self.accepted % self.every == 2 % self.every:
+                self.dropped += 1
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Stop listening and close every forwarded connection."""
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self._sock.close()
+        for s in self._open:
+            with contextlib.suppress(OSError):
+                s.close()
+        self._thread.join(5)
