@@ -20,7 +20,7 @@ from typing import Any
 
 import boost_histogram as bh
 
-from agc_core import executors
+from agc_core import executors, mainguard
 from agc_core.accuracy import accuracy_by_process
 from agc_core.classifier import INFERENCE_KINDS, load_classifier
 from agc_core.config import REGIONS, AnalysisConfig, load_analysis_config
@@ -142,6 +142,13 @@ def _validate(options: RunOptions, cfg: AnalysisConfig) -> None:
     if not options.io_timeout > 0:
         raise ConfigError(f"--io-timeout must be a positive number of seconds, got "
                           f"{options.io_timeout}")
+    starts_processes = (options.executor == "processes" and (options.start_method or
+                        executors.DEFAULT_START_METHOD) != "fork") or (
+        options.executor == "dask" and not options.scheduler_address)
+    if starts_processes:
+        where = mainguard.unguarded_call_site()
+        if where is not None:
+            raise ConfigError(mainguard.unguarded_message(where, options.executor))
 
 
 def _yields(samples: Sequence[SampleFiles], sums: dict[int, HistArray],

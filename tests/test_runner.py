@@ -6,6 +6,8 @@ import json
 import logging
 import random
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -488,3 +490,42 @@ def test_library_logging_keeps_the_application_level(dataset, tmp_path, caplog):
     assert not [r for r in caplog.records if r.levelno < logging.WARNING]
     assert "run complete" in (tmp_path / "agc.log").read_text()
     assert logging.getLogger("agc_core").propagate
+
+
+# --- a script without the main guard -----------------------------------------------------------
+
+
+def run_script(path: Path, text: str) -> subprocess.CompletedProcess:
+    path.write_text(text)
+    return subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                          timeout=120, cwd=path.parent)
+
+
+def test_unguarded_call_site_is_found(tmp_path):
+    script = tmp_path / "probe.py"
+    done = run_script(script, (
+        "from agc_core.mainguard import unguarded_call_site\n"
+        "def helper():\n"
+        "    return unguarded_call_site()\n"
+        "print('top', helper())\n"
+        "if __name__ == '__main__':\n"
+        "    print('guarded', helper())\n"
+        "if '__main__' == __name__:\n"
+        "    print('reversed', helper())\n"))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines == [f"top ('{script}', 4)", "guarded None", "reversed None"]
+
+
+def test_script_without_main_guard_is_told_what_to_do(dataset, tmp_path):
+    """The processes executor in an unguarded script: a one-line error, no dying workers."""
+    script = tmp_path / "analysis.py"
+    done = run_script(script, (
+        "from agc_core.runner import RunOptions, run_analysis\n"
+        f"run_analysis(RunOptions(fileset={str(dataset)!r}, output_dir={str(tmp_path)!r},\n"
+        "                         executor='processes', workers=1, inference='none',\n"
+        "                         plots=False, progress=False))\n"))
+    assert done.returncode != 0
+    assert f"{script}:2: run_analysis is called at the top level of the script" in done.stderr
+    assert "if __name__ == \"__main__\":" in done.stderr
+    assert "keep dying" not in done.stderr + done.stdout
