@@ -446,3 +446,84 @@ def test_other_uproot_sources(small_file, monkeypatch, handler):
     io.close_files()
     for start, stop in [(0, 5000), (650, 2050), (10, 10)]:
         assert_chunk_equals_uproot(small_file, BRANCHES, start, stop)
+
+
+# --- the open-file cache under threads (a closed memory map under a reader crashed) ----------
+
+STRESS = r"""
+import sys, threading
+import numpy as np
+from agc_core import io
+io.OPEN_FILES_MAX = int(sys.argv[1])
+paths = sys.argv[3:]
+want = {p: io.read_chunk(p, ["jet_pt", "met_pt"]).columns["jet_pt"].sum() for p in paths}
+io.close_files()
+errors = []
+def work(k):
+    try:
+        for r in range(int(sys.argv[2])):
+            p = paths[(k * 7 + r) % len(paths)]
+            got = io.read_chunk(p, ["jet_pt", "met_pt"]).columns["jet_pt"].sum()
+            assert got == want[p], (p, got, want[p])
+            if r % 17 == k:
+                io.close_files()
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+assert not errors, errors[:3]
+assert io.open_files() <= io.OPEN_FILES_MAX
+print("ok")
+"""
+
+
+def test_open_file_cache_survives_many_threads(tmp_path):
+    """8 threads x 18 files through a cache of 4, with close_files() in between: no crash.
+
+    In a subprocess, so that a segfault fails this test instead of killing the test run (the
+    reader used to unmap a file another thread was still reading: 2 crashes in 3 runs).
+    """
+    import subprocess
+    import sys
+
+    paths = [str(write_file(tmp_path / f"f{i}.root", make_events(3000, seed=i), [1000] * 3))
+             for i in range(18)]
+    proc = subprocess.run([sys.executable, "-c", STRESS, "4", "40", *paths],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "ok"
+
+
+# --- uproot's own reading: fallback and the types the native decoders do not handle ---------
+
+
+def test_native_decoding_problem_falls_back_to_uproot(small_file, monkeypatch, caplog):
+    def misparse(*args, **kwargs):
+        raise ValueError("a layout the native decoder misparses")
+
+    monkeypatch.setattr(io, "_read_jagged", misparse)
+    io.close_files()
+    with caplog.at_level("WARNING", logger="agc_core.io"):
+        assert_chunk_equals_uproot(small_file, BRANCHES, 650, 2050)
+    assert "the native decoder failed (ValueError: a layout the native decoder misparses); " \
+           "read with uproot" in caplog.text
+
+
+def test_strings_and_nested_arrays_are_read_through_uproot(tmp_path):
+    """Types beyond numbers and lists of numbers: one Python object per event, via uproot."""
+    path = tmp_path / "types.root"
+    tags = ["a", "bb", "", "ccc"]
+    grid = np.arange(24, dtype=np.float32).reshape(4, 3, 2)
+    with uproot.recreate(path) as f:
+        f.mktree("events", {"tag": "string", "grid": np.dtype(("f4", (3, 2))),
+                            "met_pt": "float32"})
+        f["events"].extend({"tag": np.array(tags, dtype=object), "grid": grid,
+                            "met_pt": np.arange(4, dtype=np.float32)})
+    io.check_file(path, ["tag", "grid", "met_pt"])  # accepted, not refused
+    chunk = io.read_chunk(path, ["tag", "grid", "met_pt"], 1, 4)
+    assert list(chunk.columns["tag"]) == tags[1:]
+    assert chunk.columns["grid"].dtype == object
+    assert [np.asarray(x).tolist() for x in chunk.columns["grid"]] == grid[1:].tolist()
+    np.testing.assert_array_equal(chunk.columns["met_pt"], [1, 2, 3])
+    assert chunk.offsets == {}
