@@ -54,6 +54,11 @@ class RunOptions:
         processor: the chunk processor: ``kernels`` (the numba kernels, default),
             ``reference`` (the awkward reference of the seed: the same histograms, slowly; an
             end-to-end cross-check) or any ``module:function`` with the same signature.
+        fit: build the workspace and fit it after the histograms (``--no-fit``: stop there).
+        fit_config: fit YAML (None: the packaged ``configs/fit.yaml``).
+        split_by_classification: fit each region as two channels by MLP classification.
+        fit_ranking: rank the nuisance parameters by impact (None: when plots are drawn).
+        fit_scan: profile-likelihood scan of the POI (None: when plots are drawn).
     """
 
     fileset: str | Path | None = None
@@ -80,6 +85,11 @@ class RunOptions:
     tree: str = "events"
     log_level: int = logging.INFO
     processor: str = "kernels"
+    fit: bool = True
+    fit_config: str | Path | None = None
+    split_by_classification: bool = False
+    fit_ranking: bool | None = None
+    fit_scan: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -185,5 +195,8 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        """0 when complete (or incomplete but ``allow_partial``), else 1."""
+        """0 when complete (or incomplete but ``allow_partial``) and the fit (if any)
+        converged, else 1."""
+        if self.stage_results.get("fit_error"):
+            return 1
         return 0 if self.complete or self.options.allow_partial else 1

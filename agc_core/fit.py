@@ -1,0 +1,1157 @@
+"""Fit the workspace: pyhf's likelihood minimized directly with iminuit (MIGRAD, HESSE, MINOS).
+
+The likelihood is the pyhf model's (``-2 ln L`` of :func:`pyhf.infer.mle.twice_nll`): Poisson
+terms of the main bins plus the Gaussian constraints of every normsys/histosys parameter
+(N(0 | alpha, 1)) and staterror gamma (N(1 | gamma, sigma_b)). :class:`Likelihood` evaluates it
+in numpy with its analytic gradient and Hessian for the modifiers our workspaces use (normfactor,
+staterror, normsys code4, histosys code4p; equal to pyhf's ``logpdf`` to ~1e-12 relative, see
+tests/test_fit.py); any other spec falls back to pyhf's own ``logpdf`` (numerical derivatives).
+Bounds, initial values and fixed parameters are the model's (pyhf's defaults, the measurement's
+settings).
+
+A minimization that MIGRAD does not declare valid is retried from where it stopped with
+``fit.retry_strategy`` (2); still invalid, it raises :class:`FitError` naming the fit. Beyond the
+best fit: :func:`scan` (profile likelihood of the POI), :func:`ranking` (pre- and post-fit
+impact of every nuisance parameter on the POI), :func:`goodness_of_fit` (saturated model) and
+:func:`asimov_uncertainty` (expected uncertainty). Scan and ranking fits start from the best fit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.special import gammaln
+
+from agc_core.config import FitConfig, MinimizerSettings, load_fit_config
+from agc_core.errors import AGCError, ModelError
+from agc_core.outputs import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+FIT_RESULTS_FILE_NAME = "fit_results.json"
+LOG_2PI = math.log(2.0 * math.pi)
+DEFAULT_SETTINGS = MinimizerSettings(strategy=1, retry_strategy=2, tolerance=0.1,
+                                     max_calls=100_000, scan_points=11, scan_sigmas=3.0)
+#: pyhf's default bounds
+ALPHA_BOUNDS = (-5.0, 5.0)
+GAMMA_BOUNDS = (1e-10, 10.0)
+NORMFACTOR_BOUNDS = (0.0, 10.0)
+#: HESSE and MINOS (half width) disagreeing by more than this is flagged in the diagnostics
+HESSE_MINOS_TOLERANCE = 0.2
+#: what the minimizer sees where the likelihood is not defined (negative expectations)
+UNDEFINED_NLL = 1e300
+
+
+class FitError(AGCError):
+    """A fit that did not converge (after the retry): the message names the fit."""
+
+
+# ---------------------------------------------------------------------------------------------
+# the likelihood
+
+
+def _code4_coefficients(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """pyhf's code4 polynomial coefficients a_1..a_6 (alpha0 = 1), shape (6, *hi.shape)."""
+    a_inv = np.array([
+        [15 / 16, -15 / 16, -7 / 16, -7 / 16, 1 / 16, -1 / 16],
+        [3 / 2, 3 / 2, -9 / 16, 9 / 16, 1 / 16, 1 / 16],
+        [-5 / 8, 5 / 8, 5 / 8, 5 / 8, -1 / 8, 1 / 8],
+        [-3 / 2, -3 / 2, 7 / 8, -7 / 8, -1 / 8, -1 / 8],
+        [3 / 16, -3 / 16, -3 / 16, -3 / 16, 1 / 16, -1 / 16],
+        [1 / 2, 1 / 2, -5 / 16, 5 / 16, 1 / 16, 1 / 16],
+    ])
+    lhi, llo = np.log(hi), np.log(lo)
+    b = np.stack([hi - 1, lo - 1, lhi * hi, -llo * lo, lhi ** 2 * hi, llo ** 2 * lo])
+    return np.einsum("rc,c...->r...", a_inv, b)
+
+
+@dataclass(frozen=True)
+class Likelihood:
+    """``-2 ln L`` of a pyhf model with its analytic gradient and Hessian.
+
+    Built by :meth:`from_spec`. Parameters are ordered: normfactors (the POI first), then the
+    normsys/histosys parameters in order of first appearance, then the staterror gammas of each
+    channel; labels are pyhf's (``staterror_4j1b-CR[3]``).
+
+    Attributes:
+        labels: parameter names.
+        init: initial values; bounds: (low, high) per parameter; fixed: fixed parameters.
+        poi_index: index of the POI.
+        channels: (name, number of bins) in order; samples: sample names.
+        data: observed main bins; aux: auxiliary data (0 per alpha, 1 per gamma).
+        sigma: staterror sigma per gamma.
+        pyhf_spec: the spec (for pyhf cross-checks and the fallback).
+        analytic: False when the spec has modifiers this class does not implement: then
+            every evaluation goes through pyhf's ``logpdf``.
+    """
+
+    labels: tuple[str, ...]
+    init: np.ndarray
+    bounds: tuple[tuple[float, float], ...]
+    fixed: tuple[bool, ...]
+    poi_index: int
+    channels: tuple[tuple[str, int], ...]
+    samples: tuple[str, ...]
+    data: np.ndarray
+    aux: np.ndarray
+    sigma: np.ndarray
+    spec: dict[str, Any] = field(repr=False)
+    analytic: bool = True
+    # internals (arrays over normfactors F, alphas K, samples S, bins B, gammas G)
+    _nf_mask: np.ndarray = field(default=None, repr=False)      # (F, S, B) bool
+    _nom: np.ndarray = field(default=None, repr=False)          # (S, B)
+    _hi: np.ndarray = field(default=None, repr=False)           # (K, S, B) normsys hi
+    _lo: np.ndarray = field(default=None, repr=False)
+    _coef: np.ndarray = field(default=None, repr=False)         # (6, K, S, B)
+    _du: np.ndarray = field(default=None, repr=False)           # (K, S, B) histosys up - nom
+    _dd: np.ndarray = field(default=None, repr=False)           # nom - down
+    _gamma_bin: np.ndarray = field(default=None, repr=False)    # (B,) gamma index or -1
+    _gamma_mask: np.ndarray = field(default=None, repr=False)   # (S, B) sample has staterror
+    _n_nf: int = 0
+    _n_alpha: int = 0
+    _pyhf: Any = field(default=None, repr=False)
+
+    # --- construction --------------------------------------------------------------------
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], measurement: str | None = None,
+                  force_pyhf: bool = False) -> Likelihood:
+        """Compile a pyhf JSON spec.
+
+        Args:
+            spec: a workspace spec (as :func:`agc_core.workspace.build` returns).
+            measurement: the measurement to use (default: the first).
+            force_pyhf: evaluate through pyhf's ``logpdf`` even if the analytic form applies.
+
+        Raises:
+            ModelError: the spec has no measurement or observations for a channel.
+        """
+        meas = _measurement(spec, measurement)
+        supported = {"normfactor", "normsys", "histosys", "staterror"}
+        types = {m["type"] for ch in spec["channels"] for s in ch["samples"]
+                 for m in s["modifiers"]}
+        if force_pyhf or not types <= supported:
+            return cls._from_pyhf(spec, meas)
+        obs = {o["name"]: np.asarray(o["data"], dtype=float) for o in spec["observations"]}
+        channels = tuple((ch["name"], len(ch["samples"][0]["data"])) for ch in spec["channels"])
+        offsets = np.cumsum([0] + [n for _, n in channels])
+        n_bins = int(offsets[-1])
+        samples: list[str] = []
+        nf_names: list[str] = []
+        alpha_names: list[str] = []
+        stat_names: list[str] = []
+        for ch in spec["channels"]:
+            for s in ch["samples"]:
+                if s["name"] not in samples:
+                    samples.append(s["name"])
+                for m in s["modifiers"]:
+                    names = {"normfactor": nf_names, "staterror": stat_names}.get(m["type"],
+                                                                                  alpha_names)
+                    if m["name"] not in names:
+                        names.append(m["name"])
+        poi = meas["config"]["poi"]
+        if poi not in nf_names:
+            raise ModelError(f"the POI '{poi}' is not a normfactor of the workspace")
+        nf_names.remove(poi)
+        nf_names.insert(0, poi)
+        n_s, n_f, n_k = len(samples), len(nf_names), len(alpha_names)
+        nom = np.zeros((n_s, n_bins))
+        nf_mask = np.zeros((n_f, n_s, n_bins), dtype=bool)
+        hi = np.ones((n_k, n_s, n_bins))
+        lo = np.ones((n_k, n_s, n_bins))
+        du = np.zeros((n_k, n_s, n_bins))
+        dd = np.zeros((n_k, n_s, n_bins))
+        gamma_mask = np.zeros((n_s, n_bins), dtype=bool)
+        unc2 = np.zeros(n_bins)
+        stat_nom = np.zeros(n_bins)
+        stat_of_bin = np.full(n_bins, -1)
+        data = np.zeros(n_bins)
+        for ic, ch in enumerate(spec["channels"]):
+            sl = slice(offsets[ic], offsets[ic + 1])
+            if ch["name"] not in obs:
+                raise ModelError(f"the workspace has no observations for channel "
+                                 f"'{ch['name']}'")
+            data[sl] = obs[ch["name"]]
+            for s in ch["samples"]:
+                i_s = samples.index(s["name"])
+                values = np.asarray(s["data"], dtype=float)
+                nom[i_s, sl] = values
+                for m in s["modifiers"]:
+                    kind, name = m["type"], m["name"]
+                    if kind == "normfactor":
+                        nf_mask[nf_names.index(name), i_s, sl] = True
+                    elif kind == "staterror":
+                        stat_of_bin[sl] = stat_names.index(name)
+                        gamma_mask[i_s, sl] = True
+                        unc2[sl] += np.asarray(m["data"], dtype=float) ** 2
+                        stat_nom[sl] += values
+                    elif kind == "normsys":
+                        k = alpha_names.index(name)
+                        hi[k, i_s, sl] = m["data"]["hi"]
+                        lo[k, i_s, sl] = m["data"]["lo"]
+                    else:  # histosys
+                        k = alpha_names.index(name)
+                        du[k, i_s, sl] = np.asarray(m["data"]["hi_data"]) - values
+                        dd[k, i_s, sl] = values - np.asarray(m["data"]["lo_data"])
+        if np.any(hi <= 0) or np.any(lo <= 0):
+            raise ModelError("a normsys of the workspace has hi or lo <= 0")
+        # gammas: one per bin of each channel that has a staterror
+        labels = list(nf_names) + list(alpha_names)
+        gamma_bin = np.full(n_bins, -1)
+        sigma: list[float] = []
+        for ic, (_, n) in enumerate(channels):
+            for j in range(n):
+                b = offsets[ic] + j
+                if stat_of_bin[b] < 0:
+                    continue
+                gamma_bin[b] = len(sigma)
+                rel = math.sqrt(unc2[b]) / stat_nom[b] if stat_nom[b] > 0 else 0.0
+                sigma.append(rel)
+                labels.append(f"{stat_names[stat_of_bin[b]]}[{j}]")
+        sig = np.asarray(sigma)
+        n_g = len(sigma)
+        init = np.concatenate([np.ones(n_f), np.zeros(n_k), np.ones(n_g)])
+        bounds = [NORMFACTOR_BOUNDS] * n_f + [ALPHA_BOUNDS] * n_k + [GAMMA_BOUNDS] * n_g
+        fixed = [False] * (n_f + n_k) + [bool(s == 0) for s in sigma]
+        sig = np.where(sig == 0, 1.0, sig)  # pyhf: zero sigmas are fixed and set to 1
+        _apply_measurement(meas, labels, init, bounds, fixed)
+        aux = np.concatenate([np.zeros(n_k), np.ones(n_g)])
+        return cls(labels=tuple(labels), init=init, bounds=tuple(bounds), fixed=tuple(fixed),
+                   poi_index=0, channels=channels, samples=tuple(samples), data=data, aux=aux,
+                   sigma=sig, spec=spec, analytic=True, _nf_mask=nf_mask, _nom=nom, _hi=hi,
+                   _lo=lo, _coef=_code4_coefficients(hi, lo), _du=du, _dd=dd,
+                   _gamma_bin=gamma_bin, _gamma_mask=gamma_mask, _n_nf=n_f, _n_alpha=n_k)
+
+    @classmethod
+    def _from_pyhf(cls, spec: dict[str, Any], meas: dict[str, Any]) -> Likelihood:
+        import pyhf
+
+        ws = pyhf.Workspace(spec)
+        model = ws.model(measurement_name=meas["name"])
+        data = np.asarray(ws.data(model), dtype=float)
+        n_main = model.config.nmaindata
+        channels = tuple((c, model.config.channel_nbins[c]) for c in model.config.channels)
+        return cls(labels=tuple(model.config.par_names), init=np.asarray(
+                       model.config.suggested_init(), dtype=float),
+                   bounds=tuple(tuple(b) for b in model.config.suggested_bounds()),
+                   fixed=tuple(model.config.suggested_fixed()),
+                   poi_index=model.config.poi_index, channels=channels,
+                   samples=tuple(model.config.samples), data=data[:n_main],
+                   aux=data[n_main:], sigma=np.zeros(0), spec=spec, analytic=False,
+                   _pyhf=model)
+
+    # --- evaluation ----------------------------------------------------------------------
+
+    @property
+    def poi(self) -> str:
+        """Name of the POI."""
+        return self.labels[self.poi_index]
+
+    @property
+    def n_pars(self) -> int:
+        """Number of parameters."""
+        return len(self.labels)
+
+    def with_data(self, data: np.ndarray | None = None, aux: np.ndarray | None = None
+                  ) -> Likelihood:
+        """The same model with other main (and auxiliary) data."""
+        return replace(self, data=self.data if data is None else np.asarray(data, float),
+                       aux=self.aux if aux is None else np.asarray(aux, float))
+
+    def _parts(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        nf = x[: self._n_nf]
+        alpha = x[self._n_nf: self._n_nf + self._n_alpha]
+        gamma = x[self._n_nf + self._n_alpha:]
+        a = alpha[:, None, None]
+        inside = np.abs(a) <= 1.0
+        # code4 normsys factors N, their log-derivatives r = N'/N and q = N''/N
+        c = self._coef
+        poly = 1 + a * (c[0] + a * (c[1] + a * (c[2] + a * (c[3] + a * (c[4] + a * c[5])))))
+        dpoly = c[0] + a * (2 * c[1] + a * (3 * c[2] + a * (4 * c[3] + a * (5 * c[4]
+                                                                            + a * 6 * c[5]))))
+        d2poly = 2 * c[1] + a * (6 * c[2] + a * (12 * c[3] + a * (20 * c[4] + a * 30 * c[5])))
+        base_log = np.where(a > 1.0, np.log(self._hi), np.log(self._lo))
+        expo = np.abs(a)
+        sign = np.where(a > 1.0, 1.0, -1.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            n_out = np.exp(expo * base_log)
+        norm = np.where(inside, poly, n_out)
+        r = np.where(inside, dpoly / poly, sign * base_log)
+        q = np.where(inside, d2poly / poly, base_log ** 2)
+        # code4p histosys deltas H, H', H''
+        du, dd = self._du, self._dd
+        s_ = 0.5 * (du + dd)
+        a_ = 0.0625 * (du - dd)
+        a2 = a * a
+        h = np.where(a > 1.0, a * du, np.where(a < -1.0, a * dd,
+                                                a * s_ + a2 * a_ * (15 + a2 * (3 * a2 - 10))))
+        h1 = np.where(a > 1.0, du, np.where(a < -1.0, dd,
+                                             s_ + a_ * a * (30 + a2 * (18 * a2 - 40))))
+        h2 = np.where(inside, a_ * (30 + a2 * (90 * a2 - 120)), 0.0)
+        add = self._nom + h.sum(axis=0)                                   # (S, B)
+        nf_factor = np.ones_like(add)
+        for f in range(self._n_nf):
+            nf_factor = np.where(self._nf_mask[f], nf_factor * nf[f], nf_factor)
+        gb = self._gamma_bin
+        g_of_bin = np.where(gb >= 0, gamma[np.maximum(gb, 0)] if gamma.size else 1.0, 1.0)
+        gam = np.where(self._gamma_mask, g_of_bin[None, :], 1.0)          # (S, B)
+        prod = norm.prod(axis=0)                                          # (S, B)
+        mult = nf_factor * prod * gam
+        return {"nf": nf, "alpha": alpha, "gamma": gamma, "add": add, "mult": mult,
+                "nf_factor": nf_factor, "prod": prod, "gam": gam, "r": r, "q": q, "h1": h1,
+                "h2": h2}
+
+    def expected_by_sample(self, x: np.ndarray) -> np.ndarray:
+        """Expected yields per sample and main bin, shape (samples, bins)."""
+        x = np.asarray(x, dtype=float)
+        if not self.analytic:
+            return np.asarray(self._pyhf.main_model.expected_data(x, return_by_sample=True))
+        p = self._parts(x)
+        return p["add"] * p["mult"]
+
+    def expected_data(self, x: np.ndarray) -> np.ndarray:
+        """Expected main bins (all channels concatenated)."""
+        return self.expected_by_sample(x).sum(axis=0)
+
+    def expected_aux(self, x: np.ndarray) -> np.ndarray:
+        """Expected auxiliary data at ``x`` (the constrained parameters' values)."""
+        x = np.asarray(x, dtype=float)
+        if not self.analytic:
+            full = np.asarray(self._pyhf.expected_data(x), dtype=float)
+            return full[len(self.data):]
+        return x[self._n_nf:].copy()
+
+    def twice_nll(self, x: np.ndarray) -> float:
+        """``-2 ln L(x)`` (pyhf's ``-2 * logpdf(x, data + aux)``)."""
+        x = np.asarray(x, dtype=float)
+        if not self.analytic:
+            full = np.concatenate([self.data, self.aux])
+            return float(-2.0 * self._pyhf.logpdf(x, full)[0])
+        lam = self.expected_data(x)
+        return _poisson_twice_nll(self.data, lam) + self.constraint_twice_nll(x)
+
+    def constraint_twice_nll(self, x: np.ndarray) -> float:
+        """The constraint terms' part of :meth:`twice_nll` (Gaussian, with constants)."""
+        x = np.asarray(x, dtype=float)
+        if not self.analytic:
+            return float(-2.0 * self._pyhf.constraint_logpdf(self.aux, x)[0])
+        k, n_f = self._n_alpha, self._n_nf
+        alpha, gamma = x[n_f:n_f + k], x[n_f + k:]
+        aux_a, aux_g = self.aux[:k], self.aux[k:]
+        cons_a = ((aux_a - alpha) ** 2 + LOG_2PI).sum()
+        cons_g = (((aux_g - gamma) / self.sigma) ** 2 + 2.0 * np.log(self.sigma)
+                  + LOG_2PI).sum()
+        return float(cons_a + cons_g)
+
+    def n_unconstrained(self) -> int:
+        """Free parameters without a constraint term (the normfactors)."""
+        if not self.analytic:
+            from agc_core import fit as _fit
+
+            return _fit._pyhf_unconstrained(self._pyhf)
+        return sum(1 for i in range(self._n_nf) if not self.fixed[i])
+
+    def constrained_sigma(self) -> dict[int, float]:
+        """Pre-fit uncertainty of every constrained parameter, by index."""
+        if not self.analytic:
+            out = {}
+            for name in self._pyhf.config.par_order:
+                ps = self._pyhf.config.param_set(name)
+                if not ps.constrained:
+                    continue
+                sl = self._pyhf.config.par_slice(name)
+                widths = ps.width() if hasattr(ps, "width") else [1.0] * ps.n_parameters
+                for j, i in enumerate(range(sl.start, sl.stop)):
+                    out[i] = float(widths[j])
+            return out
+        n_f, k = self._n_nf, self._n_alpha
+        out = {n_f + j: 1.0 for j in range(k)}
+        out.update({n_f + k + j: float(s) for j, s in enumerate(self.sigma)})
+        return out
+
+    def _jacobian(self, p: dict[str, np.ndarray]) -> np.ndarray:
+        """d nu_sb / d x_i, shape (P, S, B)."""
+        n_f, k = self._n_nf, self._n_alpha
+        n_g = p["gamma"].size
+        jac = np.zeros((n_f + k + n_g, *p["add"].shape))
+        base = p["add"] * p["prod"] * p["gam"]
+        for f in range(n_f):
+            other = np.ones_like(base)
+            for f2 in range(n_f):
+                if f2 != f:
+                    other = np.where(self._nf_mask[f2], other * p["nf"][f2], other)
+            jac[f] = np.where(self._nf_mask[f], base * other, 0.0)
+        jac[n_f:n_f + k] = (p["h1"] + p["add"][None] * p["r"]) * p["mult"][None]
+        if n_g:
+            d_gamma = p["add"] * p["nf_factor"] * p["prod"] * self._gamma_mask   # (S, B)
+            gb = self._gamma_bin
+            cols = np.nonzero(gb >= 0)[0]
+            jac[n_f + k + gb[cols], :, cols] = d_gamma[:, cols].T
+        return jac
+
+    def grad(self, x: np.ndarray) -> np.ndarray:
+        """Gradient of :meth:`twice_nll`."""
+        x = np.asarray(x, dtype=float)
+        p = self._parts(x)
+        lam = (p["add"] * p["mult"]).sum(axis=0)
+        w = -2.0 * (self.data / lam - 1.0)
+        jac = self._jacobian(p).sum(axis=1)                               # (P, B)
+        g = jac @ w
+        k = self._n_alpha
+        g[self._n_nf:self._n_nf + k] += 2.0 * (p["alpha"] - self.aux[:k])
+        g[self._n_nf + k:] += 2.0 * (p["gamma"] - self.aux[k:]) / self.sigma ** 2
+        return g
+
+    def objective(self, x: np.ndarray) -> float:
+        """:meth:`twice_nll` for the minimizer: a huge finite value where the model is not
+        defined (an expectation <= 0 makes pyhf's ``logpdf`` NaN), so that MIGRAD's line
+        search backs off instead of giving up."""
+        value = self.twice_nll(x)
+        return value if math.isfinite(value) else UNDEFINED_NLL
+
+    def safe_grad(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`grad` for the minimizer: zeros where the model is not defined."""
+        g = self.grad(x)
+        return g if np.all(np.isfinite(g)) else np.zeros_like(g)
+
+    def g2(self, x: np.ndarray) -> np.ndarray:
+        """Diagonal of :meth:`hessian`."""
+        return np.diag(self.hessian(x)).copy()
+
+    def fisher_hessian(self, x: np.ndarray) -> np.ndarray:
+        """The Hessian without the terms of the second derivatives of the expectation
+        (Gauss-Newton: ``J diag(2 n / lambda^2) J^T`` plus the constraints), positive
+        semi-definite everywhere: what MIGRAD steers by (the exact :meth:`hessian` is
+        indefinite away from the minimum, where Newton steps from it go astray)."""
+        x = np.asarray(x, dtype=float)
+        p = self._parts(x)
+        lam = (p["add"] * p["mult"]).sum(axis=0)
+        jac = self._jacobian(p).sum(axis=1)
+        hess = (jac * (2.0 * self.data / lam ** 2)) @ jac.T
+        n_f, k = self._n_nf, self._n_alpha
+        idx = np.arange(n_f, n_f + k)
+        hess[idx, idx] += 2.0
+        gi = np.arange(n_f + k, self.n_pars)
+        hess[gi, gi] += 2.0 / self.sigma ** 2
+        return hess
+
+    def hessian(self, x: np.ndarray) -> np.ndarray:
+        """Hessian of :meth:`twice_nll` (analytic)."""
+        x = np.asarray(x, dtype=float)
+        p = self._parts(x)
+        n_f, k = self._n_nf, self._n_alpha
+        lam = (p["add"] * p["mult"]).sum(axis=0)
+        n = self.data
+        w = -2.0 * (n / lam - 1.0)
+        jac_s = self._jacobian(p)
+        jac = jac_s.sum(axis=1)
+        hess = (jac * (2.0 * n / lam ** 2)) @ jac.T
+        # second derivatives of lambda, contracted with w
+        add, mult, r, q, h1, h2 = p["add"], p["mult"], p["r"], p["q"], p["h1"], p["h2"]
+        mw = mult * w                                                     # (S, B)
+        sa = slice(n_f, n_f + k)
+        t1 = np.einsum("ksb,lsb,sb->kl", h1, r, mw)
+        aa = t1 + t1.T + np.einsum("ksb,lsb,sb->kl", r, r, add * mw)
+        aa[np.diag_indices(k)] += np.einsum("ksb,sb->k", h2 + add * (q - r * r), mw)
+        hess[sa, sa] += aa
+        for f in range(n_f):
+            nf_f = p["nf"][f]
+            mask = self._nf_mask[f]
+            if nf_f != 0:
+                d_af = jac_s[sa] * np.where(mask, 1.0 / nf_f, 0.0)
+            else:  # d/d alpha of nu without the normfactor
+                other = np.where(mask, mult / np.where(p["nf_factor"] == 0, 1.0,
+                                                        p["nf_factor"]), 0.0)
+                d_af = (h1 + add[None] * r) * other[None]
+            v = np.einsum("ksb,b->k", d_af, w)
+            hess[sa, f] += v
+            hess[f, sa] += v
+            for f2 in range(f + 1, n_f):
+                both = mask & self._nf_mask[f2]
+                if both.any():
+                    others = np.ones_like(add)
+                    for f3 in range(n_f):
+                        if f3 not in (f, f2):
+                            others = np.where(self._nf_mask[f3], others * p["nf"][f3], others)
+                    val = float(((add * p["prod"] * p["gam"] * others * both).sum(axis=0)
+                                 * w).sum())
+                    hess[f, f2] += val
+                    hess[f2, f] += val
+        n_g = p["gamma"].size
+        if n_g:
+            gb = self._gamma_bin
+            cols = np.nonzero(gb >= 0)[0]
+            gi = n_f + k + gb[cols]
+            gm = self._gamma_mask[:, cols]
+            base = (add * p["nf_factor"] * p["prod"])[:, cols] * gm                # (S, C)
+            # gamma x alpha
+            d_ga = ((h1 + add[None] * r) * (p["nf_factor"] * p["prod"])[None])[:, :, cols]
+            v = np.einsum("ksc,sc,c->kc", d_ga, gm, w[cols])
+            hess[sa.start + np.arange(k)[:, None], gi[None, :]] += v
+            hess[gi[None, :], sa.start + np.arange(k)[:, None]] += v
+            # gamma x normfactor
+            for f in range(n_f):
+                other = np.ones_like(add)
+                for f2 in range(n_f):
+                    if f2 != f:
+                        other = np.where(self._nf_mask[f2], other * p["nf"][f2], other)
+                d_gf = (add * p["prod"] * other * self._nf_mask[f])[:, cols] * gm
+                v = d_gf.sum(axis=0) * w[cols]
+                hess[f, gi] += v
+                hess[gi, f] += v
+            del base
+            hess[gi, gi] += 2.0 / self.sigma[gb[cols]] ** 2
+        hess[np.arange(n_f, n_f + k), np.arange(n_f, n_f + k)] += 2.0
+        return hess
+
+
+def _poisson_twice_nll(n: np.ndarray, lam: np.ndarray) -> float:
+    """``-2 sum ln Poisson(n | lam)`` with pyhf's continuous form (``xlogy``)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        main = np.where(n > 0, n * np.log(lam), 0.0) - lam - gammaln(n + 1.0)
+    return float(-2.0 * main.sum())
+
+
+def _pyhf_unconstrained(model: Any) -> int:
+    n = 0
+    for name in model.config.par_order:
+        ps = model.config.param_set(name)
+        if not ps.constrained:
+            n += sum(1 for f in ps.suggested_fixed if not f)
+    return n
+
+
+def _measurement(spec: dict[str, Any], name: str | None) -> dict[str, Any]:
+    measurements = spec.get("measurements") or []
+    for meas in measurements:
+        if name is None or meas["name"] == name:
+            return meas
+    raise ModelError(f"the workspace has no measurement{f' {name!r}' if name else ''}")
+
+
+def _apply_measurement(meas: dict[str, Any], labels: list[str], init: np.ndarray,
+                       bounds: list[tuple[float, float]], fixed: list[bool]) -> None:
+    """Apply the measurement's parameter settings (inits, bounds, fixed) in place."""
+    for par in meas["config"].get("parameters", []):
+        name = par["name"]
+        idx = ([labels.index(name)] if name in labels
+               else [i for i, lab in enumerate(labels) if lab.startswith(name + "[")])
+        for j, i in enumerate(idx):
+            if "inits" in par:
+                init[i] = par["inits"][j]
+            if "bounds" in par:
+                bounds[i] = tuple(par["bounds"][j])
+            if par.get("fixed"):
+                fixed[i] = True
+
+
+# ---------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass(frozen=True)
+class FitDiagnostics:
+    """What a careful physicist checks about a fit.
+
+    Attributes:
+        valid: MIGRAD's minimum is valid.
+        edm: estimated distance to minimum; edm_goal: the goal it was compared with.
+        nfcn: function calls (all minimizations); ngrad: gradient calls.
+        strategies: the MIGRAD strategies tried, in order (a retry appends one).
+        hesse_accurate: HESSE's covariance is accurate; hesse_forced_posdef: it had to be
+            forced positive-definite (then the uncertainties are not trustworthy).
+        at_limit: parameters whose best fit is at (or next to) a bound.
+        minos_valid: per MINOS parameter, both sides valid.
+        minos_method: per MINOS parameter, ``minos`` (iminuit's MINOS) or ``profile`` (MINOS
+            was not valid: the same crossings found with profile fits, see :func:`fit`).
+        hesse_minos_ratio: per MINOS parameter, (MINOS half width) / (HESSE uncertainty).
+        hesse_minos_agree: every ratio within ``1 +- HESSE_MINOS_TOLERANCE``.
+        analytic: the numpy likelihood with analytic derivatives was used (else pyhf's).
+        seconds: wall time of the fit.
+        warnings: human-readable problems (empty for a clean fit).
+    """
+
+    valid: bool
+    edm: float
+    edm_goal: float
+    nfcn: int
+    ngrad: int
+    strategies: tuple[int, ...]
+    hesse_accurate: bool
+    hesse_forced_posdef: bool
+    at_limit: tuple[str, ...]
+    minos_valid: dict[str, bool]
+    minos_method: dict[str, str]
+    hesse_minos_ratio: dict[str, float]
+    hesse_minos_agree: bool
+    analytic: bool
+    seconds: float
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A maximum-likelihood fit.
+
+    Attributes:
+        labels: parameter names; bestfit: best-fit values; uncertainty: HESSE uncertainties
+            (0 for fixed parameters); corr_mat: correlation matrix.
+        best_twice_nll: ``-2 ln L`` at the best fit.
+        minos: parameter -> (down, up) MINOS errors (down negative).
+        diagnostics: :class:`FitDiagnostics`.
+        poi_index: index of the POI in ``labels``.
+        covariance: HESSE covariance matrix.
+    """
+
+    labels: tuple[str, ...]
+    bestfit: np.ndarray
+    uncertainty: np.ndarray
+    corr_mat: np.ndarray
+    best_twice_nll: float
+    minos: dict[str, tuple[float, float]]
+    diagnostics: FitDiagnostics
+    poi_index: int = 0
+    covariance: np.ndarray | None = None
+
+    @property
+    def poi(self) -> str:
+        """Name of the POI."""
+        return self.labels[self.poi_index]
+
+    def value(self, name: str) -> tuple[float, float]:
+        """(best fit, HESSE uncertainty) of a parameter."""
+        i = self.labels.index(name)
+        return float(self.bestfit[i]), float(self.uncertainty[i])
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return {
+            "poi": self.poi,
+            "labels": list(self.labels),
+            "bestfit": self.bestfit.tolist(),
+            "uncertainty": self.uncertainty.tolist(),
+            "corr_mat": self.corr_mat.tolist(),
+            "best_twice_nll": self.best_twice_nll,
+            "minos": {k: list(v) for k, v in self.minos.items()},
+            "diagnostics": _clean(asdict(self.diagnostics)),
+        }
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# minimization
+
+
+def _as_likelihood(model: dict[str, Any] | Likelihood) -> Likelihood:
+    return model if isinstance(model, Likelihood) else Likelihood.from_spec(model)
+
+
+def _settings(fit_cfg: FitConfig | MinimizerSettings | None) -> MinimizerSettings:
+    if isinstance(fit_cfg, MinimizerSettings):
+        return fit_cfg
+    if isinstance(fit_cfg, FitConfig):
+        return fit_cfg.minimizer
+    return DEFAULT_SETTINGS
+
+
+class _SwitchableHessian:
+    """The Hessian handed to Minuit: :meth:`Likelihood.fisher_hessian` while MIGRAD steers by
+    it (``exact = False``), :meth:`Likelihood.hessian` for HESSE (``exact = True``)."""
+
+    def __init__(self, lh: Likelihood, exact: bool = False) -> None:
+        self.lh = lh
+        self.exact = exact
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        h = self.lh.hessian(x) if self.exact else self.lh.fisher_hessian(x)
+        return h if np.all(np.isfinite(h)) else np.eye(len(h))
+
+    def g2(self, x: np.ndarray) -> np.ndarray:
+        return np.diag(self(x)).copy()
+
+
+def _minuit(lh: Likelihood, x0: np.ndarray, fixed: Sequence[bool],
+            settings: MinimizerSettings, hessian: str = "fisher"
+            ) -> tuple[Any, _SwitchableHessian | None]:
+    """A Minuit object on ``lh`` and its Hessian switch (None for ``none``, which selects
+    the exact Hessian for HESSE); ``hessian``: ``fisher``, ``exact`` or ``none`` (Minuit's own
+    approximation)."""
+    from iminuit import Minuit
+    from iminuit.warnings import IMinuitWarning
+
+    switch = None
+    if lh.analytic and hessian == "none":
+        m = Minuit(lh.objective, np.array(x0, dtype=float), grad=lh.safe_grad,
+                   name=lh.labels)
+    elif lh.analytic:
+        switch = _SwitchableHessian(lh, exact=hessian == "exact")
+        # g2 beside the Hessian: Minuit2 calls it when the Hessian is not positive-definite
+        # (iminuit warns that the Hessian overrides it, and without it the call fails)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", IMinuitWarning)
+            m = Minuit(lh.objective, np.array(x0, dtype=float), grad=lh.safe_grad,
+                       hessian=switch, g2=switch.g2, name=lh.labels)
+    else:
+        m = Minuit(lh.objective, np.array(x0, dtype=float), name=lh.labels)
+    m.errordef = Minuit.LEAST_SQUARES  # -2 ln L: one unit is one sigma
+    m.limits = list(lh.bounds)
+    m.fixed = list(fixed)
+    m.strategy = settings.strategy
+    m.tol = settings.tolerance
+    m.print_level = 0
+    return m, switch
+
+
+def _minimize(lh: Likelihood, x0: np.ndarray, fixed: Sequence[bool],
+              settings: MinimizerSettings, what: str
+              ) -> tuple[Any, tuple[int, ...], _SwitchableHessian | None]:
+    """MIGRAD, retried when invalid; raises :class:`FitError` if it never converges.
+
+    The attempts, each from where the previous one stopped: ``settings.strategy``, then
+    ``settings.retry_strategy``, then a fresh MIGRAD with strategy 0 (a new seed from the
+    exact Hessian: a minimum reached next to a bound often only needs a clean restart to be
+    declared valid), all with the exact Hessian; then ``settings.strategy`` and
+    ``settings.retry_strategy`` with Minuit's own Hessian approximation (its quasi-Newton
+    updates cope better far from the minimum, where the exact Hessian is not positive-definite).
+    Each attempt runs MIGRAD once (iminuit's own iteration is off, the retries are these).
+    """
+    strategies: list[int] = []
+    m = None
+    start = np.array(x0, dtype=float)
+    fval0 = lh.objective(start)
+    attempts = [(settings.strategy, "fisher"), (settings.retry_strategy, "fisher"),
+                (0, "exact"), (settings.strategy, "none"), (settings.retry_strategy, "none")]
+    if not lh.analytic:
+        attempts = [(settings.strategy, "none"), (settings.retry_strategy, "none")]
+    for strategy, exact in attempts:
+        if m is not None:
+            log.debug("%s: MIGRAD invalid with strategy %d (EDM %.3g, %d calls), retrying "
+                      "with strategy %d%s", what, strategies[-1], m.fmin.edm, m.fmin.nfcn,
+                      strategy, f" ({exact} Hessian)")
+            if np.all(np.isfinite(m.values)) and m.fval <= fval0:  # else: from x0 again
+                start = np.array(m.values, dtype=float)
+        m, switch = _minuit(lh, start, fixed, replace(settings, strategy=strategy), exact)
+        strategies.append(strategy)
+        m.migrad(ncall=settings.max_calls, iterate=1)
+        if m.valid:
+            if len(strategies) > 1:
+                log.info("%s: converged at attempt %d (strategy %d%s)", what,
+                         len(strategies), strategy, f", {exact} Hessian")
+            return m, tuple(strategies), switch
+    fmin = m.fmin
+    reasons = [name for name, flag in (
+        ("EDM above maximum", fmin.is_above_max_edm),
+        ("call limit reached", fmin.has_reached_call_limit),
+        ("covariance not positive-definite", not fmin.has_posdef_covar),
+        ("parameter at limit", fmin.has_parameters_at_limit)) if flag]
+    raise FitError(f"{what} did not converge: MIGRAD minimum invalid after strategies "
+                   f"{', '.join(map(str, strategies))} (EDM {fmin.edm:.3g}, "
+                   f"{fmin.nfcn} calls{'; ' + ', '.join(reasons) if reasons else ''})")
+
+
+def fit(spec: dict[str, Any] | Likelihood, minos: Sequence[str] | str | None = ("ttbar_norm",),
+        fit_cfg: FitConfig | MinimizerSettings | None = None, init: np.ndarray | None = None,
+        fix: dict[str, float] | None = None, hesse: bool = True,
+        what: str = "the best fit") -> FitResult:
+    """Maximum-likelihood fit: MIGRAD, HESSE, MINOS on the given parameters.
+
+    Args:
+        spec: a workspace spec, or a compiled :class:`Likelihood` (e.g. with other data).
+        minos: parameter names for MINOS (absent names are ignored; None or () for none).
+        fit_cfg: the fit configuration or minimizer settings (default: the packaged one's).
+        init: starting values (default: the model's).
+        fix: parameters to fix at a value (in addition to the model's fixed ones).
+        hesse: run HESSE (otherwise the uncertainties come from MIGRAD's estimate).
+        what: the fit's name in messages.
+
+    Returns:
+        The :class:`FitResult`.
+
+    Raises:
+        FitError: MIGRAD did not converge even with the retry strategy.
+    """
+    t0 = time.perf_counter()
+    lh = _as_likelihood(spec)
+    settings = _settings(fit_cfg if fit_cfg is not None else _default_fit_cfg())
+    x0 = np.array(lh.init if init is None else init, dtype=float)
+    fixed = list(lh.fixed)
+    for name, value in (fix or {}).items():
+        i = lh.labels.index(name)
+        x0[i] = value
+        fixed[i] = True
+    m, strategies, switch = _minimize(lh, x0, fixed, settings, what)
+    if hesse:
+        if switch is not None:
+            switch.exact = True
+        m.hesse()
+        if switch is not None:
+            switch.exact = False
+    if isinstance(minos, str):
+        minos = (minos,)
+    minos_out: dict[str, tuple[float, float]] = {}
+    minos_valid: dict[str, bool] = {}
+    ratios: dict[str, float] = {}
+    methods: dict[str, str] = {}
+    for name in minos or ():
+        if name not in lh.labels or fixed[lh.labels.index(name)]:
+            continue
+        i = lh.labels.index(name)
+        err = float(m.errors[name])
+        try:
+            m.minos(name)
+            me = m.merrors[name]
+            interval, valid = (float(me.lower), float(me.upper)), bool(me.is_valid)
+        except RuntimeError as exc:  # iminuit refuses (e.g. the minimum lost validity)
+            log.info("%s: MINOS of %s failed (%s)", what, name, exc)
+            interval, valid = (float("nan"), float("nan")), False
+        if not valid:
+            # Minuit2's MINOS gives up on some of these likelihoods (with the exact Hessian its
+            # crossing search can stop after a few calls): find the same crossings of
+            # -2 ln L = min + 1 with profile fits, each side by Newton steps on sqrt(delta)
+            log.info("%s: MINOS of %s not valid, finding the crossings by profile fits",
+                     what, name)
+            best_x = np.array(m.values, dtype=float)
+            best_nll = float(lh.twice_nll(best_x))
+            interval = tuple(_crossing(lh, best_x, best_nll, i, side, err, fixed, settings,
+                                       what) - best_x[i] for side in (-1.0, 1.0))
+            valid = all(math.isfinite(v) for v in interval)
+            methods[name] = "profile"
+        else:
+            methods[name] = "minos"
+        minos_out[name] = (float(interval[0]), float(interval[1]))
+        minos_valid[name] = valid
+        me_lower, me_upper = minos_out[name]
+        ratios[name] = (0.5 * (me_upper - me_lower) / err) if err > 0 else float("nan")
+    result = _result(m, lh, fixed, strategies, minos_out, minos_valid, ratios, methods,
+                     time.perf_counter() - t0)
+    for w in result.diagnostics.warnings:
+        log.warning("%s: %s", what, w)
+    return result
+
+
+def _crossing(lh: Likelihood, best_x: np.ndarray, best_nll: float, i: int, side: float,
+              err: float, fixed: Sequence[bool], settings: MinimizerSettings, what: str,
+              max_steps: int = 12) -> float:
+    """Where the profile ``-2 ln L`` of parameter ``i`` crosses its minimum + 1 on one side.
+
+    Newton steps on ``sqrt(delta)``, which is linear in the parameter for a parabolic profile
+    (one step then suffices), each a fit with the parameter fixed, warm-started from the last.
+    Returns the bound if the profile stays below the crossing up to it, NaN if a profile fit
+    does not converge.
+    """
+    lo, hi = lh.bounds[i]
+    edge = hi if side > 0 else lo
+    x = best_x.copy()
+    c = best_x[i]
+    v = c + side * (err if err > 0 else 0.1 * max(1.0, abs(c)))
+    last = None
+    for _ in range(max_steps):
+        v = min(hi, max(lo, v))
+        fix = list(fixed)
+        fix[i] = True
+        x[i] = v
+        try:
+            m, _, _ = _minimize(lh, x, fix, settings, f"{what}: the profile fit at "
+                                                   f"{lh.labels[i]} = {v:.4g}")
+        except FitError as exc:
+            log.warning("%s", exc)
+            return float("nan")
+        x = np.array(m.values, dtype=float)
+        delta = max(0.0, float(lh.twice_nll(x)) - best_nll)
+        root = math.sqrt(delta)
+        if abs(delta - 1.0) < 1e-3:
+            return v
+        if v == edge and delta < 1.0:
+            return v
+        if last is not None and last[1] != root:
+            slope = (root - last[1]) / (v - last[0])
+        else:
+            slope = root / (v - c) if v != c else 0.0
+        if slope * side <= 0:
+            return float("nan")
+        last = (v, root)
+        v = v + (1.0 - root) / slope
+    return v
+
+
+def _default_fit_cfg() -> FitConfig | None:
+    try:
+        return load_fit_config()
+    except AGCError:
+        return None
+
+
+def _result(m: Any, lh: Likelihood, fixed: Sequence[bool], strategies: tuple[int, ...],
+            minos_out: dict[str, tuple[float, float]], minos_valid: dict[str, bool],
+            ratios: dict[str, float], methods: dict[str, str], seconds: float) -> FitResult:
+    values = np.array(m.values, dtype=float)
+    errors = np.array(m.errors, dtype=float)
+    errors[np.asarray(fixed)] = 0.0
+    n = len(values)
+    cov = np.zeros((n, n))
+    if m.covariance is not None:
+        cov = np.array(m.covariance, dtype=float)
+    free = ~np.asarray(fixed)
+    diag = np.sqrt(np.clip(np.diag(cov), 0, None))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        corr = np.where(np.outer(diag, diag) > 0, cov / np.outer(diag, diag), 0.0)
+    corr[np.diag_indices(n)] = np.where(free, 1.0, 0.0)
+    fmin = m.fmin
+    at_limit = []
+    for i, (lo, hi) in enumerate(lh.bounds):
+        if free[i] and (values[i] - lo < 1e-6 * max(1.0, abs(lo))
+                        or hi - values[i] < 1e-6 * max(1.0, abs(hi))):
+            at_limit.append(lh.labels[i])
+    warnings = []
+    if not fmin.has_accurate_covar:
+        warnings.append("HESSE covariance not accurate")
+    if fmin.has_made_posdef_covar:
+        warnings.append("HESSE covariance was forced positive-definite: uncertainties are "
+                        "not trustworthy")
+    if at_limit:
+        warnings.append(f"parameters at a bound: {', '.join(at_limit)}")
+    agree = all(abs(r - 1.0) <= HESSE_MINOS_TOLERANCE for r in ratios.values()
+                if math.isfinite(r))
+    for name, r in ratios.items():
+        if not minos_valid[name]:
+            warnings.append(f"MINOS of {name} not valid")
+        if math.isfinite(r) and abs(r - 1.0) > HESSE_MINOS_TOLERANCE:
+            warnings.append(f"HESSE and MINOS disagree on {name}: MINOS half width / HESSE "
+                            f"= {r:.2f}")
+    diagnostics = FitDiagnostics(
+        valid=bool(m.valid), edm=float(fmin.edm), edm_goal=float(fmin.edm_goal),
+        nfcn=int(m.nfcn), ngrad=int(m.ngrad), strategies=strategies,
+        hesse_accurate=bool(fmin.has_accurate_covar),
+        hesse_forced_posdef=bool(fmin.has_made_posdef_covar), at_limit=tuple(at_limit),
+        minos_valid=minos_valid, minos_method=methods, hesse_minos_ratio=ratios,
+        hesse_minos_agree=agree,
+        analytic=lh.analytic, seconds=seconds, warnings=tuple(warnings))
+    return FitResult(labels=lh.labels, bestfit=values, uncertainty=errors, corr_mat=corr,
+                     best_twice_nll=float(lh.twice_nll(values)), minos=minos_out,
+                     diagnostics=diagnostics, poi_index=lh.poi_index, covariance=cov)
+
+
+def write_results(path: str | Path, result: FitResult, **extra: Any) -> Path:
+    """Write ``fit_results.json``: the fit result plus any extra sections (scan, ranking...)."""
+    record = {"fit": result.as_dict()}
+    record.update({k: _clean(v) for k, v in extra.items()})
+    return write_text_atomic(path, json.dumps(record, indent=1) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# beyond the best fit
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """A profile-likelihood scan of one parameter.
+
+    Attributes:
+        name: the scanned parameter; values: its fixed values; delta_twice_nll: ``-2 ln L``
+            of each profile fit minus the best fit's; bestfit: its best-fit value.
+    """
+
+    name: str
+    values: np.ndarray
+    delta_twice_nll: np.ndarray
+    bestfit: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return {"name": self.name, "values": self.values.tolist(),
+                "delta_twice_nll": self.delta_twice_nll.tolist(), "bestfit": self.bestfit}
+
+
+@dataclass(frozen=True)
+class RankingResult:
+    """Impact of each nuisance parameter on the POI (cabinetry's definition).
+
+    The POI's best fit is refit with the parameter fixed at its best fit +- its pre-fit (1,
+    or sigma_b of a gamma) and +- its post-fit (HESSE) uncertainty; the impact is the POI's
+    shift. Sorted by the larger post-fit impact, largest first.
+
+    Attributes:
+        poi: the POI; labels: the parameters; bestfit, uncertainty: their post-fit values;
+        prefit_up/down, postfit_up/down: the POI shifts.
+    """
+
+    poi: str
+    labels: tuple[str, ...]
+    bestfit: np.ndarray
+    uncertainty: np.ndarray
+    prefit_up: np.ndarray
+    prefit_down: np.ndarray
+    postfit_up: np.ndarray
+    postfit_down: np.ndarray
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else list(v)
+                    if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class GoodnessOfFit:
+    """Saturated-model goodness of fit (cabinetry's definition).
+
+    Attributes:
+        p_value: chi2 survival probability of ``twice_delta_nll`` with ``ndof``.
+        twice_delta_nll: ``-2 ln L(best fit) - (-2 ln L_saturated)``, the saturated model
+            having the observations as expectation and the best fit's constraint terms.
+        ndof: main bins minus unconstrained parameters.
+    """
+
+    p_value: float
+    twice_delta_nll: float
+    ndof: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ExpectedUncertainty:
+    """The POI's expected uncertainty: a fit of the pre-fit Asimov data set.
+
+    Attributes:
+        hesse: HESSE uncertainty; minos_down, minos_up: MINOS errors; fit: the Asimov fit.
+    """
+
+    hesse: float
+    minos_down: float
+    minos_up: float
+    fit: FitResult
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (without the full Asimov fit)."""
+        return {"hesse": self.hesse, "minos_down": self.minos_down, "minos_up": self.minos_up,
+                "bestfit": float(self.fit.bestfit[self.fit.poi_index])}
+
+
+def _best(lh: Likelihood, best: FitResult | None, settings: MinimizerSettings) -> FitResult:
+    return best if best is not None else fit(lh, minos=None, fit_cfg=settings)
+
+
+def scan(spec: dict[str, Any] | Likelihood, name: str | None = None,
+         values: Sequence[float] | None = None, best: FitResult | None = None,
+         fit_cfg: FitConfig | MinimizerSettings | None = None) -> ScanResult:
+    """Profile-likelihood scan: refit with ``name`` fixed at each value.
+
+    Args:
+        spec: a workspace spec or :class:`Likelihood`.
+        name: the parameter (default: the POI).
+        values: where to fix it (default: ``scan_points`` values over best fit +-
+            ``scan_sigmas`` HESSE uncertainties, within its bounds).
+        best: the best fit (computed if not given); the scan fits start from it.
+        fit_cfg: fit configuration or minimizer settings.
+
+    Raises:
+        FitError: a scan fit did not converge (named by its value).
+    """
+    lh = _as_likelihood(spec)
+    settings = _settings(fit_cfg if fit_cfg is not None else _default_fit_cfg())
+    best = _best(lh, best, settings)
+    name = name or lh.poi
+    i = lh.labels.index(name)
+    if values is None:
+        lo, hi = lh.bounds[i]
+        c, e = best.bestfit[i], best.uncertainty[i]
+        values = np.linspace(max(lo, c - settings.scan_sigmas * e),
+                             min(hi, c + settings.scan_sigmas * e), settings.scan_points)
+    grid = np.asarray(values, dtype=float)
+    out = np.empty_like(grid)
+    for j, v in enumerate(grid):
+        r = fit(lh, minos=None, fit_cfg=settings, init=best.bestfit, fix={name: float(v)},
+                hesse=False, what=f"the scan fit at {name} = {v:.4g}")
+        out[j] = r.best_twice_nll - best.best_twice_nll
+    return ScanResult(name, grid, out, float(best.bestfit[i]))
+
+
+def ranking(spec: dict[str, Any] | Likelihood, best: FitResult | None = None,
+            fit_cfg: FitConfig | MinimizerSettings | None = None,
+            parameters: Sequence[str] | None = None) -> RankingResult:
+    """Pre- and post-fit impact of every constrained nuisance parameter on the POI.
+
+    Args:
+        spec: a workspace spec or :class:`Likelihood`.
+        best: the best fit (computed if not given); every impact fit starts from it.
+        fit_cfg: fit configuration or minimizer settings.
+        parameters: restrict to these parameters (default: every free constrained one).
+
+    Raises:
+        FitError: an impact fit did not converge (named by parameter and shift).
+    """
+    lh = _as_likelihood(spec)
+    settings = _settings(fit_cfg if fit_cfg is not None else _default_fit_cfg())
+    best = _best(lh, best, settings)
+    prefit = lh.constrained_sigma()
+    poi = lh.poi_index
+    chosen = [i for i in prefit if not lh.fixed[i]
+              and (parameters is None or lh.labels[i] in parameters)]
+    impacts = np.zeros((len(chosen), 4))
+    for row, i in enumerate(chosen):
+        name = lh.labels[i]
+        lo, hi = lh.bounds[i]
+        c = best.bestfit[i]
+        for col, shift in enumerate((prefit[i], -prefit[i], best.uncertainty[i],
+                                     -best.uncertainty[i])):
+            v = min(hi, max(lo, c + shift))
+            r = fit(lh, minos=None, fit_cfg=settings, init=best.bestfit, fix={name: v},
+                    hesse=False, what=f"the ranking fit with {name} = {v:.4g}")
+            impacts[row, col] = r.bestfit[poi] - best.bestfit[poi]
+    order = np.argsort(-np.max(np.abs(impacts[:, 2:]), axis=1), kind="stable")
+    idx = [chosen[j] for j in order]
+    imp = impacts[order]
+    return RankingResult(lh.poi, tuple(lh.labels[i] for i in idx), best.bestfit[idx],
+                         best.uncertainty[idx], imp[:, 0], imp[:, 1], imp[:, 2], imp[:, 3])
+
+
+def goodness_of_fit(spec: dict[str, Any] | Likelihood, best: FitResult | None = None,
+                    fit_cfg: FitConfig | MinimizerSettings | None = None) -> GoodnessOfFit:
+    """Saturated-model goodness-of-fit p-value (see :class:`GoodnessOfFit`)."""
+    from scipy.special import chdtrc
+
+    lh = _as_likelihood(spec)
+    settings = _settings(fit_cfg if fit_cfg is not None else _default_fit_cfg())
+    best = _best(lh, best, settings)
+    saturated = (_poisson_twice_nll(lh.data, lh.data)
+                 + lh.constraint_twice_nll(best.bestfit))
+    twice_delta = best.best_twice_nll - saturated
+    ndof = len(lh.data) - lh.n_unconstrained()
+    return GoodnessOfFit(float(chdtrc(ndof, twice_delta)), float(twice_delta), int(ndof))
+
+
+def asimov_uncertainty(spec: dict[str, Any] | Likelihood,
+                       fit_cfg: FitConfig | MinimizerSettings | None = None
+                       ) -> ExpectedUncertainty:
+    """The POI's expected uncertainty from a fit of the pre-fit Asimov data (HESSE, MINOS).
+
+    The Asimov data are the model's expectation at its initial parameter values (POI
+    nominal, nuisance parameters at their auxiliary values).
+    """
+    lh = _as_likelihood(spec)
+    asimov = lh.with_data(lh.expected_data(lh.init), lh.expected_aux(lh.init))
+    r = fit(asimov, minos=(lh.poi,), fit_cfg=fit_cfg, what="the Asimov fit")
+    down, up = r.minos.get(lh.poi, (float("nan"), float("nan")))
+    return ExpectedUncertainty(float(r.uncertainty[lh.poi_index]), down, up, r)
