@@ -23,6 +23,7 @@ import boost_histogram as bh
 from agc_core import executors, mainguard
 from agc_core.accuracy import accuracy_by_process
 from agc_core.classifier import INFERENCE_KINDS, load_classifier
+from agc_core.compilation import compile_kernels, kernels_cached
 from agc_core.config import REGIONS, AnalysisConfig, load_analysis_config
 from agc_core.errors import ConfigError, InputError
 from agc_core.fileset import SampleFiles, is_url, load_fileset
@@ -371,6 +372,12 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
                         branches, options.tree, options.systematics == "none", log_setup,
                         BACKENDS.get(options.processor, options.processor), classifier,
                         options.io_timeout)
+    if not options.io_only and options.processor == "kernels" and not kernels_cached(
+            mlp=options.inference == "numba"):
+        t = time.perf_counter()
+        log.info("compiling the numba kernels (first run; cached for later runs)")
+        compile_kernels(cfg, classifier)
+        stage_times["compile"] = time.perf_counter() - t  # not in the processing wall time
     merger, results, failures, walltime, n_workers, first = process_tasks(tasks, setup,
                                                                           options)
     failures = plan_failures + failures

@@ -529,3 +529,21 @@ def test_script_without_main_guard_is_told_what_to_do(dataset, tmp_path):
     assert f"{script}:2: run_analysis is called at the top level of the script" in done.stderr
     assert "if __name__ == \"__main__\":" in done.stderr
     assert "keep dying" not in done.stderr + done.stdout
+
+
+def test_first_run_compiles_before_processing_and_says_so(dataset, tmp_path, monkeypatch):
+    from agc_core import compilation, runner
+    from agc_core.report import format_summary
+
+    assert compilation.kernels_cached(mlp=False)  # the suite has run the kernels by now
+    calls = []
+    monkeypatch.setattr(runner, "kernels_cached", lambda mlp: False)
+    monkeypatch.setattr(runner, "compile_kernels",
+                        lambda cfg, clf: calls.append(compilation.compile_kernels(cfg, clf)))
+    r = run_analysis(options(dataset, tmp_path))
+    assert r.complete and len(calls) == 1 and r.stage_times["compile"] > 0
+    assert "compiled on this first run" in format_summary(r)
+    monkeypatch.undo()
+    again = run_analysis(options(dataset, tmp_path))
+    assert "compile" not in again.stage_times
+    assert "compiled" not in format_summary(again)
