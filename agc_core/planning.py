@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -19,7 +20,7 @@ from agc_core.fileset import SampleFiles, is_url
 log = logging.getLogger(__name__)
 
 ENTRIES_CACHE_NAME = "entries_cache.json"
-ENTRIES_CACHE_VERSION = 1
+ENTRIES_CACHE_VERSION = 2  # 2: each file's identity (JER key) from its ROOT UUID
 PLAN_THREADS = 8
 
 
@@ -36,7 +37,7 @@ class ChunkTask:
     process: str
     variation: str
     sample_id: int
-    file_id: int
+    file_id: int  # the file's identity (:func:`file_identity`), keys its JER draws
     path: str
     entry_start: int
     entry_stop: int
@@ -101,18 +102,21 @@ class EntriesCache:
             except (OSError, ValueError, AttributeError):
                 log.warning("ignoring unreadable entries cache %s", path)
 
-    def get(self, key: str, ranges_key: str) -> tuple[int, list[tuple[int, int]]] | None:
-        """Cached (entries, ranges) or None."""
+    def get(self, key: str, ranges_key: str
+            ) -> tuple[int, list[tuple[int, int]], int] | None:
+        """Cached (entries, ranges, identity) or None."""
         rec = self.data.get(key)
-        if rec is None or ranges_key not in rec.get("ranges", {}):
+        if rec is None or ranges_key not in rec.get("ranges", {}) or "identity" not in rec:
             return None
-        return int(rec["entries"]), [(int(a), int(b)) for a, b in rec["ranges"][ranges_key]]
+        return (int(rec["entries"]), [(int(a), int(b)) for a, b in rec["ranges"][ranges_key]],
+                int(rec["identity"]))
 
     def put(self, key: str, ranges_key: str, entries: int,
-            ranges: list[tuple[int, int]]) -> None:
-        """Remember a file's entries and ranges."""
+            ranges: list[tuple[int, int]], identity: int) -> None:
+        """Remember a file's entries, ranges and identity."""
         rec = self.data.setdefault(key, {"entries": entries, "ranges": {}})
         rec["entries"] = entries
+        rec["identity"] = identity
         rec["ranges"][ranges_key] = [list(r) for r in ranges]
         self.dirty = True
 
@@ -129,9 +133,25 @@ class EntriesCache:
             log.warning("cannot write entries cache %s: %s", self.path, exc)
 
 
+def file_identity(path: str) -> int:
+    """A file's identity: 63 bits of a hash of its ROOT UUID (``TFile::fUUID``).
+
+    It keys the file's JER draws, so the same file gives the same draws at any position in
+    any fileset (a copy keeps its UUID; a rewritten file gets a new one).
+
+    Raises:
+        InputError: the file cannot be opened.
+    """
+    from agc_core import io
+
+    with io._opened(path) as handle:  # the reader's cached handle (opened for the entries)
+        uuid = handle.directory.file.uuid
+    return int.from_bytes(hashlib.blake2b(uuid.bytes, digest_size=8).digest(), "little") >> 1
+
+
 def _inspect_file(path: str, branches: Sequence[str], chunksize: int, tree: str
-                  ) -> tuple[int, list[tuple[int, int]]]:
-    """(entries, chunk ranges) of one file, read with the reader."""
+                  ) -> tuple[int, list[tuple[int, int]], int]:
+    """(entries, chunk ranges, :func:`file_identity`) of one file, read with the reader."""
     from agc_core import io
 
     n = io.num_entries(path, tree)
@@ -142,7 +162,7 @@ def _inspect_file(path: str, branches: Sequence[str], chunksize: int, tree: str
     except Exception as exc:  # be robust: even split
         log.debug("%s: no basket-aligned ranges (%s), splitting evenly", path, exc)
         ranges = even_ranges(n, chunksize)
-    return n, ranges
+    return n, ranges, file_identity(path)
 
 
 def even_ranges(n: int, chunksize: int) -> list[tuple[int, int]]:
@@ -156,7 +176,7 @@ def even_ranges(n: int, chunksize: int) -> list[tuple[int, int]]:
 
 def _inspect_with_retries(path: str, branches: Sequence[str], chunksize: int, tree: str,
                           max_retries: int, retry_backoff: float
-                          ) -> tuple[tuple[int, list[tuple[int, int]]] | Exception, int]:
+                          ) -> tuple[tuple[int, list[tuple[int, int]], int] | Exception, int]:
     """:func:`_inspect_file`, retrying transient (network) errors: (result or error, attempts)."""
     from agc_core.executors import is_retryable, retry_delay
 
@@ -198,7 +218,7 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
     ranges_key = f"{chunksize}|{','.join(branches)}"
     files = [(s, f) for s in samples for f in s.files]
     keys = [_file_key(f.path, tree) for _, f in files]
-    known: dict[int, tuple[int, list[tuple[int, int]]] | Exception] = {}
+    known: dict[int, tuple[int, list[tuple[int, int]], int] | Exception] = {}
     tries: dict[int, int] = {}
     missing = []
     for i, key in enumerate(keys):
@@ -230,13 +250,13 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
                                          tries.get(i, 1)))
             log.error("cannot plan %s/%s file %s: %s", s.process, s.variation, f.path, msg)
             continue
-        n, ranges = res
+        n, ranges, identity = res
         if n == 0:
             log.warning("%s: no entries in tree '%s' (file skipped)", f.path, tree)
         elif n != f.nevts:
             log.warning("%s: %d entries, but the fileset declares nevts = %d (normalization "
                         "uses the fileset)", f.path, n, f.nevts)
         for a, b in ranges:
-            tasks.append(ChunkTask(len(tasks), s.process, s.variation, s.sample_id, f.file_id,
+            tasks.append(ChunkTask(len(tasks), s.process, s.variation, s.sample_id, identity,
                                    f.path, a, b, s.xsec_weight))
     return tasks, failures

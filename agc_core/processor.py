@@ -43,7 +43,9 @@ class SampleInfo:
         process: process name (``ttbar``, ``wjets``, ...).
         variation: sample variation (``nominal``, ``scaleup``, ...).
         sample_id: index of (process, variation) in ``cfg.samples`` (keys the JER draws).
-        file_id: index of the file within the sample (keys the JER draws).
+        file_id: the file's identity, keys the JER draws: in a run, 63 bits of a hash of its
+            ROOT UUID (:func:`agc_core.planning.file_identity`), so a file gets the same
+            draws at any position in any fileset; any int for in-memory chunks.
         xsec_weight: float64 event weight ``xsec * lumi / nevts_total``.
     """
 

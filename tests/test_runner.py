@@ -547,3 +547,34 @@ def test_first_run_compiles_before_processing_and_says_so(dataset, tmp_path, mon
     again = run_analysis(options(dataset, tmp_path))
     assert "compile" not in again.stage_times
     assert "compiled" not in format_summary(again)
+
+
+def test_jer_key_is_the_file_identity_not_its_position(dataset, cfg, tmp_path):
+    """The same file gets the same JER key (its ROOT UUID) first or second in a sample, in
+    any fileset; a rewritten file (new UUID) gets a new one."""
+    from agc_core.planning import file_identity
+
+    spec = json.loads(dataset.read_text())
+    ttbar = spec["ttbar"]["nominal"]["files"][0]
+    other = spec["ttbar"]["scaledown"]["files"][0]
+    for entry in (ttbar, other):
+        entry["path"] = str(dataset.parent / entry["path"])
+    copy = tmp_path / "copy.root"
+    shutil.copyfile(ttbar["path"], copy)
+    rewritten = tmp_path / "rewritten.root"
+    with uproot.open(ttbar["path"]) as f:
+        arrays = f["events"].arrays(["jet_pt", "jet_eta"], how=dict)
+    with uproot.recreate(rewritten) as f:
+        f["events"] = arrays
+
+    def key_of(files: list[dict], path: str) -> int:
+        fileset = tmp_path / f"fileset{len(files)}.json"
+        fileset.write_text(json.dumps({"ttbar": {"nominal": {"files": files,
+                                                             "nevts_total": 1}}}))
+        tasks, _ = plan_tasks(load_fileset(fileset, cfg), ["jet_pt"], CHUNK)
+        return {t.file_id for t in tasks if t.path == path}.pop()
+
+    alone = key_of([ttbar], ttbar["path"])
+    assert alone == key_of([other, ttbar], ttbar["path"]) == file_identity(ttbar["path"])
+    assert file_identity(str(copy)) == alone
+    assert len({alone, file_identity(other["path"]), file_identity(str(rewritten))}) == 3
