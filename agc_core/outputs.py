@@ -25,6 +25,15 @@ that loads without pickle, with the keys
   5-axis histogram (every axis with its flow cells as boost-histogram lays them out).
 
 :func:`load_full_histogram` turns it back into the identical ``boost_histogram.Histogram``.
+
+``histograms_full.uhi.json``: the same histogram in the UHI serialization (JSON), readable by
+``hist`` and ``boost-histogram`` (``uhi.io.json``) without agc-core; its axes carry the seed's
+names and labels. :func:`to_hist` gives the ``hist.Hist`` of the seed's notebook (axes
+``observable``, ``region``, ``process``, ``variation``, ``classification``), so its idioms work
+on our output: ``h[:, "4j1b", "ttbar", "nominal", 0]``, ``h.project("classification",
+"observable")``, ``h[:, "4j2b", :, "nominal", 0].stack("process")``; :func:`load_uhi_histogram`
+reads the JSON back into one.
+
 All files are written to a temporary name in the target folder and renamed into place.
 """
 
@@ -50,6 +59,12 @@ log = logging.getLogger(__name__)
 FULL_FORMAT = "agc-core-histogram/1"
 FIT_FILE_NAME = "histograms.root"
 FULL_FILE_NAME = "histograms_full.npz"
+FULL_UHI_FILE_NAME = "histograms_full.uhi.json"
+
+#: the seed's axis labels (``TtbarAnalysis.__init__``), by axis name
+SEED_AXIS_LABELS = {"observable": "observable [GeV]", "region": "Region",
+                    "process": "Process", "variation": "Systematic variation",
+                    "classification": "ML Classification (Sig/Bkg)"}
 
 
 @contextlib.contextmanager
@@ -256,3 +271,63 @@ def load_full_histogram(path: str | Path) -> bh.Histogram:
     view.value[...] = values
     view.variance[...] = variances
     return hist
+
+
+def to_hist(h: bh.Histogram) -> Any:
+    """The histogram as a ``hist.Hist`` with named, labelled axes (the seed's notebook object).
+
+    Axis names come from the boost-histogram axes' metadata (``observable``, ``region``, ...),
+    labels from :data:`SEED_AXIS_LABELS`; every cell, flow cells included, is copied.
+    """
+    import hist
+
+    axes = []
+    for axis in h.axes:
+        name = axis.metadata if isinstance(axis.metadata, str) else None
+        label = SEED_AXIS_LABELS.get(name or "", name or "")
+        traits = axis.traits
+        if isinstance(axis, bh.axis.Regular):
+            axes.append(hist.axis.Regular(len(axis), float(axis.edges[0]),
+                                          float(axis.edges[-1]), name=name, label=label,
+                                          underflow=traits.underflow,
+                                          overflow=traits.overflow))
+        elif isinstance(axis, bh.axis.StrCategory | bh.axis.IntCategory):
+            cls = hist.axis.StrCategory if isinstance(axis, bh.axis.StrCategory) \
+                else hist.axis.IntCategory
+            axes.append(cls(_categories(axis), name=name, label=label,
+                            overflow=traits.overflow, growth=traits.growth))
+        else:
+            raise ValueError(f"unsupported axis type {type(axis).__name__}")
+    out = hist.Hist(*axes, storage=hist.storage.Weight())
+    view, source = out.view(flow=True), h.view(flow=True)
+    view.value[...] = source.value
+    view.variance[...] = source.variance
+    return out
+
+
+def save_uhi_histogram(h: bh.Histogram, path: str | Path) -> Path:
+    """Write the histogram in the UHI JSON serialization (``uhi.io.json``), atomically."""
+    import hist.serialization
+    import uhi.io.json
+
+    data = hist.serialization.to_uhi(to_hist(h))
+    write_text_atomic(path, json.dumps(data, default=uhi.io.json.default))
+    log.info("wrote the full histogram (UHI JSON) to %s", path)
+    return Path(path)
+
+
+def load_uhi_histogram(path: str | Path) -> Any:
+    """Read a UHI JSON histogram (e.g. :func:`save_uhi_histogram`'s) into a ``hist.Hist``.
+
+    Raises:
+        InputError: the file is missing or not a UHI histogram.
+    """
+    import hist
+    import hist.serialization
+    import uhi.io.json
+
+    try:
+        data = json.loads(Path(path).read_text(), object_hook=uhi.io.json.object_hook)
+        return hist.Hist(hist.serialization.from_uhi(data))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}: not a readable UHI histogram ({exc})") from exc

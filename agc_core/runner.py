@@ -32,7 +32,9 @@ from agc_core.logs import LogSetup, setup_run_logging, teardown_run_logging
 from agc_core.outputs import (
     FIT_FILE_NAME,
     FULL_FILE_NAME,
+    FULL_UHI_FILE_NAME,
     save_full_histogram,
+    save_uhi_histogram,
     write_fit_histograms,
 )
 from agc_core.planning import (
@@ -408,6 +410,7 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
             write_fit_histograms(hist, cfg, out / FIT_FILE_NAME, filled)
             outputs[FIT_FILE_NAME] = out / FIT_FILE_NAME
             outputs[FULL_FILE_NAME] = save_full_histogram(hist, out / FULL_FILE_NAME)
+            outputs[FULL_UHI_FILE_NAME] = save_uhi_histogram(hist, out / FULL_UHI_FILE_NAME)
         else:
             log.error("no chunk succeeded: no histograms written")
         stage_times["write"] = time.perf_counter() - t

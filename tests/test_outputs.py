@@ -1,4 +1,5 @@
-"""Tests of agc_core.outputs: histograms.root as the seed writes it, the lossless npz file."""
+"""Tests of agc_core.outputs: histograms.root as the seed writes it, the lossless npz file,
+the hist.Hist / UHI JSON form."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from agc_core.outputs import (
     filled_pairs,
     fit_histograms,
     load_full_histogram,
+    load_uhi_histogram,
     save_full_histogram,
+    save_uhi_histogram,
+    to_hist,
     write_fit_histograms,
 )
 
@@ -162,3 +166,49 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path):
         tmp.write_text("whole")
     assert target.read_text() == "whole"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_hist_supports_the_seed_notebook_idioms(cfg):
+    """The seed's own expressions on our histogram give what the boost-histogram holds."""
+    h = random_hist(cfg)
+    hh = to_hist(h)
+    assert hh.axes.name == ("observable", "region", "process", "variation", "classification")
+    assert hh.axes[0].label == "observable [GeV]"
+    view = h.view(flow=True)
+    ir, ip = (list(h.axes[i]).index(c) for i, c in ((1, "4j1b"), (2, "ttbar")))
+    iv = list(h.axes[3]).index("nominal")
+    np.testing.assert_array_equal(hh[:, "4j1b", "ttbar", "nominal", 0].values(),
+                                  view.value[1:-1, ir, ip, iv, 0])
+    proj = hh[:, "4j1b", "ttbar", "nominal", :].project("classification", "observable")
+    np.testing.assert_array_equal(proj.values(), view.value[1:-1, ir, ip, iv, :2].T)
+    stack = hh[:, "4j2b", :, "nominal", 1].stack("process")
+    assert [s.name for s in stack] == list(h.axes[2])
+    total = sum(s.values() for s in stack)
+    np.testing.assert_allclose(total, hh[:, "4j2b", sum, "nominal", 1].values(), rtol=1e-12)
+    # the seed's accuracy expression (its projection keeps the observable's flow bins)
+    acc = (hh[:, "4j1b", "ttbar", "nominal", 1].sum().value
+           / hh[:, "4j1b", "ttbar", "nominal", :].project("classification").sum().value)
+    assert acc == pytest.approx(view.value[1:-1, ir, ip, iv, 1].sum()
+                                / view.value[:, ir, ip, iv, :2].sum(), rel=1e-14)
+
+
+def test_uhi_json_round_trip_readable_without_agc_core(cfg, tmp_path):
+    import json
+
+    import uhi.io.json
+    from boost_histogram.serialization import from_uhi
+
+    h = random_hist(cfg)
+    path = save_uhi_histogram(h, tmp_path / "full.uhi.json")
+    back = load_uhi_histogram(path)
+    assert back.axes.name == to_hist(h).axes.name
+    for a, b in ((back.view(flow=True), h.view(flow=True)),):
+        np.testing.assert_array_equal(a.value, b.value)
+        np.testing.assert_array_equal(a.variance, b.variance)
+    plain = bh.Histogram(from_uhi(json.loads(path.read_text(),
+                                             object_hook=uhi.io.json.object_hook)))
+    np.testing.assert_array_equal(plain.view(flow=True).value, h.view(flow=True).value)
+    assert [list(a) for a in plain.axes[1:]] == [list(a) for a in h.axes[1:]]
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(InputError, match=r"bad\.json"):
+        load_uhi_histogram(tmp_path / "bad.json")
