@@ -22,7 +22,7 @@ from agc_core.config import REGIONS
 from agc_core.errors import ConfigError
 from agc_core.fileset import load_fileset
 from agc_core.histograms import HistArray
-from agc_core.outputs import load_full_histogram
+from agc_core.outputs import load_full_histogram, load_uhi_histogram
 from agc_core.report import METRICS_FIELDS
 from agc_core.runner import (
     ChunkTask,
@@ -209,7 +209,8 @@ def test_run_outputs(reference_run, cfg):
     r = reference_run
     out = r.output_dir
     assert r.complete and r.exit_code == 0 and r.n_chunks == 27
-    assert set(r.outputs) >= {"histograms.root", "histograms_full.npz", "metrics.json"}
+    assert set(r.outputs) >= {"histograms.root", "histograms_full.npz",
+                              "histograms_full.uhi.json", "metrics.json"}
     assert len([n for n in r.outputs if n.startswith("plots/")]) == 4  # no MLP plots
     expected = {f"{region}_pseudodata" for region in REGIONS}
     for process, variation in cfg.samples:
@@ -222,6 +223,10 @@ def test_run_outputs(reference_run, cfg):
         for name in names:
             assert len(f[name].values()) == 11
     assert_same_hist(load_full_histogram(out / "histograms_full.npz"), r.hist)
+    uhi = load_uhi_histogram(out / "histograms_full.uhi.json")
+    np.testing.assert_array_equal(uhi.view(flow=True).value, r.hist.view(flow=True).value)
+    np.testing.assert_array_equal(uhi.view(flow=True).variance,
+                                  r.hist.view(flow=True).variance)
     assert {y.process for y in r.yields} == set(cfg.xsec_pb)
     ttbar = next(y for y in r.yields if (y.process, y.variation) == ("ttbar", "nominal"))
     assert ttbar.n_events == EVENTS and ttbar.raw["4j2b"] > 0
