@@ -146,8 +146,10 @@ def load_classifier(kind: str = "numba", model_dir: str | Path | None = None,
     Args:
         kind: ``"numba"`` (kernels, default), ``"torch"`` (the seed's torch inference) or
             ``"none"`` (every event classified 0, no weights read).
-        model_dir: folder with ``mlp_<region>.pt`` and ``scaler_<region>.json``; default: the
-            weights shipped in ``models/``.
+        model_dir: folder with ``mlp_<region>.pt`` and ``scaler_<region>.json``, or with the
+            seed's own ``trained_model_<region>.pt`` state_dicts (raw features, identity
+            scaler: :mod:`agc_core.models.weights`); default: the weights shipped in
+            ``models/``.
         cfg: analysis configuration (regions and feature names); default: the packaged one.
 
     Returns:

@@ -163,8 +163,10 @@ def add_run_cli(subparsers: Any) -> None:
     g.add_argument("--inference", choices=INFERENCE_KINDS, default="numba",
                    help="MLP classifier backend ('none': every event classified 0)")
     g.add_argument("--model-dir", type=Path, default=None,
-                   help="folder with MLP weights written by 'python -m agc_core train' "
-                        "(default: the weights shipped in models/)")
+                   help="folder with MLP weights written by 'python -m agc_core train', "
+                        "or with the seed's trained_model_4j1b.pt / trained_model_4j2b.pt "
+                        "state_dicts (run on raw features) (default: the weights shipped in "
+                        "models/)")
     g.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the JER draws")
     g.add_argument("--backend", choices=tuple(BACKENDS), default="kernels",
                    help="chunk processor: the numba kernels, or the awkward reference of the "

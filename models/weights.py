@@ -8,6 +8,12 @@ Each region has two files in the model folder (default: this package's folder):
 - ``scaler_<region>.json``: the feature names, the standardization ``mean`` and ``std`` the
   network expects (features are fed as ``(x - mean) / std``), and how it was trained.
 
+The seed's own networks load too, as they were: a folder with ``trained_model_<region>.pt``
+(the seed's file names, each the ``state_dict`` of its ``Net``) and no ``mlp_``/``scaler_``
+files gets an identity scaler (mean 0, std 1: the raw features in GeV, as the seed feeds
+them), the features in the configured order (the seed's). A file written with
+``torch.save(model)`` (a pickled module) is refused: save ``model.state_dict()`` instead.
+
 :func:`load_weights` returns plain float32 numpy arrays validated against the architecture; a
 missing file, a wrong key or tensor shape, or a feature-count mismatch raises
 :class:`~agc_core.errors.ModelError` naming the file and the expected shape.
@@ -42,6 +48,11 @@ STATE_KEYS = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", 
 def weights_path(region: str, model_dir: str | Path | None = None) -> Path:
     """Path of a region's state_dict file (``mlp_<region>.pt``)."""
     return Path(model_dir if model_dir is not None else MODEL_DIR) / f"mlp_{region}.pt"
+
+
+def seed_weights_path(region: str, model_dir: str | Path | None = None) -> Path:
+    """Path of the seed's own state_dict file of a region (``trained_model_<region>.pt``)."""
+    return Path(model_dir if model_dir is not None else MODEL_DIR) / f"trained_model_{region}.pt"
 
 
 def scaler_path(region: str, model_dir: str | Path | None = None) -> Path:
@@ -186,7 +197,10 @@ def read_state_dict(path: Path, n_features: int) -> tuple[np.ndarray, ...]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: cannot load MLP weights as a state_dict ({first})") from exc
+        hint = ("; a pickled module (torch.save(model)) is not loaded: save "
+                "model.state_dict() instead" if "weights_only" in str(exc) else "")
+        raise ModelError(f"{path}: cannot load MLP weights as a state_dict ({first}){hint}"
+                         ) from exc
     if not isinstance(state, Mapping):
         raise ModelError(f"{path}: not a state_dict (expected {describe_shapes(n_features)})")
     missing = [k for k in expected if k not in state]
@@ -231,6 +245,10 @@ def load_weights(region: str, features: Sequence[str] | None = None,
     """
     spath = scaler_path(region, model_dir)
     wpath = weights_path(region, model_dir)
+    seed_path = seed_weights_path(region, model_dir)
+    if (model_dir is not None and features is not None and not wpath.is_file()
+            and not spath.is_file() and seed_path.is_file()):
+        return load_seed_weights(region, features, seed_path)
     if features is not None and not wpath.is_file():
         # report the weights file first: it is what a user most likely forgot to copy
         read_state_dict(wpath, len(features))
@@ -239,6 +257,20 @@ def load_weights(region: str, features: Sequence[str] | None = None,
     log.debug("loaded MLP weights for %s from %s", region, wpath)
     return MLPWeights(region, scaler["features"], scaler["mean"], scaler["std"], *params,
                       source=wpath, metadata=scaler["metadata"])
+
+
+def load_seed_weights(region: str, features: Sequence[str], path: Path) -> MLPWeights:
+    """The seed's network from its state_dict, with an identity scaler (raw features).
+
+    Raises:
+        ModelError: as :func:`read_state_dict`.
+    """
+    params = read_state_dict(path, len(features))
+    n = len(features)
+    log.info("%s: the seed's network for %s on raw features (identity scaler)", path, region)
+    return MLPWeights(region, tuple(features), np.zeros(n, np.float32), np.ones(n, np.float32),
+                      *params, source=path,
+                      metadata={"origin": "seed state_dict", "scaler": "identity"})
 
 
 def load_all_weights(cfg: AnalysisConfig, model_dir: str | Path | None = None

@@ -211,3 +211,41 @@ def test_feature_order_names_checked(model_dir: Path, cfg: AnalysisConfig) -> No
     save_weights(replace(random_weights(r.name, swapped, seed=0)), model_dir)
     with pytest.raises(ModelError, match="do not match the region's 4 features"):
         load_weights(r.name, r.features, model_dir)
+
+
+def test_seed_state_dicts_load_with_identity_scaler(tmp_path: Path, cfg: AnalysisConfig) -> None:
+    """The seed's own files (trained_model_<region>.pt, state_dicts of its Net) run as the
+    seed ran them: raw features in, ``net(torch.FloatTensor(features)).round()`` out."""
+    from agc_core.models.weights import seed_weights_path
+
+    nets = {}
+    for i, r in enumerate(cfg.regions):
+        torch.manual_seed(10 + i)
+        nets[r.name] = Net(len(r.features))
+        with torch.no_grad():  # raw GeV inputs: centre the outputs so both classes occur
+            nets[r.name].fc1.weight.mul_(0.02)
+            x = torch.FloatTensor(rows(len(r.features), 5000, seed=20 + i))
+            nets[r.name].fc3.bias -= nets[r.name].logits(x).median()
+        torch.save(nets[r.name].state_dict(), seed_weights_path(r.name, tmp_path))
+    for kind in ("numba", "torch"):
+        clf = load_classifier(kind, tmp_path, cfg)
+        for i, r in enumerate(cfg.regions):
+            w = clf.weights[r.name]
+            assert np.all(w.mean == 0) and np.all(w.std == 1) and w.features == r.features
+            x = rows(len(r.features), 5000, seed=20 + i)
+            with torch.no_grad():
+                seed_out = nets[r.name](torch.FloatTensor(x)).reshape(-1).detach().numpy()
+            assert np.max(np.abs(clf.predict(r.name, x) - seed_out)) < TORCH_ATOL
+            clear = np.abs(seed_out - 0.5) >= TORCH_ATOL
+            assert 0 < clear.sum() and 0 < seed_out.round()[clear].sum() < clear.sum()
+            np.testing.assert_array_equal(clf.classify(r.name, x)[clear],
+                                          seed_out.round()[clear])
+
+
+def test_seed_pickled_module_is_refused_with_advice(tmp_path: Path, cfg: AnalysisConfig) -> None:
+    from agc_core.models.weights import seed_weights_path
+
+    for r in cfg.regions:
+        torch.save(Net(len(r.features)), seed_weights_path(r.name, tmp_path))
+    with pytest.raises(ModelError, match=r"trained_model_4j1b\.pt.*state_dict\(\) instead"):
+        load_classifier("numba", tmp_path, cfg)
