@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES = (
     "agc_core.synthetic",        # generate
     "agc_core.models.train",     # train
     "agc_core.bench",            # bench
+    "agc_core.fit",              # fit
 )
 
 
@@ -110,6 +111,9 @@ def options_from_args(args: argparse.Namespace) -> Any:
         start_method=args.start_method,
         log_level=logging.DEBUG if verbose else logging.INFO,
         processor=args.backend,
+        fit=not args.no_fit,
+        fit_config=args.fit_config,
+        split_by_classification=args.split_by_classification,
     )
 
 
@@ -142,11 +146,13 @@ def add_run_cli(subparsers: Any) -> None:
     from agc_core.worker import BACKENDS
 
     parser = subparsers.add_parser(
-        "run", help="process a fileset into histograms, metrics and plots",
+        "run", help="process a fileset into histograms, fit ttbar_norm, write the report",
         description="Run the AGC ttbar analysis: chunked processing on a process pool (or in "
                     "process, or on Dask), histograms for the fit (histograms.root), the full "
-                    "histogram (histograms_full.npz), metrics.json, plots. Exit code 0 only "
-                    "when every chunk succeeded (or --allow-partial).",
+                    "histogram (histograms_full.npz), metrics.json, plots, the pyhf workspace "
+                    "(workspace.json) and its fit (fit_results.json), report.html. Exit code 0 "
+                    "only when every chunk succeeded (or --allow-partial) and the fit "
+                    "converged.",
         formatter_class=HelpFormatter)
     io_sets = sorted(load_analysis_config().io_branch_sets)
     g = parser.add_argument_group("input")
@@ -205,6 +211,13 @@ def add_run_cli(subparsers: Any) -> None:
     g.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
     g.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                    help="only warnings and errors (no progress bar, no summary)")
+    g = parser.add_argument_group("fit")
+    g.add_argument("--no-fit", action="store_true",
+                   help="stop at the histograms (no workspace, fit or fit plots)")
+    g.add_argument("--fit-config", type=Path, default=None,
+                   help="fit configuration YAML (default: the packaged fit.yaml)")
+    g.add_argument("--split-by-classification", action="store_true",
+                   help="fit each region as two channels by MLP classification")
     g.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                    help="debug output (also in agc.log)")
     parser.set_defaults(func=_cli_run)

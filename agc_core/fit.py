@@ -755,7 +755,7 @@ def _minimize(lh: Likelihood, x0: np.ndarray, fixed: Sequence[bool],
         m.migrad(ncall=settings.max_calls, iterate=1)
         if m.valid:
             if len(strategies) > 1:
-                log.info("%s: converged at attempt %d (strategy %d%s)", what,
+                log.debug("%s: converged at attempt %d (strategy %d%s)", what,
                          len(strategies), strategy, f", {exact} Hessian")
             return m, tuple(strategies), switch
     fmin = m.fmin
@@ -772,7 +772,7 @@ def _minimize(lh: Likelihood, x0: np.ndarray, fixed: Sequence[bool],
 def fit(spec: dict[str, Any] | Likelihood, minos: Sequence[str] | str | None = ("ttbar_norm",),
         fit_cfg: FitConfig | MinimizerSettings | None = None, init: np.ndarray | None = None,
         fix: dict[str, float] | None = None, hesse: bool = True,
-        what: str = "the best fit") -> FitResult:
+        what: str = "the best fit", quiet: bool = False) -> FitResult:
     """Maximum-likelihood fit: MIGRAD, HESSE, MINOS on the given parameters.
 
     Args:
@@ -783,6 +783,7 @@ def fit(spec: dict[str, Any] | Likelihood, minos: Sequence[str] | str | None = (
         fix: parameters to fix at a value (in addition to the model's fixed ones).
         hesse: run HESSE (otherwise the uncertainties come from MIGRAD's estimate).
         what: the fit's name in messages.
+        quiet: log the fit's warnings at debug level (the many fits of a scan or ranking).
 
     Returns:
         The :class:`FitResult`.
@@ -843,9 +844,9 @@ def fit(spec: dict[str, Any] | Likelihood, minos: Sequence[str] | str | None = (
         me_lower, me_upper = minos_out[name]
         ratios[name] = (0.5 * (me_upper - me_lower) / err) if err > 0 else float("nan")
     result = _result(m, lh, fixed, strategies, minos_out, minos_valid, ratios, methods,
-                     time.perf_counter() - t0)
+                     time.perf_counter() - t0, hesse)
     for w in result.diagnostics.warnings:
-        log.warning("%s: %s", what, w)
+        log.log(logging.DEBUG if quiet else logging.WARNING, "%s: %s", what, w)
     return result
 
 
@@ -903,7 +904,8 @@ def _default_fit_cfg() -> FitConfig | None:
 
 def _result(m: Any, lh: Likelihood, fixed: Sequence[bool], strategies: tuple[int, ...],
             minos_out: dict[str, tuple[float, float]], minos_valid: dict[str, bool],
-            ratios: dict[str, float], methods: dict[str, str], seconds: float) -> FitResult:
+            ratios: dict[str, float], methods: dict[str, str], seconds: float,
+            hesse: bool = True) -> FitResult:
     values = np.array(m.values, dtype=float)
     errors = np.array(m.errors, dtype=float)
     errors[np.asarray(fixed)] = 0.0
@@ -923,9 +925,9 @@ def _result(m: Any, lh: Likelihood, fixed: Sequence[bool], strategies: tuple[int
                         or hi - values[i] < 1e-6 * max(1.0, abs(hi))):
             at_limit.append(lh.labels[i])
     warnings = []
-    if not fmin.has_accurate_covar:
+    if hesse and not fmin.has_accurate_covar:
         warnings.append("HESSE covariance not accurate")
-    if fmin.has_made_posdef_covar:
+    if hesse and fmin.has_made_posdef_covar:
         warnings.append("HESSE covariance was forced positive-definite: uncertainties are "
                         "not trustworthy")
     if at_limit:
@@ -992,7 +994,8 @@ class RankingResult:
 
     Attributes:
         poi: the POI; labels: the parameters; bestfit, uncertainty: their post-fit values;
-        prefit_up/down, postfit_up/down: the POI shifts.
+        prefit_up/down, postfit_up/down: the POI shifts (NaN where the fit failed).
+        failures: the impact fits that did not converge, by name (the others are kept).
     """
 
     poi: str
@@ -1003,6 +1006,7 @@ class RankingResult:
     prefit_down: np.ndarray
     postfit_up: np.ndarray
     postfit_down: np.ndarray
+    failures: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
@@ -1083,7 +1087,7 @@ def scan(spec: dict[str, Any] | Likelihood, name: str | None = None,
     out = np.empty_like(grid)
     for j, v in enumerate(grid):
         r = fit(lh, minos=None, fit_cfg=settings, init=best.bestfit, fix={name: float(v)},
-                hesse=False, what=f"the scan fit at {name} = {v:.4g}")
+                hesse=False, what=f"the scan fit at {name} = {v:.4g}", quiet=True)
         out[j] = r.best_twice_nll - best.best_twice_nll
     return ScanResult(name, grid, out, float(best.bestfit[i]))
 
@@ -1110,6 +1114,7 @@ def ranking(spec: dict[str, Any] | Likelihood, best: FitResult | None = None,
     chosen = [i for i in prefit if not lh.fixed[i]
               and (parameters is None or lh.labels[i] in parameters)]
     impacts = np.zeros((len(chosen), 4))
+    failures: list[str] = []
     for row, i in enumerate(chosen):
         name = lh.labels[i]
         lo, hi = lh.bounds[i]
@@ -1117,14 +1122,23 @@ def ranking(spec: dict[str, Any] | Likelihood, best: FitResult | None = None,
         for col, shift in enumerate((prefit[i], -prefit[i], best.uncertainty[i],
                                      -best.uncertainty[i])):
             v = min(hi, max(lo, c + shift))
-            r = fit(lh, minos=None, fit_cfg=settings, init=best.bestfit, fix={name: v},
-                    hesse=False, what=f"the ranking fit with {name} = {v:.4g}")
+            try:
+                r = fit(lh, minos=None, fit_cfg=settings, init=best.bestfit, fix={name: v},
+                        hesse=False, what=f"the ranking fit with {name} = {v:.4g}",
+                        quiet=True)
+            except FitError as exc:  # named, the impact left undefined, the rest goes on
+                log.error("%s", exc)
+                failures.append(str(exc))
+                impacts[row, col] = np.nan
+                continue
             impacts[row, col] = r.bestfit[poi] - best.bestfit[poi]
-    order = np.argsort(-np.max(np.abs(impacts[:, 2:]), axis=1), kind="stable")
+    order = np.argsort(-np.nanmax(np.abs(np.nan_to_num(impacts[:, 2:], nan=0.0)), axis=1),
+                       kind="stable")
     idx = [chosen[j] for j in order]
     imp = impacts[order]
     return RankingResult(lh.poi, tuple(lh.labels[i] for i in idx), best.bestfit[idx],
-                         best.uncertainty[idx], imp[:, 0], imp[:, 1], imp[:, 2], imp[:, 3])
+                         best.uncertainty[idx], imp[:, 0], imp[:, 1], imp[:, 2], imp[:, 3],
+                         tuple(failures))
 
 
 def goodness_of_fit(spec: dict[str, Any] | Likelihood, best: FitResult | None = None,
@@ -1155,3 +1169,306 @@ def asimov_uncertainty(spec: dict[str, Any] | Likelihood,
     r = fit(asimov, minos=(lh.poi,), fit_cfg=fit_cfg, what="the Asimov fit")
     down, up = r.minos.get(lh.poi, (float("nan"), float("nan")))
     return ExpectedUncertainty(float(r.uncertainty[lh.poi_index]), down, up, r)
+
+
+# ---------------------------------------------------------------------------------------------
+# yields, and the whole inference stage (workspace -> fit -> studies -> plots)
+
+
+def yield_table(lh: Likelihood, x: np.ndarray, cov: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Per channel: yields per sample and bin, the total, its uncertainty and the data.
+
+    The total's uncertainty propagates ``cov`` through the analytic Jacobian of the expected
+    bins (``sqrt(J C J^T)`` per bin and for the channel's sum), so a full post-fit covariance
+    gives the correlated band.
+    """
+    x = np.asarray(x, dtype=float)
+    by_sample = lh.expected_by_sample(x)
+    if lh.analytic:
+        jac = lh._jacobian(lh._parts(x)).sum(axis=1)                      # (P, B)
+    else:
+        eps = 1e-6
+        jac = np.array([(lh.expected_data(x + eps * e) - lh.expected_data(x - eps * e))
+                        / (2 * eps) for e in np.eye(lh.n_pars)])
+    out: dict[str, dict[str, Any]] = {}
+    start = 0
+    for name, n in lh.channels:
+        sl = slice(start, start + n)
+        start += n
+        j = jac[:, sl]
+        var = np.einsum("pb,pq,qb->b", j, cov, j)
+        j_sum = j.sum(axis=1)
+        out[name] = {
+            "samples": {s: by_sample[i, sl].tolist() for i, s in enumerate(lh.samples)},
+            "total": by_sample[:, sl].sum(axis=0).tolist(),
+            "total_unc": np.sqrt(np.clip(var, 0, None)).tolist(),
+            "sum": float(by_sample[:, sl].sum()),
+            "sum_unc": float(math.sqrt(max(0.0, j_sum @ cov @ j_sum))),
+            "data": lh.data[sl].tolist(),
+        }
+    return out
+
+
+def prefit_covariance(lh: Likelihood) -> np.ndarray:
+    """Diagonal pre-fit covariance: the constraint widths (0 for unconstrained parameters)."""
+    cov = np.zeros((lh.n_pars, lh.n_pars))
+    for i, s in lh.constrained_sigma().items():
+        if not lh.fixed[i]:
+            cov[i, i] = s ** 2
+    return cov
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """Everything the inference stage produced (see :func:`run_inference`).
+
+    Attributes:
+        workspace: path of ``workspace.json``; results_file: path of ``fit_results.json``.
+        fit: the best fit (None if it failed); gof, asimov, scan, ranking: the studies
+            (None if not run or failed).
+        prefit, postfit: :func:`yield_table` at the initial values and at the best fit.
+        channels: the workspace's channel names; split: split by MLP classification.
+        errors: one message per fit that did not converge (the best fit or a study).
+        plots: the PNG files drawn; seconds: time per step.
+    """
+
+    workspace: Path
+    results_file: Path
+    fit: FitResult | None
+    gof: GoodnessOfFit | None
+    asimov: ExpectedUncertainty | None
+    scan: ScanResult | None
+    ranking: RankingResult | None
+    prefit: dict[str, dict[str, Any]]
+    postfit: dict[str, dict[str, Any]]
+    channels: tuple[str, ...]
+    split: bool
+    errors: tuple[str, ...]
+    plots: tuple[Path, ...]
+    seconds: dict[str, float]
+
+    @property
+    def ok(self) -> bool:
+        """Every fit converged."""
+        return not self.errors
+
+    def summary_line(self) -> str:
+        """``ttbar_norm = 0.976 +- 0.059 (HESSE), -0.058 / +0.061 (MINOS)``, or the failure."""
+        if self.fit is None:
+            return f"FIT FAILED: {self.errors[0] if self.errors else 'no result'}"
+        r = self.fit
+        value, err = r.value(r.poi)
+        line = f"{r.poi} = {value:.4f} +- {err:.4f} (HESSE)"
+        if r.poi in r.minos:
+            lo, hi = r.minos[r.poi]
+            line += f", {lo:+.4f} / {hi:+.4f} (MINOS)"
+        if self.asimov is not None:
+            line += f"; expected +- {self.asimov.hesse:.4f}"
+        return line
+
+    def metrics(self) -> dict[str, Any]:
+        """The record for ``metrics.json`` (compact: no matrices)."""
+        record: dict[str, Any] = {"ok": self.ok, "errors": list(self.errors),
+                                  "split_by_classification": self.split,
+                                  "channels": list(self.channels), "seconds": self.seconds,
+                                  "workspace": str(self.workspace),
+                                  "results": str(self.results_file)}
+        if self.fit is not None:
+            r = self.fit
+            value, err = r.value(r.poi)
+            d = r.diagnostics
+            record.update({"poi": r.poi, "bestfit": value, "hesse": err,
+                           "minos": list(r.minos.get(r.poi, (None, None))),
+                           "best_twice_nll": r.best_twice_nll,
+                           "diagnostics": {"valid": d.valid, "edm": d.edm,
+                                           "hesse_accurate": d.hesse_accurate,
+                                           "hesse_forced_posdef": d.hesse_forced_posdef,
+                                           "strategies": list(d.strategies),
+                                           "minos_method": d.minos_method,
+                                           "hesse_minos_ratio": d.hesse_minos_ratio,
+                                           "warnings": list(d.warnings)}})
+        if self.gof is not None:
+            record["gof"] = self.gof.as_dict()
+        if self.asimov is not None:
+            record["expected"] = self.asimov.as_dict()
+        return _clean(record)
+
+
+_scan, _ranking = scan, ranking  # run_inference's flags of the same names shadow them
+
+
+def run_inference(histograms: Any, output_dir: str | Path, fit_cfg: FitConfig | None = None,
+                  cfg: Any = None, split_by_classification: bool = False, ranking: bool = True,
+                  scan: bool = True, plots: bool = True) -> InferenceResult:
+    """Workspace, best fit, goodness of fit, expected uncertainty, scan, ranking, fit plots.
+
+    Writes ``workspace.json``, ``fit_results.json`` and (with ``plots``) the fit plots in
+    ``output_dir/plots``. A fit that does not converge is recorded by name in ``errors`` (the
+    studies that need the best fit are then skipped); nothing is silently used.
+
+    Args:
+        histograms: ``histograms.root``, ``histograms_full.npz`` or the run's full histogram.
+        output_dir: where the outputs go.
+        fit_cfg: fit configuration (default: the packaged one).
+        cfg: analysis configuration (default: the packaged one).
+        split_by_classification: two channels per region by MLP classification.
+        ranking: rank the nuisance parameters; scan: scan the POI; plots: draw the plots.
+
+    Raises:
+        InputError: unreadable or missing histograms. ModelError: an unusable model.
+    """
+    from agc_core import workspace as ws
+    from agc_core.config import load_analysis_config
+
+    out = Path(output_dir)
+    cfg = cfg or load_analysis_config()
+    fit_cfg = fit_cfg or load_fit_config(cfg=cfg)
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    spec = ws.build(histograms, fit_cfg, cfg, split_by_classification)
+    ws_path = ws.write(spec, out / ws.WORKSPACE_FILE_NAME)
+    lh = Likelihood.from_spec(spec)
+    seconds["workspace"] = time.perf_counter() - t
+    errors: list[str] = []
+    best = gof = asimov = scan_r = rank_r = None
+
+    def attempt(name: str, fn: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn()
+        except FitError as exc:
+            log.error("%s", exc)
+            errors.append(str(exc))
+            return None
+        finally:
+            seconds[name] = time.perf_counter() - t0
+
+    best = attempt("fit", lambda: fit(lh, minos=(lh.poi,), fit_cfg=fit_cfg))
+    if best is not None:
+        gof = attempt("gof", lambda: goodness_of_fit(lh, best, fit_cfg))
+        if scan:
+            scan_r = attempt("scan", lambda: _scan(lh, best=best, fit_cfg=fit_cfg))
+        if ranking:
+            rank_r = attempt("ranking", lambda: _ranking(lh, best=best, fit_cfg=fit_cfg))
+            if rank_r is not None:
+                errors.extend(rank_r.failures)
+    asimov = attempt("asimov", lambda: asimov_uncertainty(lh, fit_cfg))
+    prefit = yield_table(lh, lh.init, prefit_covariance(lh))
+    postfit = (yield_table(lh, best.bestfit, best.covariance) if best is not None
+               and best.covariance is not None else {})
+    drawn: tuple[Path, ...] = ()
+    if plots:
+        from agc_core import fit_plots
+
+        t0 = time.perf_counter()
+        drawn = tuple(fit_plots.draw_all(out / "plots", lh, best, prefit, postfit, scan_r,
+                                         rank_r, cfg, fit_cfg))
+        seconds["plots"] = time.perf_counter() - t0
+    results_path = out / FIT_RESULTS_FILE_NAME
+    record: dict[str, Any] = {"ok": not errors, "errors": errors,
+                              "split_by_classification": split_by_classification,
+                              "prefit_yields": prefit, "postfit_yields": postfit}
+    for key, value in (("gof", gof), ("expected", asimov), ("scan", scan_r),
+                       ("ranking", rank_r)):
+        if value is not None:
+            record[key] = value.as_dict()
+    if best is not None:
+        write_results(results_path, best, **record)
+    else:
+        write_text_atomic(results_path, json.dumps(_clean(record), indent=1) + "\n")
+    result = InferenceResult(ws_path, results_path, best, gof, asimov, scan_r, rank_r, prefit,
+                             postfit, tuple(name for name, _ in lh.channels),
+                             split_by_classification, tuple(errors), drawn, seconds)
+    log.info("%s", result.summary_line())
+    return result
+
+
+def run_stage(ctx: Any) -> dict[str, Path]:
+    """The runner's post-histogram stage (``runner.POST_STAGES``): :func:`run_inference` on
+    the run's full histogram; the result goes to ``ctx.results['fit_result']``, a failure
+    message to ``ctx.results['fit_error']`` (the run's exit code becomes 1). Missing inputs
+    (e.g. ``--systematics none`` has no pseudodata) skip the fit with a warning."""
+    from agc_core.errors import InputError
+
+    o = ctx.options
+    if not o.fit or o.io_only:
+        return {}
+    plots = o.plots
+    try:
+        fit_cfg = load_fit_config(o.fit_config, ctx.cfg)
+        result = run_inference(
+            ctx.hist, ctx.output_dir, fit_cfg, ctx.cfg, o.split_by_classification,
+            ranking=plots if o.fit_ranking is None else o.fit_ranking,
+            scan=plots if o.fit_scan is None else o.fit_scan, plots=plots)
+    except InputError as exc:
+        log.warning("fit skipped: %s", exc)
+        ctx.results["fit_skipped"] = str(exc)
+        return {}
+    except AGCError as exc:
+        log.error("fit failed: %s", exc)
+        ctx.results["fit_error"] = str(exc)
+        return {}
+    ctx.results["fit_result"] = result
+    if result.errors:
+        ctx.results["fit_error"] = result.errors[0]
+    outputs = {"workspace.json": result.workspace, FIT_RESULTS_FILE_NAME: result.results_file}
+    outputs.update({f"plots/{p.name}": p for p in result.plots})
+    return outputs
+
+
+# ---------------------------------------------------------------------------------------------
+# command line: python -m agc_core fit
+
+
+def add_cli(subparsers: Any) -> None:
+    """Register the ``fit`` subcommand."""
+    import argparse
+
+    from agc_core.cli import HelpFormatter
+
+    parser = subparsers.add_parser(
+        "fit", help="statistical inference alone: workspace, fit, scan, ranking, report",
+        description="Build the pyhf workspace from a cabinetry-style histograms.root (ours or "
+                    "the seed's) or histograms_full.npz, fit it with iminuit (MIGRAD, HESSE, "
+                    "MINOS on the POI), run the goodness of fit, the expected uncertainty, "
+                    "the scan and the ranking, draw the fit plots and write report.html. Exit "
+                    "code 1 if a fit did not converge.",
+        formatter_class=HelpFormatter)
+    parser.add_argument("--histograms", type=Path, required=True,
+                        help="histograms.root or histograms_full.npz")
+    parser.add_argument("--fit-config", type=Path, default=None,
+                        help="fit YAML (default: the packaged configs/fit.yaml)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="analysis YAML (default: the packaged configs/analysis.yaml)")
+    parser.add_argument("--split-by-classification", action="store_true",
+                        help="two channels per region by MLP classification (needs "
+                             "histograms_full.npz)")
+    parser.add_argument("--ranking", action=argparse.BooleanOptionalAction, default=True,
+                        help="rank the nuisance parameters by impact on the POI")
+    parser.add_argument("--scan", action="store_true", help="profile-likelihood scan of the POI")
+    parser.add_argument("--no-plots", action="store_true", help="no PNG plots")
+    parser.add_argument("--output-dir", type=Path, default=None,
+                        help="output folder (default: the folder of --histograms)")
+    parser.set_defaults(func=_cli_fit)
+
+
+def _cli_fit(args: Any) -> int:
+    from agc_core.config import load_analysis_config
+
+    cfg = load_analysis_config(args.config)
+    fit_cfg = load_fit_config(args.fit_config, cfg)
+    out = args.output_dir or args.histograms.parent
+    result = run_inference(args.histograms, out, fit_cfg, cfg, args.split_by_classification,
+                           ranking=args.ranking, scan=args.scan, plots=not args.no_plots)
+    from agc_core import report_html
+
+    report = report_html.write_report(out / report_html.REPORT_FILE_NAME, inference=result)
+    print(f"agc_core fit: {result.summary_line()}")
+    if result.gof is not None:
+        print(f"  goodness of fit : p = {result.gof.p_value:.3f} "
+              f"(-2 dlnL = {result.gof.twice_delta_nll:.2f}, {result.gof.ndof} dof)")
+    for message in result.errors:
+        print(f"  FAILED          : {message}")
+    print(f"  outputs in      : {out} (workspace.json, {FIT_RESULTS_FILE_NAME}, "
+          f"{report.name})")
+    return 0 if result.ok else 1

@@ -40,7 +40,8 @@ METRICS_FIELDS = (
     "total_walltime", "cputime", "event_rate_hz", "event_rate_per_worker_hz",
     "event_rate_processtime_hz", "event_rate_steady_hz", "event_rate_cputime_hz",
     "read_rate_mb_s", "stage_times_s", "workers",
-    "chunks_failed", "failed_chunks", "input_warnings", "yields", "accuracy", "outputs", "versions",
+    "chunks_failed", "failed_chunks", "input_warnings", "yields", "accuracy", "outputs", "fit",
+    "versions",
     "git_commit", "host",
 )
 
@@ -156,12 +157,24 @@ def build_metrics(result: RunResult) -> dict[str, Any]:
         "yields": [y.as_dict() for y in result.yields],
         "accuracy": dict(result.accuracy),
         "outputs": {k: str(v) for k, v in result.outputs.items()},
+        "fit": _fit_metrics(result),
         "versions": package_versions(),
         "git_commit": git_commit(),
         "host": {"node": platform.node(), "platform": platform.platform(),
                  "cpus": _cpu_count(), "argv": sys.argv},
     }
     return _jsonable(metrics)
+
+
+def _fit_metrics(result: RunResult) -> dict[str, Any] | None:
+    """The fit stage's compact record (POI, HESSE, MINOS, diagnostics, GoF), or why not."""
+    fit = result.stage_results.get("fit_result")
+    if fit is not None:
+        return fit.metrics()
+    for key in ("fit_error", "fit_skipped"):
+        if result.stage_results.get(key):
+            return {"ok": key != "fit_error", key.split("_")[1]: result.stage_results[key]}
+    return None
 
 
 def _cpu_count() -> int | None:
@@ -216,6 +229,17 @@ def format_summary(result: RunResult) -> str:
     for region, acc in result.accuracy.items():
         if "overall" in acc:
             lines.append(f"  MLP accuracy     : {region} {acc['overall']:.4f}")
+    fit = result.stage_results.get("fit_result")
+    if fit is not None:
+        lines.append(f"  fit              : {fit.summary_line()}")
+        if fit.gof is not None:
+            lines.append(f"  goodness of fit  : p = {fit.gof.p_value:.3f} ({fit.gof.ndof} dof)")
+        for message in fit.errors:
+            lines.append(f"  FIT FAILED       : {message}")
+    elif result.stage_results.get("fit_error"):
+        lines.append(f"  FIT FAILED       : {result.stage_results['fit_error']}")
+    elif result.stage_results.get("fit_skipped"):
+        lines.append(f"  fit skipped      : {result.stage_results['fit_skipped']}")
     for failure in result.failures:
         lines.append(f"  FAILED chunk     : {failure.describe()}")
     shown = 5

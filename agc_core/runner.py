@@ -14,7 +14,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,7 @@ class StageContext:
     output_dir: Path
     filled: tuple[tuple[str, str], ...]
     outputs: dict[str, Path]
+    results: dict[str, Any] = field(default_factory=dict)  # stage results for RunResult
 
 
 def _stage_plots(ctx: StageContext) -> dict[str, Path]:
@@ -102,11 +103,31 @@ def _stage_plots(ctx: StageContext) -> dict[str, Path]:
     return {f"plots/{p.name}": p for p in paths}
 
 
-#: Stages run in order after histograms.root is written; each returns {output name: path}.
-#: The workspace + fit stage of a later issue is appended here.
+def _stage_fit(ctx: StageContext) -> dict[str, Path]:
+    """Workspace, fit, studies and fit plots (:func:`agc_core.fit.run_stage`; ``--no-fit``)."""
+    from agc_core.fit import run_stage
+
+    return run_stage(ctx)
+
+
+#: Stages run in order after histograms.root is written; each returns {output name: path}
+#: and may leave results in ``ctx.results`` (copied into ``RunResult.stage_results``).
 POST_STAGES: list[tuple[str, Callable[[StageContext], dict[str, Path]]]] = [
     ("plots", _stage_plots),
+    ("fit", _stage_fit),
 ]
+
+
+def _write_report(result: RunResult) -> None:
+    """report.html of the run (a failure to write it is logged: the results are on disk)."""
+    from agc_core.report_html import REPORT_FILE_NAME, write_report
+
+    plots = [p for name, p in result.outputs.items() if name.startswith("plots/")]
+    try:
+        write_report(result.output_dir / REPORT_FILE_NAME,
+                     result.stage_results.get("fit_result"), result, result.metrics, plots)
+    except (OSError, ValueError) as exc:
+        log.error("report.html not written: %s", exc)
 
 
 def _resolve_fileset(options: RunOptions, cfg: AnalysisConfig) -> Path:
@@ -305,7 +326,8 @@ def run_analysis(options: RunOptions | None = None) -> RunResult:
     4. Outputs (all written atomically): ``histograms.root`` (for the fit, cabinetry names),
        ``histograms_full.npz`` (lossless, :func:`agc_core.outputs.load_full_histogram`),
        ``metrics.json``, ``plots/*.png``, ``agc.log`` (shared by all workers). The post-histogram
-       stages are listed in :data:`POST_STAGES` (plots today; the workspace and fit go there).
+       stages are listed in :data:`POST_STAGES` (plots, then workspace + fit + fit plots);
+       ``report.html`` comes last.
 
     ``--systematics none`` processes only each process's nominal sample and keeps only its
     ``nominal`` histogram (no weight or jet-energy variations, no ttbar modelling samples), so
@@ -422,10 +444,15 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
                 outputs.update(stage_outputs)
                 stage_results[name] = stage_outputs
                 stage_times[name] = time.perf_counter() - t
+            stage_results.update(ctx.results)
 
     metrics_name = IO_METRICS_FILE_NAME if options.io_only else METRICS_FILE_NAME
     outputs[metrics_name] = out / metrics_name
     outputs["log"] = Path(log_setup.log_file) if log_setup.log_file else out
+    if not options.io_only:
+        from agc_core.report_html import REPORT_FILE_NAME
+
+        outputs[REPORT_FILE_NAME] = out / REPORT_FILE_NAME  # written after metrics.json
     result = RunResult(
         options=options,
         complete=not failures,
@@ -461,4 +488,6 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
     log.log(level, "run %s: %d events, %d chunks (%d failed), %.2f s, %.0f events/s",
             "complete" if result.complete else "INCOMPLETE", result.n_events, result.n_chunks,
             len(result.failures), walltime, result.event_rate)
+    if not options.io_only:
+        _write_report(result)
     return result

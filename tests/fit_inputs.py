@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boost_histogram as bh
 import pytest
@@ -31,6 +32,7 @@ class FitInputs:
     root: Path
     full: Path
     folder: Path
+    run: Any = None
 
 
 @functools.cache
@@ -42,7 +44,8 @@ def _tmp() -> Path:
 
 @functools.cache
 def embedded_run() -> FitInputs:
-    """Run the analysis (numba MLP, every systematic) on a small generated dataset."""
+    """Run the analysis (numba MLP, every systematic, the fit without plots, scan or ranking)
+    on a small generated dataset."""
     from agc_core.results import RunOptions
     from agc_core.runner import run_analysis
     from agc_core.synthetic import generate_dataset
@@ -51,9 +54,10 @@ def embedded_run() -> FitInputs:
                                files_per_sample=1, progress=False)
     out = _tmp() / "run"
     result = run_analysis(RunOptions(fileset=fileset, output_dir=out, executor="iterative",
-                                     plots=False, progress=False, fit=False))
+                                     plots=False, progress=False))
     assert result.complete and result.hist is not None
-    return FitInputs(result.hist, out / "histograms.root", out / "histograms_full.npz", out)
+    return FitInputs(result.hist, out / "histograms.root", out / "histograms_full.npz", out,
+                     result)
 
 
 @functools.cache
