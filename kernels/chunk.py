@@ -81,7 +81,8 @@ def analyse_events(
     ``1 + jer_width * standard_normal(key, entry_start + event, jet)``.
 
     Args:
-        jet_offsets, el_offsets, mu_offsets: int64 (n_events + 1), starting at 0.
+        jet_offsets, el_offsets, mu_offsets: int64 (n_events + 1), indices into the flat
+            columns (they need not start at 0, e.g. views of a sliced awkward array).
         jet_pt, jet_eta, jet_phi, jet_e, jet_btag: float32 flat jet columns (GeV for pt, e).
         el_pt, mu_pt: float32 flat lepton pt (GeV).
         scale_factors: float64 (n_scale,) jet pt factors.
