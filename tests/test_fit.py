@@ -74,6 +74,10 @@ def test_gradient_and_hessian_are_exact(case):
 
 
 def _check_derivatives(lh, x):
+    # the numba loop MIGRAD calls is the numpy reference
+    assert lh.twice_nll(x) == pytest.approx(lh.twice_nll_numpy(x), rel=1e-12)
+    np.testing.assert_allclose(lh.grad(x), lh.grad_numpy(x), rtol=1e-10,
+                               atol=1e-10 * np.abs(lh.grad_numpy(x)).max())
     eps = 1e-5
     eye = np.eye(lh.n_pars)
     num_grad = np.array([(lh.twice_nll(x + eps * e) - lh.twice_nll(x - eps * e)) / (2 * eps)
