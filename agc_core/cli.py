@@ -129,8 +129,10 @@ def _cli_run(args: argparse.Namespace) -> int:
     if not getattr(args, "quiet", False) or not result.complete:
         print(format_summary(result))
     if not result.complete:
-        print(f"agc_core run: {len(result.failures)} chunk(s) failed, the results are "
-              f"incomplete" + (" (--allow-partial: exit code 0)" if options.allow_partial
+        skipped = len(getattr(result, "skipped_events", ()))
+        print(f"agc_core run: {len(result.failures)} chunk(s) failed"
+              + (f", {skipped} event(s) skipped" if skipped else "") + ", the results are "
+              "incomplete" + (" (--allow-partial: exit code 0)" if options.allow_partial
                                else ""), file=sys.stderr)
     return result.exit_code
 

@@ -215,7 +215,9 @@ _TRANSIENT_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, e
                      errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN,
                      errno.EAGAIN}
 # XRootD client status messages of network problems (XrdCl::Status), as fsspec-xrootd passes them
+# ("invalid operation": a cached file handle left in a bad state by a lost connection)
 _XRD_TRANSIENT = re.compile(r"connection|socket|stream|operation expired|timeout|timed out|"
+                            r"invalid operation|"
                             r"redirect limit|operation interrupted|poller|tls|handshake|"
                             r"\[3005\]|\[3007\]|\[3008\]|\[3021\]|server is not responding",
                             re.IGNORECASE)

@@ -158,7 +158,10 @@ class RunResult:
         inference: the classifier used.
         stage_results: what the post-histogram stages returned (e.g. a fit result).
         input_warnings: suspicious input values found by the chunk checks (NaN/inf, negative
-            pt or energy), one message per chunk and branch, in task order.
+            pt or energy), one message per chunk and branch, in task order; and one message per
+            skipped event.
+        skipped_events: events skipped for an absurd multiplicity (file, entry, collection,
+            count), in task order; a run with skipped events is not complete.
         metrics: the metrics.json record.
     """
 
@@ -187,6 +190,7 @@ class RunResult:
     stage_results: dict[str, Any] = field(default_factory=dict)
     input_warnings: tuple[str, ...] = ()
     metrics: dict[str, Any] = field(default_factory=dict)
+    skipped_events: tuple[str, ...] = ()
 
     @property
     def event_rate(self) -> float:

@@ -453,9 +453,11 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
         from agc_core.report_html import REPORT_FILE_NAME
 
         outputs[REPORT_FILE_NAME] = out / REPORT_FILE_NAME  # written after metrics.json
+    ordered = sorted(results, key=lambda r: r.index)
+    skipped = tuple(m for r in ordered for m in r.skipped)
     result = RunResult(
         options=options,
-        complete=not failures,
+        complete=not failures and not skipped,
         failures=tuple(failures),
         n_chunks=len(tasks) + len(plan_failures),
         n_events=sum(r.n_events for r in results),
@@ -477,11 +479,13 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
         dataset_source=_dataset_source(samples),
         inference="none" if options.io_only else options.inference,
         stage_results=stage_results,
-        input_warnings=tuple(m for r in sorted(results, key=lambda r: r.index)
-                             for m in r.input_warnings),
+        input_warnings=tuple(m for r in ordered for m in r.input_warnings) + skipped,
+        skipped_events=skipped,
     )
     result = replace(result, total_walltime=time.perf_counter() - t_start)
     metrics = build_metrics(result)
+    metrics["events_skipped"] = len(skipped)  # absurd multiplicities: named in input_warnings
+    metrics["skipped_events"] = list(skipped)
     write_metrics(metrics, out / metrics_name)
     result = replace(result, metrics=metrics)
     level = logging.INFO if result.complete else logging.ERROR

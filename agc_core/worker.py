@@ -53,6 +53,7 @@ class ChunkResult:
     worker: str
     max_rss_mb: float
     input_warnings: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
 
 @dataclass(frozen=True)
 class WorkerSetup:
@@ -194,16 +195,27 @@ def run_chunk(setup: WorkerSetup, task: ChunkTask) -> ChunkResult:
     t1 = time.perf_counter()
     hist = None
     warnings: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
     if not setup.io_only:
         from agc_core.processor import check_chunk
 
-        assert state.process is not None
+        assert state.process is not None and state.cfg is not None
         try:
-            warnings = tuple(f"{task.name}: {m}" for m in check_chunk(chunk, state.cfg))
+            pieces, skipped = split_absurd_events(chunk, state.cfg, task.path)
+            for message in skipped:
+                log.warning("event skipped: %s", message)
+            found: list[str] = []
+            for piece in pieces:
+                found += [f"{task.name}: {m}" for m in check_chunk(piece, state.cfg)]
+                h = state.process(piece, _sample_info(task), state.cfg, state.classifier,
+                                  setup.seed)
+                hist = h if hist is None else hist + h
+            if hist is None:  # every event skipped
+                hist = HistArray.empty(state.cfg.fill_variations(task.process, task.variation),
+                                       state.cfg)
+            warnings = tuple(found)
             for message in warnings:
                 log.warning("suspicious input: %s", message)
-            hist = state.process(chunk, _sample_info(task), state.cfg, state.classifier,
-                                 setup.seed)
         except AGCError as exc:
             raise type(exc)(f"{task.name}: {exc}") from exc
         if setup.nominal_only and hist.variations != ("nominal",):
@@ -214,7 +226,65 @@ def run_chunk(setup: WorkerSetup, task: ChunkTask) -> ChunkResult:
     bytes_read = chunk.bytes_read
     del chunk
     return ChunkResult(task.index, hist, n_events, bytes_read, t1 - t0, t2 - t1,
-                       time.process_time() - c0, _WORKER_ID, _max_rss_mb(), warnings)
+                       time.process_time() - c0, _WORKER_ID, _max_rss_mb(), warnings, skipped)
+
+
+def split_absurd_events(chunk: Any, cfg: AnalysisConfig, path: str
+                        ) -> tuple[list[Any], tuple[str, ...]]:
+    """Cut the events with an absurd multiplicity out of a chunk.
+
+    An event with more objects of one collection than ``input_checks.max_objects_per_event``
+    is taken for corrupt input: it is skipped, and the rest of the chunk is processed as the
+    contiguous entry ranges around it (each keeps its global entry numbers, so the keyed JER
+    draws of the other events do not change).
+
+    Args:
+        chunk: the chunk read (``agc_core.io.Chunk``).
+        cfg: the analysis configuration.
+        path: the file (for the messages).
+
+    Returns:
+        (the chunk pieces to process, in order; one message per skipped event naming the file,
+        the entry, the collection and its count).
+    """
+    from agc_core.kernels.kinematics import max_multiplicity
+
+    limit = cfg.input_checks.max_objects_per_event
+    bad: dict[int, str] = {}
+    for coll, offsets in chunk.offsets.items():
+        if max_multiplicity(offsets) <= limit:
+            continue
+        counts = np.diff(offsets)
+        for i in np.flatnonzero(counts > limit):
+            bad.setdefault(int(i), f"{path} entry {chunk.entry_start + int(i)}: "
+                                   f"{int(counts[i])} objects in 'number{coll}' (more than "
+                                   f"input_checks.max_objects_per_event = {limit}): event "
+                                   f"skipped")
+    if not bad:
+        return [chunk], ()
+    pieces = []
+    lo = 0
+    for i in [*sorted(bad), chunk.n_events]:
+        if i > lo:
+            pieces.append(slice_chunk(chunk, lo, i))
+        lo = i + 1
+    return pieces, tuple(bad[i] for i in sorted(bad))
+
+
+def slice_chunk(chunk: Any, lo: int, hi: int) -> Any:
+    """Events [lo, hi) of a chunk (local indices) as a chunk of their own (copies)."""
+    from agc_core.io import Chunk, collection_of
+
+    offsets = {c: (o[lo:hi + 1] - o[lo]) for c, o in chunk.offsets.items()}
+    columns = {}
+    for name, values in chunk.columns.items():
+        o = chunk.offsets.get(collection_of(name))
+        if o is not None and len(values) == o[-1]:  # jagged: its collection's content
+            columns[name] = values[o[lo]:o[hi]].copy()
+        else:
+            columns[name] = values[lo:hi].copy()
+    return Chunk(hi - lo, chunk.entry_start + lo, chunk.entry_start + hi, columns, offsets,
+                 chunk.bytes_read if lo == 0 else 0)
 
 
 # ---------------------------------------------------------------------------------------------

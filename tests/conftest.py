@@ -62,14 +62,44 @@ def xrootd_server() -> Iterator[XRootDServer]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-#: events per file of the served dataset
+#: events per file of the small dataset (and the served one); entries per chunk of its runs
 SERVED_EVENTS = 2000
+SMALL_CHUNK = 700
 
 
 @pytest.fixture(scope="session")
-def served_dataset(xrootd_server) -> Path:
-    """A tiny embedded dataset (one file of 2000 events per sample) in the server's export."""
+def small_dataset(tmp_path_factory) -> Path:
+    """A tiny embedded dataset (one file of 2000 events per sample): its fileset JSON."""
     from agc_core.synthetic import generate_dataset
 
-    return Path(generate_dataset(xrootd_server.root / "ds", events_per_file=SERVED_EVENTS,
-                                 files_per_sample=1, progress=False))
+    return Path(generate_dataset(tmp_path_factory.mktemp("small_dataset"),
+                                 events_per_file=SERVED_EVENTS, files_per_sample=1,
+                                 progress=False))
+
+
+@pytest.fixture(scope="session")
+def served_dataset(xrootd_server, small_dataset) -> Path:
+    """:func:`small_dataset` inside the XRootD server's export: its fileset JSON."""
+    folder = xrootd_server.root / "ds"
+    shutil.copytree(small_dataset.parent, folder)
+    xrootd_server.publish()
+    return folder / small_dataset.name
+
+
+@pytest.fixture(scope="session")
+def small_run(small_dataset, tmp_path_factory):
+    """The clean local run on :func:`small_dataset` that the remote and fault runs equal
+    (in process, no MLP, short timeouts and retry delays for the fault tests)."""
+    from agc_core.results import RunOptions
+    from agc_core.runner import run_analysis
+
+    out = tmp_path_factory.mktemp("small_run")
+    return run_analysis(RunOptions(fileset=small_dataset, output_dir=out,
+                                   chunksize=SMALL_CHUNK, inference="none", plots=False,
+                                   executor="iterative", progress=False, io_timeout=1.0,
+                                   retry_backoff=0.2, **_NO_FIT))
+
+
+# the fit stage (when RunOptions has it) is not what these runs test
+_NO_FIT = {"fit": False} if "fit" in getattr(
+    __import__("agc_core.results").results.RunOptions, "__dataclass_fields__", {}) else {}

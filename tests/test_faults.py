@@ -6,12 +6,17 @@ named (URL and cause); times are bounded by short ``io_timeout`` and ``retry_bac
 
 from __future__ import annotations
 
+import json
+import shutil
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
+import awkward as ak
 import numpy as np
 import pytest
+import uproot
 from xrootd_server import DroppingProxy, free_port, url_fileset
 
 from agc_core import io, remote
@@ -22,13 +27,10 @@ CHUNK = 700
 TIMEOUT = 1.0
 
 
-@pytest.fixture(scope="module")
-def clean_run(served_dataset, tmp_path_factory):
+@pytest.fixture
+def clean_run(small_run):
     """The clean local run every fault scenario is compared with."""
-    out = tmp_path_factory.mktemp("clean")
-    return run_analysis(RunOptions(fileset=served_dataset, output_dir=out, chunksize=CHUNK,
-                                   inference="none", plots=False, executor="iterative",
-                                   progress=False, io_timeout=TIMEOUT, retry_backoff=0.2))
+    return small_run
 
 
 @pytest.fixture
@@ -117,7 +119,14 @@ def kill_server_once(chunk, sample, cfg, classifier, seed):
         _KILL["done"] = True
         srv = _KILL["server"]
         srv.kill()
-        threading.Timer(_KILL["down_s"], srv.start).start()
+
+        def restart():
+            try:
+                srv.start()
+            except Exception as exc:  # reported by the test
+                _KILL["error"] = exc
+
+        threading.Timer(_KILL["down_s"], restart).start()
     return process_chunk(chunk, sample, cfg, classifier, seed)
 
 
@@ -134,8 +143,10 @@ def test_server_killed_mid_run_and_restarted(served_dataset, server, clean_run, 
                                  retry_backoff=0.5,
                                  processor=f"{__name__}:kill_server_once"))
         elapsed = time.perf_counter() - t0
+        error = _KILL.get("error")
     finally:
         _KILL.clear()
+    assert error is None, f"the server did not restart: {error}"
     assert_identical(r, clean_run)
     log = (tmp_path / "out" / "agc.log").read_text()
     retried = [line for line in log.splitlines() if "retrying" in line]
@@ -159,3 +170,67 @@ def test_proxy_dropping_connections(served_dataset, server, clean_run, tmp_path)
     assert_identical(r, clean_run)
     print(f"\nproxy: {proxy.dropped} of {proxy.accepted} connections dropped, "
           f"{elapsed:.1f} s, identical")
+
+
+# --- an event with an absurd multiplicity: skipped and named, not its whole chunk -----------
+
+
+def rewrite_with_jets(src: Path, dst: Path, branches, entry: int, n_jets: int) -> None:
+    """Copy the analysis branches of ``src`` to ``dst``; event ``entry`` gets ``n_jets`` jets."""
+    with uproot.open(src) as f:
+        arrays = f["events"].arrays(list(branches), library="ak")
+    groups: dict = {}
+    scalars = {}
+    for name in branches:
+        coll, _, prop = name.partition("_")
+        if arrays[name].ndim == 2:
+            groups.setdefault(coll, {})[prop] = arrays[name]
+        else:
+            scalars[name] = ak.to_numpy(arrays[name])
+    data = {c: ak.zip(props) for c, props in groups.items()}
+    jets = data["jet"]
+    one = jets[entry][:1] if len(jets[entry]) else jets[ak.num(jets) > 0][0][:1]
+    middle = ak.Array([ak.to_list(one) * n_jets])
+    data["jet"] = ak.concatenate([jets[:entry], ak.values_astype(middle, np.float32)
+                                  if n_jets else jets[entry:entry + 1][:, :0],
+                                  jets[entry + 1:]])
+    data.update(scalars)
+    with uproot.recreate(dst) as f:
+        f.mktree("events", {k: (v.type.content if isinstance(v, ak.Array) else v.dtype)
+                            for k, v in data.items()}, counter_name=lambda c: "number" + c)
+        f["events"].extend(data)
+
+
+def test_absurd_multiplicity_skips_one_event(small_dataset, cfg, tmp_path):
+    """300 jets in one event: that event is skipped and named, the rest of its chunk is kept;
+    the histograms equal those of the same file where that event has no jets at all (but for
+    the rewritten file's pt_res_up: its JER draws are keyed on the file's own UUID)."""
+    entry, limit = 1234, cfg.input_checks.max_objects_per_event
+    runs = {}
+    for label, n_jets in (("absurd", limit + 44), ("empty", 0)):
+        data = tmp_path / label
+        shutil.copytree(small_dataset.parent, data)
+        target = data / "wjets__nominal" / "0.root"
+        rewrite_with_jets(small_dataset.parent / "wjets__nominal" / "0.root", target,
+                          cfg.analysis_branches, entry, n_jets)
+        runs[label] = run_analysis(RunOptions(
+            fileset=data / small_dataset.name, output_dir=tmp_path / f"out_{label}",
+            chunksize=CHUNK, inference="none", plots=False, executor="iterative",
+            progress=False, fit=False))
+    r, ref = runs["absurd"], runs["empty"]
+    target = tmp_path / "absurd" / "wjets__nominal" / "0.root"
+    assert r.failures == () and not r.complete and r.exit_code == 1
+    assert r.skipped_events == (
+        f"{target} entry {entry}: {limit + 44} objects in 'numberjet' (more than "
+        f"input_checks.max_objects_per_event = {limit}): event skipped",)
+    assert r.skipped_events[0] in r.input_warnings
+    metrics = json.loads((tmp_path / "out_absurd" / "metrics.json").read_text())
+    assert metrics["events_skipped"] == 1 and metrics["complete"] is False
+    assert metrics["skipped_events"] == list(r.skipped_events)
+    assert ref.complete and r.n_events == ref.n_events
+    a, b = r.hist.view(flow=True), ref.hist.view(flow=True)
+    keep = np.ones(a.shape, bool)
+    keep[:, :, r.hist.axes[2].index("wjets"), r.hist.axes[3].index("pt_res_up")] = False
+    assert np.array_equal(a.value[keep], b.value[keep])
+    assert np.array_equal(a.variance[keep], b.variance[keep])
+    assert replace(r, options=replace(r.options, allow_partial=True)).exit_code == 0

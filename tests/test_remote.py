@@ -12,7 +12,6 @@ from xrootd_server import url_fileset
 
 from agc_core import io, remote
 from agc_core.errors import InputError
-from agc_core.results import RunOptions
 from agc_core.runner import run_analysis
 
 SCHEMES = ("root", "http", "https")
@@ -61,16 +60,9 @@ def test_missing_remote_file_is_permanent(xrootd_server, scheme):
     assert "corrupt" not in str(info.value)
 
 
-@pytest.fixture(scope="module")
-def local_run(served_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("local")
-    return run_analysis(RunOptions(fileset=served_dataset, output_dir=out, chunksize=CHUNK,
-                                   inference="numba", plots=False, executor="iterative",
-                                   progress=False))
-
-
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_whole_run_identical(served_dataset, xrootd_server, local_run, tmp_path, scheme):
+def test_whole_run_identical(served_dataset, xrootd_server, small_run, tmp_path, scheme):
+    local_run = small_run
     fileset = url_fileset(served_dataset, xrootd_server, scheme, tmp_path)
     opts = replace(local_run.options, fileset=fileset, output_dir=tmp_path / "out",
                    executor="processes" if scheme == "root" else "iterative", workers=2)

@@ -115,8 +115,11 @@ class XRootDServer:
             return f"root://127.0.0.1:{port}//{name}"
         return f"{scheme}://127.0.0.1:{port}/{name}"
 
-    def _own(self) -> None:
-        """As root the server runs as user xrootd: it must read the export and own its dirs."""
+    def publish(self) -> None:
+        """Make everything in the server's folder readable by the server (after adding files).
+
+        As root the server runs as user xrootd: it must read the export and own its dirs.
+        """
         if not self._as_root:
             return
         import pwd
@@ -130,7 +133,7 @@ class XRootDServer:
 
     def start(self) -> None:
         """Start the server and wait until an http range request answers."""
-        self._own()
+        self.publish()
         cmd = ["xrootd", "-c", str(self.config), "-l", str(self.log_file), "-n", "agc"]
         if self._as_root:
             cmd[1:1] = ["-R", "xrootd"]
@@ -186,6 +189,12 @@ class XRootDServer:
         """SIGSTOP: the port still accepts connections, nothing answers."""
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGSTOP)
+        stat = Path(f"/proc/{self.proc.pid}/stat")
+        deadline = time.monotonic() + 2
+        while stat.exists() and time.monotonic() < deadline:  # the signal arrives asynchronously
+            if stat.read_text().rsplit(")", 1)[-1].split()[0] in ("T", "t"):
+                break
+            time.sleep(0.01)
 
     def thaw(self) -> None:
         """SIGCONT after :meth:`freeze`."""
