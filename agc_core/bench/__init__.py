@@ -72,7 +72,7 @@ SectionFn = Callable[[argparse.Namespace, AnalysisConfig], BenchTable]
 SECTIONS: dict[str, tuple[SectionFn, str]] = {}
 
 #: modules that may register more sections when imported (skipped if absent)
-SECTION_MODULES: tuple[str, ...] = ("agc_core.bench.mlp",)
+SECTION_MODULES: tuple[str, ...] = ("agc_core.bench.mlp", "agc_core.bench.fit")
 
 
 def register_section(name: str, help: str) -> Callable[[SectionFn], SectionFn]:
@@ -496,6 +496,9 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--fileset", default=None,
                    help="fileset JSON of the io and e2e sections (default: the embedded "
                         "dataset)")
+    p.add_argument("--fit-histograms", nargs="+", default=None,
+                   help="histograms.root files of the fit section (default: the real CMS "
+                        "reference histograms and ./agc_output/histograms.root, if present)")
     p.add_argument("--process", default="ttbar", help="sample process (nominal) to generate")
     p.add_argument("--repeat", type=int, default=5, help="timed runs per kernel (best kept)")
     p.add_argument("--seed", type=int, default=42, help="generator and JER seed")
