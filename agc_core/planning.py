@@ -42,6 +42,7 @@ class ChunkTask:
     entry_start: int
     entry_stop: int
     xsec_weight: float
+    compressed_bytes: int = 0
 
     @property
     def name(self) -> str:
@@ -103,21 +104,23 @@ class EntriesCache:
                 log.warning("ignoring unreadable entries cache %s", path)
 
     def get(self, key: str, ranges_key: str
-            ) -> tuple[int, list[tuple[int, int]], int] | None:
-        """Cached (entries, ranges, identity) or None."""
+            ) -> tuple[int, list[tuple[int, int]], int, int] | None:
+        """Cached (entries, ranges, identity, compressed bytes of the branches) or None."""
         rec = self.data.get(key)
-        if rec is None or ranges_key not in rec.get("ranges", {}) or "identity" not in rec:
+        if (rec is None or ranges_key not in rec.get("ranges", {}) or "identity" not in rec
+                or ranges_key not in rec.get("bytes", {})):
             return None
         return (int(rec["entries"]), [(int(a), int(b)) for a, b in rec["ranges"][ranges_key]],
-                int(rec["identity"]))
+                int(rec["identity"]), int(rec["bytes"][ranges_key]))
 
     def put(self, key: str, ranges_key: str, entries: int,
-            ranges: list[tuple[int, int]], identity: int) -> None:
-        """Remember a file's entries, ranges and identity."""
+            ranges: list[tuple[int, int]], identity: int, nbytes: int = 0) -> None:
+        """Remember a file's entries, ranges, identity and compressed bytes of the branches."""
         rec = self.data.setdefault(key, {"entries": entries, "ranges": {}})
         rec["entries"] = entries
         rec["identity"] = identity
         rec["ranges"][ranges_key] = [list(r) for r in ranges]
+        rec.setdefault("bytes", {})[ranges_key] = int(nbytes)
         self.dirty = True
 
     def save(self) -> None:
@@ -150,11 +153,13 @@ def file_identity(path: str) -> int:
 
 
 def _inspect_file(path: str, branches: Sequence[str], chunksize: int, tree: str
-                  ) -> tuple[int, list[tuple[int, int]], int]:
-    """(entries, chunk ranges, :func:`file_identity`) of one file, read with the reader."""
+                  ) -> tuple[int, list[tuple[int, int]], int, int]:
+    """(entries, chunk ranges, :func:`file_identity`, compressed bytes of ``branches``) of one
+    file, read with the reader."""
     from agc_core import io
 
-    n = io.num_entries(path, tree)
+    info = io.check_file(path, branches, tree)
+    n = info.num_entries
     try:
         ranges = io.chunk_ranges(path, branches, chunksize, tree)
     except AGCError:
@@ -162,7 +167,7 @@ def _inspect_file(path: str, branches: Sequence[str], chunksize: int, tree: str
     except Exception as exc:  # be robust: even split
         log.debug("%s: no basket-aligned ranges (%s), splitting evenly", path, exc)
         ranges = even_ranges(n, chunksize)
-    return n, ranges, file_identity(path)
+    return n, ranges, file_identity(path), info.compressed_bytes
 
 
 def even_ranges(n: int, chunksize: int) -> list[tuple[int, int]]:
@@ -176,7 +181,8 @@ def even_ranges(n: int, chunksize: int) -> list[tuple[int, int]]:
 
 def _inspect_with_retries(path: str, branches: Sequence[str], chunksize: int, tree: str,
                           max_retries: int, retry_backoff: float
-                          ) -> tuple[tuple[int, list[tuple[int, int]], int] | Exception, int]:
+                          ) -> tuple[tuple[int, list[tuple[int, int]], int, int] | Exception,
+                                     int]:
     """:func:`_inspect_file`, retrying transient (network) errors: (result or error, attempts)."""
     from agc_core.executors import is_retryable, retry_delay
 
@@ -218,7 +224,7 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
     ranges_key = f"{chunksize}|{','.join(branches)}"
     files = [(s, f) for s in samples for f in s.files]
     keys = [_file_key(f.path, tree) for _, f in files]
-    known: dict[int, tuple[int, list[tuple[int, int]], int] | Exception] = {}
+    known: dict[int, tuple[int, list[tuple[int, int]], int, int] | Exception] = {}
     tries: dict[int, int] = {}
     missing = []
     for i, key in enumerate(keys):
@@ -250,13 +256,44 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
                                          tries.get(i, 1)))
             log.error("cannot plan %s/%s file %s: %s", s.process, s.variation, f.path, msg)
             continue
-        n, ranges, identity = res
+        n, ranges, identity, nbytes = res
         if n == 0:
             log.warning("%s: no entries in tree '%s' (file skipped)", f.path, tree)
         elif n != f.nevts:
             log.warning("%s: %d entries, but the fileset declares nevts = %d (normalization "
                         "uses the fileset)", f.path, n, f.nevts)
         for a, b in ranges:
+            share = nbytes * b // n - nbytes * a // n if n else 0  # (adds up exactly)
             tasks.append(ChunkTask(len(tasks), s.process, s.variation, s.sample_id, identity,
-                                   f.path, a, b, s.xsec_weight))
+                                   f.path, a, b, s.xsec_weight, share))
     return tasks, failures
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    """What a run will read: files, events, compressed bytes (of the branches read), chunks."""
+
+    files: int
+    events: int
+    compressed_bytes: int
+    chunks: int
+
+    def describe(self) -> str:
+        """``9 files, 18,000 events, 12.3 MB compressed, 27 chunks``."""
+        return (f"{self.files:,} files, {self.events:,} events, "
+                f"{format_bytes(self.compressed_bytes)} compressed, {self.chunks:,} chunks")
+
+
+def summarize_plan(tasks: Sequence[ChunkTask]) -> PlanSummary:
+    """The :class:`PlanSummary` of planned tasks."""
+    return PlanSummary(len({t.path for t in tasks}), sum(t.entry_stop - t.entry_start
+                                                         for t in tasks),
+                       sum(t.compressed_bytes for t in tasks), len(tasks))
+
+
+def format_bytes(n: float) -> str:
+    """Bytes in decimal units: ``3.44 TB``, ``12.3 MB``, ``512 B``."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{int(n)} B"

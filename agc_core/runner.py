@@ -44,6 +44,7 @@ from agc_core.planning import (
     EntriesCache,
     even_ranges,
     plan_tasks,
+    summarize_plan,
 )
 from agc_core.remote import set_io_timeout
 from agc_core.report import METRICS_FILE_NAME, build_metrics, write_metrics
@@ -387,8 +388,9 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
 
     io.close_files()
     stage_times["plan"] = time.perf_counter() - t
-    log.info("%s: %d samples, %d chunks of up to %d entries, executor %s",
-             fileset, len(samples), len(tasks), options.chunksize, options.executor)
+    log.info("plan: %s: %d samples, %s to read (chunks of up to %d entries), executor %s",
+             fileset, len(samples), summarize_plan(tasks).describe(), options.chunksize,
+             options.executor)
 
     model_dir = None if options.model_dir is None else str(options.model_dir)
     setup = WorkerSetup(str(cfg.path), options.inference, model_dir, options.seed,
