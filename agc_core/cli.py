@@ -106,6 +106,7 @@ def options_from_args(args: argparse.Namespace) -> Any:
         max_retries=args.max_retries,
         retry_backoff=args.retry_backoff,
         io_timeout=args.io_timeout,
+        resume=args.resume,
         plots=not args.no_plots,
         progress=False if quiet else None,
         start_method=args.start_method,
@@ -200,6 +201,9 @@ def add_run_cli(subparsers: Any) -> None:
     g.add_argument("--start-method", choices=("forkserver", "spawn", "fork"), default=None,
                    help="multiprocessing start method of the process pool (default: "
                         "forkserver on Linux)")
+    g.add_argument("--resume", action="store_true",
+                   help="after an interrupted run (Ctrl-C, SIGTERM, a crash): process only the "
+                        "chunks it did not finish (same --output-dir and settings)")
     g.add_argument("--allow-partial", action="store_true",
                    help="exit 0 even when chunks failed (the outputs say incomplete)")
     g = parser.add_argument_group("I/O benchmark")

@@ -45,6 +45,8 @@ class RunOptions:
         retry_backoff: seconds before the first retry of a chunk, doubled for each further one.
         io_timeout: seconds a remote read (http(s), root://) may wait for a connection or for
             the next bytes of an answer before it fails (and is retried).
+        resume: take the chunks an interrupted run with the same plan and settings finished
+            (recorded in ``output_dir/resume/``) and process only the others.
         plots: draw the PNG plots.
         progress: show a progress bar (None: when stderr is a terminal).
         start_method: multiprocessing start method of the process pool (None: forkserver on
@@ -79,6 +81,7 @@ class RunOptions:
     max_retries: int = executors.DEFAULT_MAX_RETRIES
     retry_backoff: float = executors.DEFAULT_RETRY_BACKOFF
     io_timeout: float = DEFAULT_IO_TIMEOUT
+    resume: bool = False
     plots: bool = True
     progress: bool | None = None
     start_method: str | None = None

@@ -57,6 +57,7 @@ from agc_core.results import (
     SampleYield,
     WorkerStats,
 )
+from agc_core.resume import Journal, run_key
 from agc_core.worker import (
     BACKENDS,
     ChunkResult,
@@ -223,12 +224,15 @@ def _progress_bar(total: int, enabled: bool | None) -> Any:
 
 
 def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOptions,
+                  journal: Journal | None = None,
                   ) -> tuple[OrderedMerger, list[ChunkResult], list[ChunkFailure], float, int,
                              float]:
     """Run the tasks on the chosen executor, merging histograms in task order.
 
-    A ``KeyboardInterrupt`` stops the processing but keeps what was computed: the chunks not
-    done are reported as failed (``interrupted``) and the run goes on to write its outputs.
+    A ``KeyboardInterrupt`` (or SIGTERM) stops the processing but keeps what was computed: the
+    chunks not done are reported as failed (``interrupted``) and the run goes on to write its
+    outputs. With a ``journal`` every finished chunk is recorded at once, and the chunks it
+    already holds (``--resume``) are taken from it instead of being processed again.
 
     Returns:
         (merger, successful results without histograms, failures in task order, processing
@@ -240,6 +244,15 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
     results: list[ChunkResult] = []
     failures: list[ChunkFailure] = []
     done: set[int] = set()
+    recorded = journal.load(ChunkResult) if journal is not None and options.resume else {}
+    for index in sorted(i for i in recorded if i < len(tasks)):
+        merger.add(index, recorded[index].hist)
+        results.append(replace(recorded[index], hist=None))
+        done.add(index)
+    if done:
+        log.info("--resume: %d of %d chunks were done before, processing the other %d",
+                 len(done), len(tasks), len(tasks) - len(done))
+    todo = [t for t in tasks if t.index not in done]
     fn = functools.partial(run_chunk, setup)
     workers = 1 if options.executor == "iterative" else options.workers
     executor = executors.make_executor(
@@ -248,7 +261,7 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
         retry_backoff=options.retry_backoff,
         preload=["agc_core.worker"] + ([] if setup.io_only
                                        else [setup.processor.partition(":")[0]]))
-    bar = _progress_bar(len(tasks), options.progress)
+    bar = _progress_bar(len(todo), options.progress)
     events = 0
     first: float | None = None
     n_workers = executor.workers
@@ -256,14 +269,16 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
     try:
         redirect = (logging_redirect_tqdm(loggers=[logging.getLogger()]) if not bar.disable
                     else contextlib.nullcontext())
-        warm = (forkserver_warmup(tasks, setup, Path(options.output_dir))
+        warm = (forkserver_warmup(todo, setup, Path(options.output_dir))
                 if options.executor == "processes" else contextlib.nullcontext())
-        with executor, redirect, warm:
-            for outcome in executor.run(fn, tasks, init_worker, (setup,)):
-                task = tasks[outcome.index]
+        with executor, redirect, warm, _sigterm_interrupts():
+            for outcome in executor.run(fn, todo, init_worker, (setup,)):
+                task = todo[outcome.index]
                 done.add(task.index)
                 if outcome.ok:
                     r: ChunkResult = outcome.value
+                    if journal is not None:
+                        journal.record(r)
                     merger.add(task.index, r.hist)
                     results.append(replace(r, hist=None))
                     events += r.n_events
@@ -296,6 +311,26 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
     order = {(t.path, t.entry_start): t.index for t in tasks}
     failures.sort(key=lambda f: order.get((f.path, f.entry_start), -1))  # task order
     return merger, results, failures, time.perf_counter() - t0, n_workers, first or 0.0
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Any:
+    """While processing, SIGTERM stops the run as Ctrl-C does (outputs and records kept)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_analysis(options: RunOptions | None = None) -> RunResult:
@@ -404,8 +439,15 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
         log.info("compiling the numba kernels (first run; cached for later runs)")
         compile_kernels(cfg, classifier)
         stage_times["compile"] = time.perf_counter() - t  # not in the processing wall time
+    journal = None
+    if not options.io_only:
+        journal = Journal(out, run_key(tasks, {
+            "seed": options.seed, "inference": options.inference, "model_dir": model_dir,
+            "systematics": options.systematics, "config": cfg.path.read_text(),
+            "processor": setup.processor, "branches": branches, "tree": options.tree}),
+            options.resume)
     merger, results, failures, walltime, n_workers, first = process_tasks(tasks, setup,
-                                                                          options)
+                                                                          options, journal)
     failures = plan_failures + failures
     stage_times["worker_startup"] = max(0.0, first)
     stage_times["read"] = sum(r.t_read for r in results)
@@ -485,6 +527,8 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
         skipped_events=skipped,
     )
     result = replace(result, total_walltime=time.perf_counter() - t_start)
+    if journal is not None and result.complete:
+        journal.clear()  # nothing left to resume
     metrics = build_metrics(result)
     metrics["events_skipped"] = len(skipped)  # absurd multiplicities: named in input_warnings
     metrics["skipped_events"] = list(skipped)

@@ -234,3 +234,44 @@ def test_absurd_multiplicity_skips_one_event(small_dataset, cfg, tmp_path):
     assert np.array_equal(a.value[keep], b.value[keep])
     assert np.array_equal(a.variance[keep], b.variance[keep])
     assert replace(r, options=replace(r.options, allow_partial=True)).exit_code == 0
+
+
+# --- interrupted runs and --resume ----------------------------------------------------------
+
+_CONTROL: dict = {}
+
+
+def controlled_processor(chunk, sample, cfg, classifier, seed):
+    """The kernels' processor, counting its calls; SIGTERMs this process on call ``stop_at``."""
+    import os
+    import signal
+
+    from agc_core.processor import process_chunk
+
+    _CONTROL["calls"] = _CONTROL.get("calls", 0) + 1
+    if _CONTROL["calls"] == _CONTROL.get("stop_at"):
+        os.kill(os.getpid(), signal.SIGTERM)
+    return process_chunk(chunk, sample, cfg, classifier, seed)
+
+
+def test_sigterm_then_resume_equals_an_uninterrupted_run(small_dataset, small_run, tmp_path):
+    opts = replace(small_run.options, output_dir=tmp_path / "out",
+                   processor=f"{__name__}:controlled_processor")
+    _CONTROL.clear()
+    _CONTROL["stop_at"] = 4
+    try:
+        first = run_analysis(opts)
+    finally:
+        _CONTROL.clear()
+    assert not first.complete and first.exit_code == 1
+    assert {f.error for f in first.failures} == {"interrupted"}
+    assert len(first.failures) == small_run.n_chunks - 3  # three chunks finished
+    records = sorted((tmp_path / "out" / "resume").glob("*/*.npz"))
+    assert len(records) == 3
+    assert not list((tmp_path / "out" / "resume").glob("*/.*.tmp"))  # nothing half-written
+
+    again = run_analysis(replace(opts, resume=True))
+    assert _CONTROL["calls"] == small_run.n_chunks - 3  # only the rest was processed
+    assert_identical(again, small_run)
+    assert again.n_chunks == small_run.n_chunks
+    assert not (tmp_path / "out" / "resume").exists()  # complete: nothing left to resume
