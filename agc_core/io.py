@@ -474,6 +474,14 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else repr(exc)
 
 
+#: the classes read as event trees: TTree (baskets, native decoders) and RNTuple (via uproot)
+_TREE_CLASSES = ("TTree", "TNtuple", "ROOT::RNTuple")
+
+
+def _is_rntuple(t: Any) -> bool:
+    return isinstance(t, uproot.models.RNTuple.Model_ROOT_3a3a_RNTuple)
+
+
 def _tree(handle: _Handle, tree: str) -> Any:
     """The TTree ``tree`` of an opened file.
 
@@ -495,11 +503,11 @@ def _tree(handle: _Handle, tree: str) -> Any:
                     ) from exc
     names = {k.split(";")[0]: v for k, v in classnames.items()}
     if tree not in names:
-        trees = sorted(k for k, v in names.items() if v in ("TTree", "TNtuple"))
+        trees = sorted(k for k, v in names.items() if v in _TREE_CLASSES)
         raise InputError(f"{path}: no tree '{tree}' (trees in the file: "
                          f"{', '.join(trees) if trees else 'none'})")
-    if names[tree] not in ("TTree", "TNtuple"):
-        raise InputError(f"{path}: '{tree}' is a {names[tree]}, not a TTree")
+    if names[tree] not in _TREE_CLASSES:
+        raise InputError(f"{path}: '{tree}' is a {names[tree]}, not a TTree or RNTuple")
     try:
         obj = handle.directory[tree]
         obj.keys()
@@ -569,9 +577,11 @@ def _branches(t: Any, names: Sequence[str], path: str, tree: str) -> list[Any]:
         InputError: naming the first missing branch and close matches.
     """
     out = []
-    keys = None
+    keys = list(t.keys()) if _is_rntuple(t) else None
     for name in names:
         try:
+            if keys is not None and name not in keys:  # RNTuple: fields by name
+                raise KeyError(name)
             out.append(t[name])
         except KeyError:
             keys = keys if keys is not None else t.keys()
@@ -731,7 +741,12 @@ def _read_with_uproot(branch: Any, start: int, stop: int) -> tuple[np.ndarray, n
     reads (strings, nested vectors, ...) as one Python object per event (``dtype=object``,
     no offsets).
     """
-    arr = branch.array(entry_start=start, entry_stop=stop, library="ak", array_cache=None)
+    return _from_awkward(branch.array(entry_start=start, entry_stop=stop, library="ak",
+                                      array_cache=None))
+
+
+def _from_awkward(arr: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """An awkward array of one branch or field as (flat content, offsets or None)."""
     if arr.ndim == 1:
         flat = _numeric(arr)
         if flat is not None:
@@ -784,6 +799,8 @@ def _read(handle: _Handle, path: str, names: list[str], entry_start: Any, entry_
     t = _tree(handle, tree)
     start, stop = _check_range(path, tree, t.num_entries, entry_start, entry_stop)
     objs = _branches(t, names, path, tree)
+    if _is_rntuple(t):
+        return _read_rntuple(t, path, names, start, stop, tree)
     plans = [_plan(b, path, tree) for b in objs]
     n = stop - start
     where = f"{path}: tree '{tree}', entries [{start}, {stop})"
@@ -815,6 +832,34 @@ def _read(handle: _Handle, path: str, names: list[str], entry_start: Any, entry_
         raise _fail(path, exc, f"tree '{tree}', entries [{start}, {stop}){current}: cannot read",
                     f"{where}{current}: cannot read, truncated or corrupt file?") from exc
     return Chunk(n, start, stop, columns, offsets, nbytes)
+
+
+def _read_rntuple(t: Any, path: str, names: list[str], start: int, stop: int, tree: str
+                  ) -> Chunk:
+    """:func:`read_chunk` of an RNTuple: uproot reads the fields, we flatten them.
+
+    ``bytes_read`` is 0: uproot does not say which pages it fetched.
+    """
+    where = f"{path}: RNTuple '{tree}', entries [{start}, {stop})"
+    columns: dict[str, np.ndarray] = {}
+    offsets: dict[str, np.ndarray] = {}
+    try:
+        arrays = t.arrays(names, entry_start=start, entry_stop=stop) if names else {}
+        for name in names:
+            columns[name], off = _from_awkward(arrays[name])
+            if off is not None:
+                coll = collection_of(name)
+                if coll in offsets and not np.array_equal(offsets[coll], off):
+                    raise InputError(f"{where}: fields of collection '{coll}' have different "
+                                     f"multiplicities ('{name}')")
+                offsets.setdefault(coll, off)
+    except (InputError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        _forget(path)
+        raise _fail(path, exc, f"RNTuple '{tree}', entries [{start}, {stop}): cannot read",
+                    f"{where}: cannot read, truncated or corrupt file?") from exc
+    return Chunk(stop - start, start, stop, columns, offsets, 0)
 
 
 def _read_branch(b: Any, plan: _Plan, its: list[tuple[int, Any]],
@@ -884,6 +929,8 @@ def check_file(path: str | os.PathLike[str], branches: Iterable[str] = (),
     with _opened(path) as handle:
         t = _tree(handle, tree)
         objs = _branches(t, names, path, tree)
+        if _is_rntuple(t):  # uproot reads every field type it knows; sizes not summed
+            return FileInfo(path, tree, int(t.num_entries), tuple(t.keys()), 0)
         for b in objs:
             _plan(b, path, tree)
         return FileInfo(path, tree, int(t.num_entries), tuple(t.keys()),
@@ -918,7 +965,11 @@ def chunk_ranges(path: str | os.PathLike[str], branches: Iterable[str], step: in
         t = _tree(handle, tree)
         n = int(t.num_entries)
         common: set[int] | None = None
-        for b in _branches(t, list(dict.fromkeys(branches)), path, tree):
+        objs = _branches(t, list(dict.fromkeys(branches)), path, tree)
+        if _is_rntuple(t):  # clusters instead of baskets
+            common = {int(c.num_first_entry) for c in t.cluster_summaries}
+            objs = []
+        for b in objs:
             edges = {int(x) for x in b.entry_offsets}
             common = edges if common is None else common & edges
     bounds = sorted(x for x in (common or set()) if 0 < x < n)
