@@ -9,7 +9,9 @@ branches), and the trijet four-vector sum ``(j1 + j2) + j3`` in x, y, z, t with
 
 Where we deliberately differ: our px/py/pz are ``float32(float64(pt) * cos(float64(phi)))``
 (one rounding, the same on every platform) instead of numpy's float32 cos/sin/sinh (whose
-last bit depends on the SIMD implementation numpy picks for the CPU). That moves the seed's
+last bit depends on the SIMD implementation numpy picks for the CPU), and the sphericity
+eigenvalues are float64 (the seed's ``np.linalg.eigvals`` of its float32 tensor runs LAPACK in
+float32). That moves the seed's
 A (80 % of the events, by up to 1.3e-7) and the trijet mass (21 %, by up to 2.4e-6 relative)
 on these events; the tests below show that the histograms (observable bins, MLP
 classification) do not change. (This test found that the seed's ``ak.mean`` averages the
