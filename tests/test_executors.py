@@ -199,3 +199,16 @@ def test_iterative_runs_in_this_process():
 
 def test_default_workers_is_positive():
     assert executors.default_workers() >= 1
+
+
+def test_killed_dask_worker_item_is_retried(tmp_path):
+    """A Dask worker process killed while running an item: the item is run again, elsewhere."""
+    pytest.importorskip("distributed")
+    marker = str(tmp_path / "died")
+    ex = make_executor("dask", 2, max_retries=1, retry_backoff=0.01)
+    try:
+        got = collect(ex.run(die_once, [(i, marker) for i in range(4)]))
+    finally:
+        ex.close()
+    assert Path(marker).exists()  # the worker did die
+    assert all(o.ok and o.value == i for i, o in got.items())
