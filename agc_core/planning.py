@@ -180,19 +180,35 @@ def even_ranges(n: int, chunksize: int) -> list[tuple[int, int]]:
 
 
 def _inspect_with_retries(path: str, branches: Sequence[str], chunksize: int, tree: str,
-                          max_retries: int, retry_backoff: float
+                          max_retries: int, retry_backoff: float,
+                          down: dict[str, str] | None = None,
                           ) -> tuple[tuple[int, list[tuple[int, int]], int, int] | Exception,
                                      int]:
-    """:func:`_inspect_file`, retrying transient (network) errors: (result or error, attempts)."""
-    from agc_core.executors import is_retryable, retry_delay
+    """:func:`_inspect_file`, retrying transient (network) errors: (result or error, attempts).
 
+    ``down`` (server -> error, shared by the planning threads) remembers the servers whose
+    files failed for good on a network error: their other files fail at once, so a server that
+    is down costs one file's retries, not every file's.
+    """
+    from agc_core.executors import is_retryable, retry_delay
+    from agc_core.remote import TransientInputError, is_remote, server_of
+
+    server = server_of(path) if is_remote(path) else None
     attempts = 0
     while True:
+        if down is not None and server in down:
+            return TransientInputError(f"{path}: given up, {server} failed for another file "
+                                       f"({down[server]})"), attempts
         attempts += 1
         try:
-            return _inspect_file(path, branches, chunksize, tree), attempts
+            result = _inspect_file(path, branches, chunksize, tree), attempts
+            if down is not None and server is not None:
+                down.pop(server, None)
+            return result
         except Exception as exc:
             if not is_retryable(exc) or attempts > max_retries:
+                if down is not None and server is not None and is_retryable(exc):
+                    down.setdefault(server, str(exc).split(": ", 1)[-1])
                 return exc, attempts
             delay = retry_delay(retry_backoff, attempts)
             log.warning("%s: %s (attempt %d of %d), retrying in %.1f s", path, exc, attempts,
@@ -236,9 +252,11 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
     if missing:
         log.info("reading entry counts of %d files", len(missing))
 
+        down: dict[str, str] = {}  # servers that failed for good (dict ops are thread-safe)
+
         def inspect(i: int) -> tuple[int, Any, int]:
             return i, *_inspect_with_retries(files[i][1].path, branches, chunksize, tree,
-                                             max_retries, retry_backoff)
+                                             max_retries, retry_backoff, down)
 
         with ThreadPoolExecutor(min(PLAN_THREADS, len(missing))) as pool:
             for i, res, n_tries in pool.map(inspect, missing):

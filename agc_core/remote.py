@@ -234,6 +234,11 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return out
 
 
+def server_of(url: str) -> str:
+    """``host:port`` of a URL (the default port of its scheme when none is given)."""
+    return _server(url)
+
+
 def _server(url: str) -> str:
     """``host:port`` of a URL (the default port of its scheme when none is given)."""
     scheme, _, rest = url.partition("://")
