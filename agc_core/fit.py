@@ -1112,18 +1112,21 @@ class ScanResult:
 
     Attributes:
         name: the scanned parameter; values: its fixed values; delta_twice_nll: ``-2 ln L``
-            of each profile fit minus the best fit's; bestfit: its best-fit value.
+            of each profile fit minus the best fit's (NaN where that fit failed); bestfit: its
+            best-fit value; failures: the profile fits that did not converge, by name.
     """
 
     name: str
     values: np.ndarray
     delta_twice_nll: np.ndarray
     bestfit: float
+    failures: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
-        return {"name": self.name, "values": self.values.tolist(),
-                "delta_twice_nll": self.delta_twice_nll.tolist(), "bestfit": self.bestfit}
+        return _clean({"name": self.name, "values": self.values.tolist(),
+                       "delta_twice_nll": self.delta_twice_nll.tolist(),
+                       "bestfit": self.bestfit, "failures": list(self.failures)})
 
 
 @dataclass(frozen=True)
@@ -1213,7 +1216,8 @@ def scan(spec: dict[str, Any] | Likelihood, name: str | None = None,
         fit_cfg: fit configuration or minimizer settings.
 
     Raises:
-        FitError: a scan fit did not converge (named by its value).
+        FitError: the best fit (when not given) did not converge; a scan point that does not
+            converge is named in ``failures`` and left NaN.
     """
     lh = _as_likelihood(spec)
     settings = _settings(fit_cfg if fit_cfg is not None else _default_fit_cfg())
@@ -1227,11 +1231,18 @@ def scan(spec: dict[str, Any] | Likelihood, name: str | None = None,
                              min(hi, c + settings.scan_sigmas * e), settings.scan_points)
     grid = np.asarray(values, dtype=float)
     out = np.empty_like(grid)
+    failures: list[str] = []
     for j, v in enumerate(grid):
-        r = fit(lh, minos=None, fit_cfg=settings, init=best.bestfit, fix={name: float(v)},
-                hesse=False, what=f"the scan fit at {name} = {v:.4g}", quiet=True)
+        try:
+            r = fit(lh, minos=None, fit_cfg=settings, init=best.bestfit, fix={name: float(v)},
+                    hesse=False, what=f"the scan fit at {name} = {v:.4g}", quiet=True)
+        except FitError as exc:  # named, the point left undefined, the rest goes on
+            log.error("%s", exc)
+            failures.append(str(exc))
+            out[j] = np.nan
+            continue
         out[j] = r.best_twice_nll - best.best_twice_nll
-    return ScanResult(name, grid, out, float(best.bestfit[i]))
+    return ScanResult(name, grid, out, float(best.bestfit[i]), tuple(failures))
 
 
 def ranking(spec: dict[str, Any] | Likelihood, best: FitResult | None = None,
@@ -1246,7 +1257,8 @@ def ranking(spec: dict[str, Any] | Likelihood, best: FitResult | None = None,
         parameters: restrict to these parameters (default: every free constrained one).
 
     Raises:
-        FitError: an impact fit did not converge (named by parameter and shift).
+        FitError: the best fit (when not given) did not converge; an impact fit that does
+            not converge is named in ``failures`` and left NaN.
     """
     lh = _as_likelihood(spec)
     settings = _settings(fit_cfg if fit_cfg is not None else _default_fit_cfg())
@@ -1370,7 +1382,9 @@ class InferenceResult:
             (None if not run or failed).
         prefit, postfit: :func:`yield_table` at the initial values and at the best fit.
         channels: the workspace's channel names; split: split by MLP classification.
-        errors: one message per fit that did not converge (the best fit or a study).
+        errors: the best fit's failure (then there is no measurement: exit code 1).
+        study_errors: fits of the studies (GoF, Asimov, scan points, ranking impacts) that did
+            not converge, by name; their values are left out (NaN), the measurement stands.
         plots: the PNG files drawn; seconds: time per step.
     """
 
@@ -1386,12 +1400,13 @@ class InferenceResult:
     channels: tuple[str, ...]
     split: bool
     errors: tuple[str, ...]
+    study_errors: tuple[str, ...]
     plots: tuple[Path, ...]
     seconds: dict[str, float]
 
     @property
     def ok(self) -> bool:
-        """Every fit converged."""
+        """The best fit converged (the studies may still have failed fits: study_errors)."""
         return not self.errors
 
     def summary_line(self) -> str:
@@ -1411,6 +1426,7 @@ class InferenceResult:
     def metrics(self) -> dict[str, Any]:
         """The record for ``metrics.json`` (compact: no matrices)."""
         record: dict[str, Any] = {"ok": self.ok, "errors": list(self.errors),
+                                  "study_errors": list(self.study_errors),
                                   "split_by_classification": self.split,
                                   "channels": list(self.channels), "seconds": self.seconds,
                                   "workspace": str(self.workspace),
@@ -1472,28 +1488,31 @@ def run_inference(histograms: Any, output_dir: str | Path, fit_cfg: FitConfig | 
     lh = Likelihood.from_spec(spec)
     seconds["workspace"] = time.perf_counter() - t
     errors: list[str] = []
+    study_errors: list[str] = []
     best = gof = asimov = scan_r = rank_r = None
 
-    def attempt(name: str, fn: Any) -> Any:
+    def attempt(name: str, fn: Any, into: list[str] = study_errors) -> Any:
         t0 = time.perf_counter()
         try:
             return fn()
         except FitError as exc:
             log.error("%s", exc)
-            errors.append(str(exc))
+            into.append(str(exc))
             return None
         finally:
             seconds[name] = time.perf_counter() - t0
 
-    best = attempt("fit", lambda: fit(lh, minos=(lh.poi,), fit_cfg=fit_cfg))
+    best = attempt("fit", lambda: fit(lh, minos=(lh.poi,), fit_cfg=fit_cfg), errors)
     if best is not None:
         gof = attempt("gof", lambda: goodness_of_fit(lh, best, fit_cfg))
         if scan:
             scan_r = attempt("scan", lambda: _scan(lh, best=best, fit_cfg=fit_cfg))
+            if scan_r is not None:
+                study_errors.extend(scan_r.failures)
         if ranking:
             rank_r = attempt("ranking", lambda: _ranking(lh, best=best, fit_cfg=fit_cfg))
             if rank_r is not None:
-                errors.extend(rank_r.failures)
+                study_errors.extend(rank_r.failures)
     asimov = attempt("asimov", lambda: asimov_uncertainty(lh, fit_cfg))
     prefit = yield_table(lh, lh.init, prefit_covariance(lh))
     postfit = (yield_table(lh, best.bestfit, best.covariance) if best is not None
@@ -1508,6 +1527,7 @@ def run_inference(histograms: Any, output_dir: str | Path, fit_cfg: FitConfig | 
         seconds["plots"] = time.perf_counter() - t0
     results_path = out / FIT_RESULTS_FILE_NAME
     record: dict[str, Any] = {"ok": not errors, "errors": errors,
+                              "study_errors": study_errors,
                               "split_by_classification": split_by_classification,
                               "prefit_yields": prefit, "postfit_yields": postfit}
     for key, value in (("gof", gof), ("expected", asimov), ("scan", scan_r),
@@ -1520,7 +1540,8 @@ def run_inference(histograms: Any, output_dir: str | Path, fit_cfg: FitConfig | 
         write_text_atomic(results_path, json.dumps(_clean(record), indent=1) + "\n")
     result = InferenceResult(ws_path, results_path, best, gof, asimov, scan_r, rank_r, prefit,
                              postfit, tuple(name for name, _ in lh.channels),
-                             split_by_classification, tuple(errors), drawn, seconds)
+                             split_by_classification, tuple(errors), tuple(study_errors),
+                             drawn, seconds)
     log.info("%s", result.summary_line())
     return result
 
@@ -1553,6 +1574,8 @@ def run_stage(ctx: Any) -> dict[str, Path]:
     ctx.results["fit_result"] = result
     if result.errors:
         ctx.results["fit_error"] = result.errors[0]
+    for message in result.study_errors:
+        log.warning("fit study: %s", message)
     outputs = {"workspace.json": result.workspace, FIT_RESULTS_FILE_NAME: result.results_file}
     outputs.update({f"plots/{p.name}": p for p in result.plots})
     return outputs
@@ -1611,6 +1634,8 @@ def _cli_fit(args: Any) -> int:
               f"(-2 dlnL = {result.gof.twice_delta_nll:.2f}, {result.gof.ndof} dof)")
     for message in result.errors:
         print(f"  FAILED          : {message}")
+    for message in result.study_errors:
+        print(f"  study fit failed: {message}")
     print(f"  outputs in      : {out} (workspace.json, {FIT_RESULTS_FILE_NAME}, "
           f"{report.name})")
     return 0 if result.ok else 1

@@ -230,12 +230,18 @@ def format_summary(result: RunResult) -> str:
         if "overall" in acc:
             lines.append(f"  MLP accuracy     : {region} {acc['overall']:.4f}")
     fit = result.stage_results.get("fit_result")
+    shown_fit = 3
     if fit is not None:
         lines.append(f"  fit              : {fit.summary_line()}")
         if fit.gof is not None:
             lines.append(f"  goodness of fit  : p = {fit.gof.p_value:.3f} ({fit.gof.ndof} dof)")
         for message in fit.errors:
             lines.append(f"  FIT FAILED       : {message}")
+        for message in fit.study_errors[:shown_fit]:
+            lines.append(f"  fit study failed : {message}")
+        if len(fit.study_errors) > shown_fit:
+            lines.append(f"  fit study failed : ... {len(fit.study_errors) - shown_fit} more "
+                         "(fit_results.json, report.html)")
     elif result.stage_results.get("fit_error"):
         lines.append(f"  FIT FAILED       : {result.stage_results['fit_error']}")
     elif result.stage_results.get("fit_skipped"):

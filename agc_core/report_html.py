@@ -62,6 +62,10 @@ def _fit_section(inf: InferenceResult) -> list[str]:
     if inf.errors:
         parts.append("<p class='bad'>FIT FAILED (the exit code is non-zero):</p><ul>"
                      + "".join(f"<li class='bad'>{_e(m)}</li>" for m in inf.errors) + "</ul>")
+    if inf.study_errors:
+        parts.append("<p class='bad'>Fits of the studies that did not converge (their values "
+                     "are left out, the measurement stands):</p><ul>"
+                     + "".join(f"<li>{_e(m)}</li>" for m in inf.study_errors) + "</ul>")
     r = inf.fit
     if r is None:
         return parts
