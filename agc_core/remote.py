@@ -315,8 +315,11 @@ def classify(exc: BaseException, url: str) -> tuple[bool, str] | None:
     return None
 
 
+_NOISE = re.compile(r"<bound method [^>]*>>? |<[^<>]* object at 0x[0-9a-f]+>")
+
+
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = _NOISE.sub("", str(exc).strip())
     text = text.splitlines()[0] if text else type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
 
