@@ -59,6 +59,17 @@ def die_once(item: tuple[int, str]) -> int:
     return x
 
 
+def sigkill_once(item: tuple[int, str]) -> int:
+    """SIGKILLs its own worker process the first time it sees item 1 (a marker file remembers)."""
+    import signal
+
+    x, marker = item
+    if x == 1 and not Path(marker).exists():
+        Path(marker).write_text("killed")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
 _INIT: list[int] = []
 
 
@@ -211,4 +222,15 @@ def test_killed_dask_worker_item_is_retried(tmp_path):
     finally:
         ex.close()
     assert Path(marker).exists()  # the worker did die
+    assert all(o.ok and o.value == i for i, o in got.items())
+
+
+def test_sigkilled_pool_worker_item_is_retried(tmp_path):
+    marker = str(tmp_path / "killed")
+    ex = make_executor("processes", 2, max_retries=1, retry_backoff=0.01)
+    try:
+        got = collect(ex.run(sigkill_once, [(i, marker) for i in range(5)]))
+    finally:
+        ex.close()
+    assert Path(marker).exists()
     assert all(o.ok and o.value == i for i, o in got.items())
