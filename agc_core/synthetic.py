@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import awkward as ak
 import numpy as np
 import uproot
+from numba import njit
 from tqdm import tqdm
 
 from agc_core.config import AnalysisConfig, DatasetParams, load_analysis_config
@@ -26,7 +27,7 @@ from agc_core.errors import ConfigError, InputError
 log = logging.getLogger(__name__)
 
 # Bump whenever the generated content changes: cached datasets of another version are rebuilt.
-GENERATOR_VERSION = "agc-core-synthetic-3"
+GENERATOR_VERSION = "agc-core-synthetic-4"
 FILESET_NAME = "fileset.json"
 MANIFEST_NAME = "manifest.json"
 BLOCK_EVENTS = 25_000  # events generated (and written as one basket per branch) at a time
@@ -38,6 +39,8 @@ W_MASS, W_WIDTH = 80.38, 2.085
 B_MASS, C_MASS = 4.8, 1.5
 ELECTRON_MASS, MUON_MASS = 0.000511, 0.10566
 TAU_LEPTONIC_BR = 0.352
+JET_RADIUS = 0.4  # anti-kt R: partons closer than this in (eta, phi) make one jet
+OOF_GAMMA_SHAPE = 6.0  # shape of the Gamma distribution of the out-of-cone momentum
 # b-tag scores: "tagged" jets score above this value, the others below (a CSVv2-loose-like
 # working point; the tagging rates of the Detector knobs are the rates above it)
 TAG_SCORE_SPLIT = 0.5
@@ -71,6 +74,12 @@ class Radiation:
         phi_noise: if > 0, successive partons are spread in azimuth by the golden angle plus
             a uniform offset of this half-width (multi-jet configurations that fill the
             transverse plane); if 0, azimuths are independent.
+        scale_sigma: width of a per-event log-normal factor on the pt of the n_hard
+            matrix-element partons (the hard scale of the event: they are harder or softer
+            together).
+        n_hard: the first n_hard partons (the matrix-element jets; the others are shower
+            emissions) have a pt spectrum starting at ``hard_factor * pt_min``.
+        hard_factor: see n_hard.
     """
 
     mean: float
@@ -81,6 +90,9 @@ class Radiation:
     frac_b: float
     frac_c: float
     phi_noise: float = 0.0
+    scale_sigma: float = 0.0
+    n_hard: int = 0
+    hard_factor: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -101,7 +113,10 @@ class ProcessTune:
         extra_b_eta_sigma: its pseudorapidity width.
         fsr_prob: probability that a quark radiates a resolved gluon jet.
         fsr_z_max: largest momentum fraction carried away by that gluon.
-        jet_response: overall parton-to-jet response (fragmentation, out-of-cone losses).
+        jet_response: overall parton-to-jet response (fragmentation, detector response).
+        oof_loss: mean momentum (GeV) carried outside the jet cone by unresolved soft
+            wide-angle final-state radiation (exponentially distributed per jet, at most half
+            the parton's; proportional to alpha_s: the shower-scale variations change it).
         b_fragmentation: factor on the b-tag efficiency of b jets (B-hadron fragmentation
             changes the displaced tracks the tagger sees).
         spectator_pt: t-channel only: mean pt of the light spectator quark (GeV; Gamma of
@@ -124,6 +139,7 @@ class ProcessTune:
     fsr_prob: float
     fsr_z_max: float
     jet_response: float
+    oof_loss: float = 8.0
     b_fragmentation: float = 1.0
     spectator_pt: float = 50.0
     spectator_eta: float = 2.3
@@ -144,6 +160,8 @@ class Detector:
         jet_stochastic: stochastic term (GeV^0.5).
         jet_constant: constant term.
         jet_mass_frac: median jet mass over pt.
+        jet_oof_correction: momentum (GeV) the jet energy correction adds back to jets from
+            partons (the mean out-of-cone loss of the nominal tunes).
         jet_store_pt_min: jets below this reconstructed pt are not stored (GeV).
         jet_eta_max: calorimeter acceptance.
         electron_eta_max: electron acceptance.
@@ -154,6 +172,8 @@ class Detector:
         lepton_store_pt_min: leptons below this pt are not stored (GeV).
         nonprompt_b: probability of a (non-isolated) e or mu from a b quark decay.
         nonprompt_c: same for a c quark.
+        nonprompt_z: the lepton's momentum fraction of the quark is ``1 - (1 - u)^z``, u
+            uniform (mean ``z / (1 + z)``).
         fake_mean: mean number of fake / soft leptons per event.
         fake_slope: exponential slope of their pt above the storage threshold (GeV).
         pileup_mean: mean number of pileup vertices.
@@ -170,9 +190,10 @@ class Detector:
     btag_eta_max: float = 2.4
     b_response: float = 0.98
     jet_noise: float = 3.0
-    jet_stochastic: float = 1.2
-    jet_constant: float = 0.06
+    jet_stochastic: float = 1.0
+    jet_constant: float = 0.04
     jet_mass_frac: float = 0.1
+    jet_oof_correction: float = 8.0
     jet_store_pt_min: float = 15.0
     jet_eta_max: float = 4.7
     electron_eta_max: float = 2.5
@@ -181,8 +202,9 @@ class Detector:
     electron_res: float = 0.02
     muon_res: float = 0.012
     lepton_store_pt_min: float = 5.0
-    nonprompt_b: float = 0.2
+    nonprompt_b: float = 0.37
     nonprompt_c: float = 0.1
+    nonprompt_z: float = 0.4
     fake_mean: float = 0.2
     fake_slope: float = 4.0
     pileup_mean: float = 11.0
@@ -197,23 +219,28 @@ DETECTOR = Detector()
 
 _TTBAR = ProcessTune(
     hard="ttbar",
-    n_leptonic=(0.16, 0.66, 0.18),
+    n_leptonic=(0.24, 0.61, 0.15),
     tau_fraction=1 / 3,
-    pstar_scale=120.0,
+    pstar_scale=85.0,
     pstar_shape=1.8,
     rapidity_sigma=0.9,
-    radiation=Radiation(mean=1.8, ratio=0.0, pt_min=25.0, pt_index=3.0, eta_sigma=1.8,
+    radiation=Radiation(mean=1.6, ratio=0.0, pt_min=25.0, pt_index=2.9, eta_sigma=1.8,
                         frac_b=0.02, frac_c=0.04),
     extra_b=0.0,
     extra_b_pt_min=15.0,
     extra_b_eta_sigma=1.5,
-    fsr_prob=0.2,
+    fsr_prob=0.05,
     fsr_z_max=0.3,
-    jet_response=1.02,
+    jet_response=1.0,
 )
 
-_RADIATION_SCALE_UP = 0.8    # scaleup: larger shower scale, smaller alpha_s: less radiation
-_RADIATION_SCALE_DOWN = 1.25  # scaledown: more radiation
+# shower-scale variations (Pythia8 renormalization scale of the shower x2 / x0.5): alpha_s of
+# the emissions changes by SHOWER_ALPHA_S[variation]; the final-state rates (resolved FSR jets,
+# out-of-cone radiation) scale with it, the initial-state multiplicity with it to the power
+# ISR_ALPHA_S_POWER (the hard ISR jets are mostly matrix-element emissions, less sensitive)
+SHOWER_ALPHA_S = {"scaleup": 0.8, "scaledown": 1.3}
+ISR_ALPHA_S_POWER = 0.0
+ME_ISR_INDEX, ME_ISR_MEAN = 0.92, 1.08
 
 
 def _ttbar_variation(variation: str) -> ProcessTune:
@@ -221,13 +248,16 @@ def _ttbar_variation(variation: str) -> ProcessTune:
     t = _TTBAR
     if variation == "nominal":
         return t
-    if variation in ("scaleup", "scaledown"):
-        f = _RADIATION_SCALE_UP if variation == "scaleup" else _RADIATION_SCALE_DOWN
-        rad = dataclasses.replace(t.radiation, mean=t.radiation.mean * f)
-        return dataclasses.replace(t, radiation=rad, fsr_prob=min(1.0, t.fsr_prob * f))
-    if variation == "ME_var":  # another matrix-element generator: harder top pt spectrum
-        return dataclasses.replace(t, pstar_scale=t.pstar_scale * 1.1,
-                                   rapidity_sigma=t.rapidity_sigma * 0.9)
+    if variation in SHOWER_ALPHA_S:
+        f = SHOWER_ALPHA_S[variation]
+        rad = dataclasses.replace(t.radiation, mean=t.radiation.mean * f ** ISR_ALPHA_S_POWER)
+        return dataclasses.replace(t, radiation=rad, fsr_prob=min(1.0, t.fsr_prob * f),
+                                   oof_loss=t.oof_loss * f)
+    if variation == "ME_var":  # another matrix-element generator (NLO with its own hardest
+        # emission): more extra jets, with a harder spectrum
+        rad = dataclasses.replace(t.radiation, pt_index=t.radiation.pt_index * ME_ISR_INDEX,
+                                  mean=t.radiation.mean * ME_ISR_MEAN)
+        return dataclasses.replace(t, radiation=rad)
     if variation == "PS_var":  # another parton shower and hadronization model: more
         # out-of-cone FSR, lower jet response, softer B-hadron fragmentation
         return dataclasses.replace(t, fsr_prob=t.fsr_prob * 1.3,
@@ -237,36 +267,39 @@ def _ttbar_variation(variation: str) -> ProcessTune:
 
 TUNES: dict[str, ProcessTune] = {
     "ttbar": _TTBAR,
+    # single top: inclusive top decays (as the AGC's samples); the events with a hadronic top
+    # are selected through a non-prompt lepton from a b decay and give the trijet-mass peak
     "single_top_s_chan": ProcessTune(
-        hard="s_chan", n_leptonic=(0.05, 0.95, 0.0), tau_fraction=1 / 3,
-        pstar_scale=60.0, pstar_shape=1.8, rapidity_sigma=0.9,
-        radiation=Radiation(mean=1.2, ratio=0.0, pt_min=25.0, pt_index=3.0, eta_sigma=1.8,
+        hard="s_chan", n_leptonic=(0.55, 0.45, 0.0), tau_fraction=1 / 3,
+        pstar_scale=55.0, pstar_shape=1.8, rapidity_sigma=0.9,
+        radiation=Radiation(mean=1.0, ratio=0.0, pt_min=25.0, pt_index=3.0, eta_sigma=1.8,
                             frac_b=0.02, frac_c=0.04),
         extra_b=0.0, extra_b_pt_min=15.0, extra_b_eta_sigma=1.5,
         fsr_prob=0.2, fsr_z_max=0.4, jet_response=1.0),
     "single_top_t_chan": ProcessTune(
-        hard="t_chan", n_leptonic=(0.35, 0.65, 0.0), tau_fraction=1 / 3,
+        hard="t_chan", n_leptonic=(0.676, 0.324, 0.0), tau_fraction=1 / 3,
         pstar_scale=110.0, pstar_shape=1.8, rapidity_sigma=1.0,
-        radiation=Radiation(mean=1.2, ratio=0.0, pt_min=25.0, pt_index=3.0, eta_sigma=1.8,
+        radiation=Radiation(mean=1.2, ratio=0.0, pt_min=25.0, pt_index=2.75, eta_sigma=1.8,
                             frac_b=0.02, frac_c=0.04),
         extra_b=1.0, extra_b_pt_min=17.0, extra_b_eta_sigma=1.6,
-        fsr_prob=0.2, fsr_z_max=0.4, jet_response=1.0),
+        fsr_prob=0.2, fsr_z_max=0.4, jet_response=1.0, spectator_pt=45.0),
     "single_top_tW": ProcessTune(
-        hard="tW", n_leptonic=(0.1, 0.75, 0.15), tau_fraction=1 / 3,
-        pstar_scale=95.0, pstar_shape=1.8, rapidity_sigma=0.9,
+        hard="tW", n_leptonic=(0.25, 0.65, 0.10), tau_fraction=1 / 3,
+        pstar_scale=85.0, pstar_shape=1.8, rapidity_sigma=0.9,
         radiation=Radiation(mean=1.2, ratio=0.0, pt_min=25.0, pt_index=3.0, eta_sigma=1.8,
                             frac_b=0.02, frac_c=0.04),
         # the second b of tW (g -> b bbar splitting of the initial-state b quark) is soft
         # and forward
-        extra_b=0.8, extra_b_pt_min=13.0, extra_b_eta_sigma=2.2,
+        extra_b=0.6, extra_b_pt_min=22.0, extra_b_eta_sigma=1.5,
         fsr_prob=0.2, fsr_z_max=0.4, jet_response=1.0),
     "wjets": ProcessTune(
         hard="wjets", n_leptonic=(0.0, 1.0, 0.0), tau_fraction=1 / 3,
         pstar_scale=0.0, pstar_shape=1.0, rapidity_sigma=1.8,
-        # matrix-element jets: a steeper pt spectrum than the top decay products (a falling
-        # HT; W + 4 jets events have their 3rd and 4th jets near threshold)
-        radiation=Radiation(mean=0.0, ratio=0.46, pt_min=27.0, pt_index=3.3, eta_sigma=1.5,
-                            frac_b=0.04, frac_c=0.10, phi_noise=0.1),
+        # two matrix-element jets that share the event's hard scale (a broad HT whose
+        # low end is W + 4 soft jets), then a steep spectrum of shower jets near threshold
+        radiation=Radiation(mean=0.0, ratio=0.5, pt_min=22.0, pt_index=4.2, eta_sigma=1.8,
+                            frac_b=0.06, frac_c=0.10, scale_sigma=0.65, n_hard=2,
+                            hard_factor=1.8),
         extra_b=0.0, extra_b_pt_min=15.0, extra_b_eta_sigma=1.5,
         fsr_prob=0.15, fsr_z_max=0.4, jet_response=1.0),
 }
@@ -438,7 +471,8 @@ def _radiation(rng: np.random.Generator, n: int, tune: ProcessTune) -> _Partons:
     rad = tune.radiation
     count = np.searchsorted(_multiplicity_cdf(rad), rng.random(n), side="right")
     shape = (n, N_RADIATION)
-    pt = _pareto(rng.random(shape), rad.pt_min, rad.pt_index)
+    pt_min = rad.pt_min * np.where(np.arange(N_RADIATION) < rad.n_hard, rad.hard_factor, 1.0)
+    pt = _pareto(rng.random(shape), pt_min[None, :], rad.pt_index)
     eta = rng.normal(0.0, rad.eta_sigma, shape)
     phi = rng.uniform(-np.pi, np.pi, shape)
     if rad.phi_noise > 0:
@@ -453,6 +487,8 @@ def _radiation(rng: np.random.Generator, n: int, tune: ProcessTune) -> _Partons:
     xb_pt = _pareto(rng.random(n), tune.extra_b_pt_min, 3.0)
     xb_eta = rng.normal(0.0, tune.extra_b_eta_sigma, n)
     xb_phi = rng.uniform(-np.pi, np.pi, n)
+    hard = np.arange(N_RADIATION) < rad.n_hard
+    pt = np.where(hard, pt * np.exp(rad.scale_sigma * rng.standard_normal(n))[:, None], pt)
     flavour = np.concatenate([flavour, np.full((n, 1), FLAV_B)], axis=1).astype(np.int8)
     mass = np.where(flavour == FLAV_B, B_MASS, np.where(flavour == FLAV_C, C_MASS, 0.0))
     return _Partons(np.concatenate([pt, xb_pt[:, None]], axis=1),
@@ -631,6 +667,63 @@ def _fsr(rng: np.random.Generator, partons: _Partons, tune: ProcessTune
     return after, gluons
 
 
+@njit(cache=True)
+def _cluster_events(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, flavour: np.ndarray,
+                    valid: np.ndarray, radius: float) -> None:
+    """In place: per event, partons by decreasing pt absorb the valid ones within ``radius``."""
+    n, s = pt.shape
+    r2 = radius * radius
+    for ev in range(n):
+        order = np.argsort(-np.where(valid[ev], pt[ev], -1.0), kind="mergesort")
+        for a in range(s):
+            i = order[a]
+            if not valid[ev, i]:
+                break
+            px = pt[ev, i] * np.cos(phi[ev, i])
+            py = pt[ev, i] * np.sin(phi[ev, i])
+            pz = pt[ev, i] * np.sinh(eta[ev, i])
+            merged = False
+            for b in range(a + 1, s):
+                j = order[b]
+                if not valid[ev, j]:
+                    break
+                dphi = (phi[ev, j] - phi[ev, i] + np.pi) % (2.0 * np.pi) - np.pi
+                deta = eta[ev, j] - eta[ev, i]
+                if deta * deta + dphi * dphi < r2:
+                    px += pt[ev, j] * np.cos(phi[ev, j])
+                    py += pt[ev, j] * np.sin(phi[ev, j])
+                    pz += pt[ev, j] * np.sinh(eta[ev, j])
+                    flavour[ev, i] = max(flavour[ev, i], flavour[ev, j])
+                    valid[ev, j] = False
+                    merged = True
+            if merged:
+                pt[ev, i] = np.hypot(px, py)
+                eta[ev, i] = np.arcsinh(pz / max(pt[ev, i], 1e-9))
+                phi[ev, i] = np.arctan2(py, px)
+
+
+def _cluster(partons: _Partons) -> _Partons:
+    """Jet clustering at parton level: partons within JET_RADIUS of a harder one join its jet.
+
+    Partons are visited by decreasing pt; every valid parton closer than JET_RADIUS to the
+    current one (in its direction before merging) is added to it (massless momentum sum; the
+    jet is a b jet if any member is) and its slot becomes invalid. Slots keep their
+    position, so the random numbers of the detector simulation stay attached to the same
+    parton across the variation samples.
+
+    Args:
+        partons: parton slots, shape (n, s).
+
+    Returns:
+        The jets' partons, same shape (the jet mass is simulated later; ``mass`` is kept).
+    """
+    pt, eta, phi = (np.ascontiguousarray(a, dtype=np.float64).copy()
+                    for a in (partons.pt, partons.eta, partons.phi))
+    flavour, valid = partons.flavour.astype(np.int8), partons.valid.copy()
+    _cluster_events(pt, eta, phi, flavour, valid, JET_RADIUS)
+    return _Partons(pt, eta, phi, partons.mass, flavour, valid)
+
+
 @dataclass
 class _VisibleLeptons:
     """Charged leptons after tau decays, in the two W slots: arrays of shape (n_events, 2)."""
@@ -691,7 +784,7 @@ def _concat_flat(parts: list[tuple[np.ndarray, dict[str, np.ndarray]]]
             {k: np.concatenate([f[k] for _, f in parts]) for k in parts[0][1]})
 
 
-def _reco_jets(rng: np.random.Generator, blocks: list[tuple[_Partons, float]],
+def _reco_jets(rng: np.random.Generator, blocks: list[tuple[_Partons, float, float]],
                b_fragmentation: float, det: Detector) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Jets from partons: response and resolution, angular smearing, jet mass, b-tag score.
 
@@ -700,18 +793,20 @@ def _reco_jets(rng: np.random.Generator, blocks: list[tuple[_Partons, float]],
 
     Args:
         rng: the jets' random generator.
-        blocks: parton slot blocks (arrays of shape (n, s)) with their mean jet response.
+        blocks: parton slot blocks (arrays of shape (n, s)) with their mean jet response and
+            their mean out-of-cone loss.
         b_fragmentation: factor on the b jets' tagging efficiency.
         det: detector knobs.
 
     Returns:
         (event index, flat arrays ``pt, eta, phi, mass, btag, ch``) of the stored jets.
     """
-    return _concat_flat([_reco_jet_block(rng, p, r, b_fragmentation, det) for p, r in blocks])
+    return _concat_flat([_reco_jet_block(rng, p, r, loss, b_fragmentation, det)
+                         for p, r, loss in blocks])
 
 
 def _reco_jet_block(rng: np.random.Generator, partons: _Partons, response: float,
-                    b_fragmentation: float, det: Detector
+                    oof_loss: float, b_fragmentation: float, det: Detector
                     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """:func:`_reco_jets` for one block of parton slots."""
     shape = partons.valid.shape
@@ -723,6 +818,13 @@ def _reco_jet_block(rng: np.random.Generator, partons: _Partons, response: float
     pt_true = np.maximum(partons.pt[v], 1e-3)
     flav = partons.flavour[v]
     is_b, is_c = flav == FLAV_B, flav == FLAV_C
+    # out-of-cone radiation: soft wide-angle gluons carry away a Gamma-distributed momentum
+    # whose mean hardly depends on the jet's (at most half of it); the jet energy correction
+    # restores the nominal mean (det.jet_oof_correction)
+    lost = (oof_loss / OOF_GAMMA_SHAPE
+            * rng.gamma(OOF_GAMMA_SHAPE, 1.0, shape)[v])
+    correction = det.jet_oof_correction if oof_loss > 0 else 0.0
+    pt_true = np.maximum(pt_true - np.minimum(lost, 0.5 * pt_true) + correction, 1e-3)
     mean = response * np.where(is_b, det.b_response, 1.0)
     sigma = np.sqrt((det.jet_noise / pt_true) ** 2 + det.jet_stochastic ** 2 / pt_true
                     + det.jet_constant ** 2)
@@ -802,7 +904,7 @@ def _nonprompt_leptons(rng: np.random.Generator, quarks: _Partons, det: Detector
                     np.where(quarks.flavour == FLAV_C, det.nonprompt_c, 0.0))
     v = quarks.valid & (u[0] < prob)
     g = _gauss(u[4][v], u[5][v])
-    z = 1.0 - (1.0 - u[6][v].astype(np.float64)) ** 0.2  # momentum fraction, mean 1/6
+    z = 1.0 - (1.0 - u[6][v].astype(np.float64)) ** det.nonprompt_z  # momentum fraction
     return np.nonzero(v)[0], {
         "pt": quarks.pt[v] * z, "eta": quarks.eta[v] + 0.1 * g[0],
         "phi": _wrap(quarks.phi[v] + 0.1 * g[1]),
@@ -973,7 +1075,11 @@ def generate_events(tune: ProcessTune, n_events: int, seed: int, stream: int, fi
     pileup = _pileup_jets(rng["pileup"], npv, det)
     # detector level
     r = tune.jet_response
-    blocks = [(quarks, r), (rad, r), (gluons, r), (rad_gluons, r), (tau_jets, r), (pileup, 1.0)]
+    parts = [quarks, rad, gluons, rad_gluons]
+    merged = _Partons(*(np.concatenate([getattr(p, f.name) for p in parts], axis=1)
+                        for f in dataclasses.fields(_Partons)))
+    partons = _cluster(merged)
+    blocks = [(partons, r, tune.oof_loss), (tau_jets, r, 0.0), (pileup, 1.0, 0.0)]
     ev, jets = _reco_jets(rng["jets"], blocks, tune.b_fragmentation, det)
     counts: dict[str, np.ndarray] = {}
     jagged: dict[str, dict[str, np.ndarray]] = {}
