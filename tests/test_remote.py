@@ -75,3 +75,25 @@ def test_whole_run_identical(served_dataset, xrootd_server, small_run, tmp_path,
     assert a.axes == b.axes
     assert np.array_equal(a.view(flow=True).value, b.view(flow=True).value)
     assert np.array_equal(a.view(flow=True).variance, b.view(flow=True).variance)
+
+
+def test_error_causes_transient_or_permanent():
+    import aiohttp
+
+    url = "https://127.0.0.1:8443/data/f.root"
+    info = aiohttp.RequestInfo(aiohttp.client.URL(url), "GET", {}, aiohttp.client.URL(url))
+
+    def response(status):
+        return aiohttp.ClientResponseError(info, (), status=status, message="x")
+
+    assert remote.classify(response(503), url) == (True, "HTTP 503 (x) from 127.0.0.1:8443")
+    assert remote.classify(response(404), url)[0] is False
+    assert remote.classify(ConnectionResetError(), url) == (
+        True, "connection reset by 127.0.0.1:8443")
+    assert remote.classify(TimeoutError(), url)[0] is True
+    assert remote.classify(OSError("[ERROR] Operation expired"), "root://h:1094//f")[0] is True
+    assert remote.classify(ValueError("bad basket"), url) is None  # data, not the network
+    err = remote.remote_error(response(502), url, "cannot open")
+    assert isinstance(err, remote.TransientInputError)
+    assert str(err) == f"{url}: cannot open: HTTP 502 (x) from 127.0.0.1:8443"
+    assert remote.remote_error(ValueError("x"), "/local/f.root", "cannot open") is None
