@@ -87,6 +87,32 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def accuracy_data(result: RunResult) -> str:
+    """Whether the MLP accuracy of a run is measured on the networks' training events.
+
+    The shipped networks are trained on synthetic events of another generator seed than the
+    embedded dataset's (their scaler files record ``data_seed`` and ``generator``), so on the
+    embedded dataset the accuracy is a held-out one.
+    """
+    from agc_core.config import load_analysis_config
+    from agc_core.models.weights import load_all_weights
+
+    try:
+        cfg = load_analysis_config(result.options.config)
+        meta = next(iter(load_all_weights(cfg, result.options.model_dir).values())).metadata
+    except Exception:  # the note is informative only; the run itself loaded the weights
+        return "training data unknown"
+    seed, trained_on = meta.get("data_seed"), meta.get("dataset", "unknown data")
+    if result.options.fileset is None and seed is not None:
+        if seed == cfg.dataset.seed:
+            return f"on the training events: trained on the embedded dataset's seed {seed}"
+        return (f"held out: trained on generator seed {seed}, this is the embedded dataset, "
+                f"seed {cfg.dataset.seed}")
+    if result.options.fileset is not None and trained_on == Path(result.fileset).name:
+        return f"on the training fileset {trained_on}"
+    return f"networks trained on {trained_on}"
+
+
 def build_metrics(result: RunResult) -> dict[str, Any]:
     """The metrics.json record of a run (every key of :data:`METRICS_FIELDS`).
 
@@ -226,9 +252,12 @@ def format_summary(result: RunResult) -> str:
         for y in result.yields:
             cells = "  ".join(f"{y.raw[r]:>10,} {y.weighted[r]:>14,.1f}" for r in y.raw)
             lines.append(f"  {'':<17}  {y.process + ' ' + y.variation:<{width}}  {cells}")
+    shown_data = False
     for region, acc in result.accuracy.items():
         if "overall" in acc:
-            lines.append(f"  MLP accuracy     : {region} {acc['overall']:.4f}")
+            note = "" if shown_data else f" ({accuracy_data(result)})"
+            shown_data = True
+            lines.append(f"  MLP accuracy     : {region} {acc['overall']:.4f}{note}")
     fit = result.stage_results.get("fit_result")
     shown_fit = 3
     if fit is not None:

@@ -36,11 +36,14 @@ from agc_core.models.weights import MLPWeights, save_weights
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT = Path("mlp_training")
-# Events generated in memory, on top of the embedded dataset's files, for training on the
-# embedded dataset: W+jets passes the selection ~100x less often than ttbar (0.13 % in 4j2b),
-# so its 200k file events leave a few hundred training events (and a validation estimate
-# dominated by ~65 events) for half of the 4j2b background. Independent events: the file
-# indices follow the dataset's.
+# Without --fileset the networks train on events of the synthetic generator with this seed,
+# generated in memory, as many per sample as the embedded dataset has: the embedded dataset
+# (``cfg.dataset.seed``) stays held out, so the accuracy ``run`` reports on it is measured on
+# events the networks never saw.
+TRAINING_DATA_SEED = 2015
+# Events generated in addition, for training statistics: W+jets passes the selection ~100x
+# less often than ttbar (0.13 % in 4j2b), so 200k events leave a few hundred training events
+# (and a validation estimate dominated by ~65 events) for half of the 4j2b background.
 EMBEDDED_EXTRA_EVENTS: Mapping[str, int] = {"wjets": 1_800_000}
 PLOT_NAME = "training.png"
 SUMMARY_NAME = "training_summary.json"
@@ -477,24 +480,71 @@ def collect_features(fileset: str | Path, cfg: AnalysisConfig, max_events_per_sa
             info = processor.SampleInfo(sample.process, sample.variation, sample.sample_id,
                                         extra_first_file, sample.xsec_weight)
             for feats in _generated_features(sample.process, n_extra, extra_first_file, info,
-                                             cfg, seed):
+                                             cfg, seed, cfg.dataset.seed):
                 for region, arr in feats.items():
                     sample_parts[region].append(np.asarray(arr, dtype=np.float32))
             n_read += n_extra
         if n_read == 0:
             continue
-        label = int(sample.process == cfg.signal_process)
-        for region, arrs in sample_parts.items():
-            x = np.concatenate(arrs) if arrs else np.zeros((0, 0), np.float32)
-            parts[region].append((x, sample.xsec / n_read, label,
-                                  processes.index(sample.process)))
+        _add_sample(parts, sample_parts, sample.process, sample.xsec / n_read, processes, cfg)
         log.info("%s: %d events read, selected %s", sample.process, n_read,
                  {r: int(sum(a.shape[0] for a in v)) for r, v in sample_parts.items()})
+    return _labelled(parts, processes, str(fileset))
+
+
+def generated_features(cfg: AnalysisConfig, data_seed: int, events_per_sample: int,
+                       extra_events: Mapping[str, int] | None = None
+                       ) -> dict[str, LabelledFeatures]:
+    """MLP features of nominal events generated in memory by the synthetic generator.
+
+    Args:
+        cfg: analysis configuration (processes, signal process, regions).
+        data_seed: the generator seed (not the embedded dataset's, to keep it held out).
+        events_per_sample: events of every process's nominal sample.
+        extra_events: process -> events generated in addition (for training statistics).
+
+    Returns:
+        Region name -> labelled features of all selected events.
+
+    Raises:
+        InputError: no events selected in a region.
+    """
+    from agc_core import processor
+
+    processes = tuple(p for p, v in cfg.samples if v == "nominal")
+    parts: dict[str, list[tuple[np.ndarray, float, int, int]]] = {r.name: [] for r in cfg.regions}
+    for process in processes:
+        n = events_per_sample + (extra_events or {}).get(process, 0)
+        info = processor.SampleInfo(process, "nominal", cfg.samples.index((process, "nominal")),
+                                    0, cfg.xsec_pb[process] * cfg.luminosity_pb / n)
+        sample_parts: dict[str, list[np.ndarray]] = {r.name: [] for r in cfg.regions}
+        for feats in _generated_features(process, n, 0, info, cfg, data_seed, data_seed):
+            for region, arr in feats.items():
+                sample_parts[region].append(np.asarray(arr, dtype=np.float32))
+        _add_sample(parts, sample_parts, process, cfg.xsec_pb[process] / n, processes, cfg)
+        log.info("%s: %d events generated (seed %d), selected %s", process, n, data_seed,
+                 {r: int(sum(a.shape[0] for a in v)) for r, v in sample_parts.items()})
+    return _labelled(parts, processes, f"generator seed {data_seed}")
+
+
+def _add_sample(parts: dict[str, list[tuple[np.ndarray, float, int, int]]],
+                sample_parts: Mapping[str, list[np.ndarray]], process: str, weight: float,
+                processes: tuple[str, ...], cfg: AnalysisConfig) -> None:
+    """Append one sample's selected features (with weight, label, process index) per region."""
+    label = int(process == cfg.signal_process)
+    for region, arrs in sample_parts.items():
+        x = np.concatenate(arrs) if arrs else np.zeros((0, 0), np.float32)
+        parts[region].append((x, weight, label, processes.index(process)))
+
+
+def _labelled(parts: Mapping[str, list[tuple[np.ndarray, float, int, int]]],
+              processes: tuple[str, ...], what: str) -> dict[str, LabelledFeatures]:
+    """Concatenate the samples' parts into one LabelledFeatures per region."""
     out = {}
     for region, items in parts.items():
         items = [it for it in items if it[0].shape[0] > 0]
         if not items:
-            raise InputError(f"{fileset}: no selected events in region {region}")
+            raise InputError(f"{what}: no selected events in region {region}")
         out[region] = LabelledFeatures(
             features=np.concatenate([x for x, *_ in items]),
             labels=np.concatenate([np.full(x.shape[0], lab, np.int8) for x, _, lab, _ in items]),
@@ -506,8 +556,11 @@ def collect_features(fileset: str | Path, cfg: AnalysisConfig, max_events_per_sa
 
 
 def _generated_features(process: str, n_events: int, first_file: int, info: Any,
-                        cfg: AnalysisConfig, seed: int) -> Iterator[dict[str, np.ndarray]]:
-    """MLP features of nominal events of one process generated in memory, per block."""
+                        cfg: AnalysisConfig, seed: int, data_seed: int
+                        ) -> Iterator[dict[str, np.ndarray]]:
+    """MLP features of nominal events of one process generated in memory (generator seed
+    ``data_seed``, files of ``cfg.dataset.events_per_file`` from ``first_file`` on), per
+    block; ``seed`` keys the JER draws."""
     from agc_core import processor
     from agc_core.io import Chunk
     from agc_core.synthetic import iter_sample_events
@@ -515,7 +568,7 @@ def _generated_features(process: str, n_events: int, first_file: int, info: Any,
     per_file = cfg.dataset.events_per_file
     for k, start in enumerate(range(0, n_events, per_file)):
         for batch in iter_sample_events(process, "nominal", min(per_file, n_events - start),
-                                        cfg.dataset.seed, cfg, first_file + k):
+                                        data_seed, cfg, first_file + k):
             columns = {name: np.ascontiguousarray(values, dtype=np.float32)
                        for name, values in batch.branches().items()
                        if name in cfg.analysis_branches}
@@ -565,19 +618,22 @@ def plot_training(results: Mapping[str, RegionResult], path: str | Path) -> Path
 
 def train(fileset: str | Path | None = None, out_dir: str | Path = DEFAULT_OUT,
           settings: TrainSettings | None = None, max_events_per_sample: int | None = None,
-          cfg: AnalysisConfig | None = None, extra_events: Mapping[str, int] | None = None
-          ) -> TrainingReport:
+          cfg: AnalysisConfig | None = None, extra_events: Mapping[str, int] | None = None,
+          data_seed: int = TRAINING_DATA_SEED) -> TrainingReport:
     """Extract features, train one network per region, write weights, scaler and plots.
 
     Args:
-        fileset: fileset JSON; default: the embedded dataset (generated on first use).
+        fileset: fileset JSON; default: events of the synthetic generator with ``data_seed``
+            generated in memory, as many per sample as the embedded dataset has (which,
+            with another seed, stays held out for ``run``).
         out_dir: where ``mlp_<region>.pt``, ``scaler_<region>.json``, ``training.png`` and
             ``training_summary.json`` are written.
         settings: hyper-parameters (default :class:`TrainSettings`).
         max_events_per_sample: read at most this many events per sample.
         cfg: analysis configuration (default: the packaged one).
-        extra_events: process -> nominal events generated in memory in addition to the
-            files (embedded dataset only; default :data:`EMBEDDED_EXTRA_EVENTS`).
+        extra_events: process -> nominal events generated in addition (generated training
+            set only; default :data:`EMBEDDED_EXTRA_EVENTS`).
+        data_seed: generator seed of the training events (without ``fileset``).
 
     Returns:
         Per-region results and the files written.
@@ -586,28 +642,37 @@ def train(fileset: str | Path | None = None, out_dir: str | Path = DEFAULT_OUT,
 
     cfg = cfg or load_analysis_config()
     settings = settings or TrainSettings()
+    t0 = time.perf_counter()
+    provenance: dict[str, Any] = {}
     if fileset is None:
-        from agc_core.synthetic import GENERATOR_VERSION, ensure_dataset
+        from agc_core.synthetic import GENERATOR_VERSION
 
-        fileset = ensure_dataset(cfg=cfg)
-        source = f"embedded synthetic dataset ({GENERATOR_VERSION}, seed {cfg.dataset.seed})"
+        d = cfg.dataset
+        per_sample = d.events_per_file * d.files_per_sample
+        if max_events_per_sample is not None:
+            per_sample = min(per_sample, max_events_per_sample)
         extra = dict(EMBEDDED_EXTRA_EVENTS if extra_events is None else extra_events)
         extra = {p: n for p, n in extra.items() if n > 0}
+        source = (f"synthetic generator {GENERATOR_VERSION}, seed {data_seed}, {per_sample} "
+                  "events per sample generated in memory")
         if extra:
-            source += ", plus in memory " + ", ".join(f"{n} {p}" for p, n in extra.items())
+            source += ", plus " + ", ".join(f"{n} {p}" for p, n in extra.items())
+        provenance = {"generator": GENERATOR_VERSION, "data_seed": data_seed}
+        if data_seed == d.seed:
+            log.warning("training on the embedded dataset's seed %d: run's accuracy will be "
+                        "measured on the training events", data_seed)
+        data = generated_features(cfg, data_seed, per_sample, extra)
     else:
         source = Path(fileset).name
         extra = {}
-    t0 = time.perf_counter()
-    data = collect_features(fileset, cfg, max_events_per_sample, extra_events=extra,
-                            extra_first_file=cfg.dataset.files_per_sample)
+        data = collect_features(fileset, cfg, max_events_per_sample)
     log.info("features extracted in %.1f s", time.perf_counter() - t0)
     results: dict[str, RegionResult] = {}
     files: list[Path] = []
     for region in cfg.regions:
         res = train_region(data[region.name], region.name, region.features, settings)
         meta = {
-            "dataset": source, "max_events_per_sample": max_events_per_sample,
+            "dataset": source, **provenance, "max_events_per_sample": max_events_per_sample,
             "extra_events": extra,
             "signal_process": cfg.signal_process, "class_weights": "balanced (xsec within class)",
             "settings": asdict(settings), "torch": torch.__version__, **res.summary(),
@@ -618,7 +683,7 @@ def train(fileset: str | Path | None = None, out_dir: str | Path = DEFAULT_OUT,
     files.append(plot_training(results, Path(out_dir) / PLOT_NAME))
     from agc_core.outputs import write_text_atomic
 
-    summary = {"dataset": source, "settings": asdict(settings),
+    summary = {"dataset": source, **provenance, "settings": asdict(settings),
                "regions": {k: r.summary() for k, r in results.items()}}
     files.append(write_text_atomic(Path(out_dir) / SUMMARY_NAME,
                                    json.dumps(summary, indent=1) + "\n"))
@@ -639,7 +704,12 @@ def add_cli(subparsers: Any) -> None:
                     "and write mlp_<region>.pt, scaler_<region>.json, training.png and "
                     "training_summary.json. Use --out models to replace the shipped weights.")
     parser.add_argument("--fileset", type=Path, default=None,
-                        help="fileset JSON (default: the embedded synthetic dataset)")
+                        help="fileset JSON (default: synthetic events of --data-seed, "
+                             "generated in memory; the embedded dataset stays held out)")
+    parser.add_argument("--data-seed", type=int, default=TRAINING_DATA_SEED,
+                        help="generator seed of the training events without --fileset "
+                             "(default: %(default)s; the embedded dataset's is "
+                             f"{load_analysis_config().dataset.seed})")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="output folder (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=d.epochs,
@@ -649,9 +719,8 @@ def add_cli(subparsers: Any) -> None:
                         help="read at most this many events per sample (default: all)")
     parser.add_argument("--extra-wjets-events", type=int,
                         default=EMBEDDED_EXTRA_EVENTS["wjets"],
-                        help="W+jets events generated in memory in addition to the embedded "
-                             "dataset's files, for training statistics (embedded dataset "
-                             "only; 0: none; default: %(default)s)")
+                        help="W+jets events generated in addition, for training statistics "
+                             "(without --fileset; 0: none; default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size,
                         help="minibatch size (default: %(default)s)")
     parser.add_argument("--learning-rate", type=float, default=d.learning_rate,
@@ -675,7 +744,7 @@ def _cli_train(args: argparse.Namespace) -> int:
                              learning_rate=args.learning_rate, patience=args.patience,
                              seed=args.seed, threads=args.threads)
     report = train(args.fileset, args.out, settings, args.max_events_per_sample,
-                   extra_events={"wjets": args.extra_wjets_events})
+                   extra_events={"wjets": args.extra_wjets_events}, data_seed=args.data_seed)
     for res in report.results.values():
         print(f"{res.region}: val accuracy {res.val_accuracy:.4f} (xsec-weighted "
               f"{res.val_accuracy_xsec:.4f}), ROC AUC {res.val_auc:.4f}, epochs "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from agc_core.classifier import load_classifier
 from agc_core.cli import build_parser
 from agc_core.config import AnalysisConfig
 from agc_core.models.train import (
+    TRAINING_DATA_SEED,
     LabelledFeatures,
     TrainSettings,
     balanced_weights,
@@ -167,11 +169,52 @@ def test_cli_rejects_bad_numbers(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_shipped_metadata_records_training(cfg: AnalysisConfig) -> None:
+    from agc_core.synthetic import GENERATOR_VERSION
+
     for r in cfg.regions:
         meta = load_weights(r.name, r.features).metadata
         assert meta["signal_process"] == cfg.signal_process
         assert meta["settings"]["loss"] == "bce" and meta["settings"]["optimizer"] == "adam"
+        # trained on the current generator, with another seed than the embedded dataset's
+        assert meta["generator"] == GENERATOR_VERSION
+        assert meta["data_seed"] == TRAINING_DATA_SEED != cfg.dataset.seed
         json.dumps(meta)
+
+
+def test_run_says_the_accuracy_is_held_out(cfg: AnalysisConfig, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from agc_core.report import accuracy_data
+
+    def result(fileset, model_dir=None):
+        options = SimpleNamespace(config=None, model_dir=model_dir, fileset=fileset)
+        return SimpleNamespace(options=options, fileset=Path(fileset or "fileset.json"))
+
+    assert accuracy_data(result(None)) == (
+        f"held out: trained on generator seed {TRAINING_DATA_SEED}, this is the embedded "
+        f"dataset, seed {cfg.dataset.seed}")
+    assert accuracy_data(result("/data/real.json")).startswith("networks trained on synthetic")
+    # weights trained on the embedded dataset's own seed are said to be
+    for r in cfg.regions:
+        w = load_weights(r.name, r.features)
+        save_weights(replace(w, metadata={**w.metadata, "data_seed": cfg.dataset.seed}),
+                     tmp_path)
+    assert accuracy_data(result(None, tmp_path)).startswith("on the training events")
+
+
+def test_generated_features_use_the_training_seed(cfg: AnalysisConfig) -> None:
+    """Training events come from the generator with their own seed: other events than the
+    embedded dataset's, with the physical weight xsec / events."""
+    from agc_core.models.train import generated_features
+
+    a = generated_features(cfg, 5, 1500)
+    b = generated_features(cfg, cfg.dataset.seed, 1500)
+    for r in cfg.regions:
+        assert 0 < a[r.name].labels.sum() < a[r.name].n
+        ttbar = a[r.name].processes.index("ttbar")
+        assert np.allclose(a[r.name].weights[a[r.name].process == ttbar],
+                           cfg.xsec_pb["ttbar"] / 1500)
+        assert not np.array_equal(a[r.name].features[:50], b[r.name].features[:50])
 
 
 @pytest.fixture(scope="module")
