@@ -82,7 +82,7 @@ def bench_fit(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
     quiet.setLevel(logging.ERROR)
     pyhf_log = logging.getLogger("pyhf")
     pyhf_level = pyhf_log.level
-    pyhf_log.setLevel(logging.WARNING)
+    pyhf_log.setLevel(logging.CRITICAL)  # its failed fits are counted in the table
     try:
         with tempfile.TemporaryDirectory() as tmp:
             inputs = _inputs(args, cfg, Path(tmp))
@@ -137,6 +137,7 @@ def _rows(table: BenchTable, label: str, path: Path, fit_cfg: Any, cfg: Any, fit
 
     t_pscan, _ = _timed(pyhf_scan)
     names = list(rank.labels[:PYHF_RANKING_SAMPLE])
+    prefit = {lh.labels[i]: s for i, s in lh.constrained_sigma().items()}
     fails = 0
 
     def pyhf_rank() -> None:
@@ -145,9 +146,10 @@ def _rows(table: BenchTable, label: str, path: Path, fit_cfg: Any, cfg: Any, fit
         fixed = model.config.suggested_fixed()
         for name in names:
             i = model.config.par_names.index(name)
-            for shift in (1.0, -1.0, float(res[i, 1]), -float(res[i, 1])):
+            lo, hi = model.config.suggested_bounds()[i]
+            for shift in (prefit[name], -prefit[name], float(res[i, 1]), -float(res[i, 1])):
                 pars = list(init)
-                pars[i] = float(res[i, 0]) + shift
+                pars[i] = min(hi, max(lo, float(res[i, 0]) + shift))
                 fx = list(fixed)
                 fx[i] = True
                 try:
