@@ -210,3 +210,24 @@ def test_results_file(tmp_path, case):
     assert record["fit"]["minos"]["ttbar_norm"][0] < 0
     assert record["fit"]["diagnostics"]["valid"] is True
     assert set(record) == {"fit", "gof"}
+
+
+def test_real_cms_measurement(capsys):
+    """The one fit on real data (CMS 2015 Open Data, the AGC's reference histograms): its
+    ttbar_norm, uncertainties and pulls are printed into the test report."""
+    lh = fit.Likelihood.from_spec(workspace.build(reference_inputs().root))
+    best = fit.fit(lh)
+    value, err = best.value("ttbar_norm")
+    lo, hi = best.minos["ttbar_norm"]
+    assert 0.9 < value < 1.05 and 0.04 < err < 0.08
+    assert best.diagnostics.hesse_minos_ratio["ttbar_norm"] == pytest.approx(1.0, abs=0.05)
+    sigma = lh.constrained_sigma()
+    pulls = {lh.labels[i]: ((best.bestfit[i] - lh.init[i]) / s, best.uncertainty[i] / s)
+             for i, s in sigma.items()}
+    assert all(abs(p) < 3 for p, _ in pulls.values())
+    lines = [f"real CMS histograms: ttbar_norm = {value:.4f} +- {err:.4f} (HESSE), "
+             f"{lo:+.4f} / {hi:+.4f} (MINOS); pulls (best fit - nominal) / pre-fit width:"]
+    lines += [f"  {name:<28} {p:+.2f} +- {u:.2f}" for name, (p, u) in pulls.items()
+              if not name.startswith("staterror")]
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
