@@ -97,7 +97,8 @@ def _fit_section(inf: InferenceResult) -> list[str]:
         ["MINOS half width / HESSE", ", ".join(f"{k}: {v:.3f}"
                                                for k, v in d.hesse_minos_ratio.items())],
         ["parameters at a bound", ", ".join(d.at_limit) or "none"],
-        ["likelihood", "numpy, analytic gradient and Hessian" if d.analytic else "pyhf"],
+        ["likelihood", "numba -2 ln L with analytic gradient, analytic Hessian" if d.analytic
+         else "pyhf logpdf (numerical derivatives)"],
         ["warnings", "; ".join(d.warnings) or "none"],
         ["time (s)", ", ".join(f"{k} {v:.2f}" for k, v in inf.seconds.items())],
     ]
