@@ -3,9 +3,11 @@
 The likelihood is the pyhf model's (``-2 ln L`` of :func:`pyhf.infer.mle.twice_nll`): Poisson
 terms of the main bins plus the Gaussian constraints of every normsys/histosys parameter
 (N(0 | alpha, 1)) and staterror gamma (N(1 | gamma, sigma_b)). :class:`Likelihood` evaluates it
-in numpy with its analytic gradient and Hessian for the modifiers our workspaces use (normfactor,
-staterror, normsys code4, histosys code4p; equal to pyhf's ``logpdf`` to ~1e-12 relative, see
+and its analytic gradient in one numba loop (numpy reference beside it) and its exact and
+Gauss-Newton Hessians in numpy, for the modifiers our workspaces use (normfactor, staterror,
+normsys code4, histosys code4p; equal to pyhf's ``logpdf`` to ~1e-13 relative, see
 tests/test_fit.py); any other spec falls back to pyhf's own ``logpdf`` (numerical derivatives).
+MIGRAD steers by the Gauss-Newton Hessian, HESSE uses the exact one.
 Bounds, initial values and fixed parameters are the model's (pyhf's defaults, the measurement's
 settings).
 
