@@ -27,7 +27,7 @@ from agc_core.errors import ConfigError, InputError
 log = logging.getLogger(__name__)
 
 # Bump whenever the generated content changes: cached datasets of another version are rebuilt.
-GENERATOR_VERSION = "agc-core-synthetic-4"
+GENERATOR_VERSION = "agc-core-synthetic-5"
 FILESET_NAME = "fileset.json"
 MANIFEST_NAME = "manifest.json"
 BLOCK_EVENTS = 25_000  # events generated (and written as one basket per branch) at a time
@@ -284,7 +284,7 @@ TUNES: dict[str, ProcessTune] = {
         extra_b=1.0, extra_b_pt_min=17.0, extra_b_eta_sigma=1.6,
         fsr_prob=0.2, fsr_z_max=0.4, jet_response=1.0, spectator_pt=45.0),
     "single_top_tW": ProcessTune(
-        hard="tW", n_leptonic=(0.25, 0.65, 0.10), tau_fraction=1 / 3,
+        hard="tW", n_leptonic=(0.21, 0.69, 0.10), tau_fraction=1 / 3,
         pstar_scale=85.0, pstar_shape=1.8, rapidity_sigma=0.9,
         radiation=Radiation(mean=1.2, ratio=0.0, pt_min=25.0, pt_index=3.0, eta_sigma=1.8,
                             frac_b=0.02, frac_c=0.04),
@@ -298,8 +298,8 @@ TUNES: dict[str, ProcessTune] = {
         # two matrix-element jets that share the event's hard scale (a broad HT whose
         # low end is W + 4 soft jets), then a steep spectrum of shower jets near threshold
         radiation=Radiation(mean=0.0, ratio=0.5, pt_min=22.0, pt_index=4.2, eta_sigma=1.8,
-                            frac_b=0.06, frac_c=0.10, scale_sigma=0.65, n_hard=2,
-                            hard_factor=1.8),
+                            frac_b=0.06, frac_c=0.10, scale_sigma=0.6, n_hard=2,
+                            hard_factor=1.7),
         extra_b=0.0, extra_b_pt_min=15.0, extra_b_eta_sigma=1.5,
         fsr_prob=0.15, fsr_z_max=0.4, jet_response=1.0),
 }
