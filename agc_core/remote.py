@@ -98,11 +98,23 @@ def set_io_timeout(timeout: float) -> None:
         XRootDFileSystem.default_timeout = int(env["XRD_REQUESTTIMEOUT"])
 
 
+def _default_env() -> None:
+    """Bound the XRootD client's waits from the start (a user's own ``XRD_*`` values win).
+
+    The client reads its settings when a connection to a server is made, so they must be in
+    place before the first root:// access, even by a program that never calls
+    :func:`set_io_timeout`.
+    """
+    for key, value in xrootd_env(DEFAULT_IO_TIMEOUT).items():
+        os.environ.setdefault(key, value)
+
+
 _XRD_NAMES = {"XRD_REQUESTTIMEOUT": "RequestTimeout", "XRD_STREAMTIMEOUT": "StreamTimeout",
               "XRD_CONNECTIONWINDOW": "ConnectionWindow",
               "XRD_CONNECTIONRETRY": "ConnectionRetry",
               "XRD_TIMEOUTRESOLUTION": "TimeoutResolution",
               "XRD_STREAMERRORWINDOW": "StreamErrorWindow"}
+_default_env()
 
 
 def open_options(path: str) -> dict[str, Any]:

@@ -49,6 +49,10 @@ def session_certificate() -> bool:
     """
     if BUNDLE_FILE.is_file():
         return True
+    for stale in CERT_DIR.parent.glob("agc-core-xrootd-cert-*"):  # of sessions that were killed
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(stale, ignore_errors=True)
     if shutil.which("openssl") is None:
         return False
     make_certificate(CERT_DIR)
@@ -94,6 +98,12 @@ class XRootDServer:
         shutil.copy(CERT_FILE, self.cert)
         shutil.copy(KEY_FILE, self.key)
         self.config = base / "xrootd.cfg"
+        self._started = False
+        self._write_config()
+        self._as_root = os.geteuid() == 0
+
+    def _write_config(self) -> None:
+        base = self.base
         self.config.write_text("\n".join([
             "all.export /",
             f"oss.localroot {self.root}",
@@ -105,7 +115,6 @@ class XRootDServer:
             "xrd.tlsca noverify",
             "",
         ]))
-        self._as_root = os.geteuid() == 0
 
     def url(self, scheme: str, name: str = "", port: int | None = None) -> str:
         """The URL of ``root / name`` over ``scheme`` (root, http, https), on ``port``."""
@@ -132,15 +141,33 @@ class XRootDServer:
                          (0o755 if path.is_dir() else 0o644))
 
     def start(self) -> None:
-        """Start the server and wait until an http range request answers."""
+        """Start the server and wait until an http range request answers.
+
+        The first start retries on another free port if xrootd exits at once (the port was
+        taken meanwhile); a restart keeps the port (the URLs in use name it).
+        """
+        for attempt in range(3):
+            try:
+                self._start()
+                self._started = True
+                return
+            except RuntimeError:
+                if self._started or attempt == 2:
+                    raise
+                self.port = free_port()
+                self._write_config()
+
+    def _start(self) -> None:
         self.publish()
         cmd = ["xrootd", "-c", str(self.config), "-l", str(self.log_file), "-n", "agc"]
         if self._as_root:
             cmd[1:1] = ["-R", "xrootd"]
         # cwd: xrootd makes a folder named after the instance there and, as root, hands the
         # folder it runs in to its user
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True, cwd=self.base)
+        # its own session: no terminal to stop it (job control), no Ctrl-C meant for pytest
+        with open(self.base / "xrootd.err", "ab") as err:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                         start_new_session=True, cwd=self.base)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
@@ -159,7 +186,7 @@ class XRootDServer:
 
     def log_tail(self, n: int = 5) -> str:
         """The last lines of the server's log (for error messages)."""
-        logs = sorted(self.base.glob("xrootd.log*"))
+        logs = sorted(self.base.glob("xrootd.log*")) or sorted(self.base.glob("xrootd.err"))
         if not logs:
             return "no log"
         return " | ".join(logs[-1].read_text(errors="replace").splitlines()[-n:])
