@@ -54,8 +54,8 @@ def xrootd_server() -> Iterator[XRootDServer]:
         pytest.skip(message)
     base = Path(tempfile.mkdtemp(prefix="agc-core-xrootd-"))
     server = XRootDServer(base)
-    server.start()
     try:
+        server.start()
         yield server
     finally:
         server.stop()

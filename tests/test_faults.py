@@ -43,8 +43,8 @@ def fault_server(xrootd_server, small_dataset, tmp_path_factory):
     remote.set_io_timeout(TIMEOUT)
     srv = XRootDServer(Path(tempfile.mkdtemp(prefix="agc-core-xrootd-faults-")))
     shutil.copytree(small_dataset.parent, srv.root / "ds")
-    srv.start()
     try:
+        srv.start()
         yield srv
     finally:
         srv.stop()
