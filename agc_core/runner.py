@@ -534,10 +534,10 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
     metrics["skipped_events"] = list(skipped)
     write_metrics(metrics, out / metrics_name)
     result = replace(result, metrics=metrics)
+    if not options.io_only:
+        _write_report(result)
     level = logging.INFO if result.complete else logging.ERROR
     log.log(level, "run %s: %d events, %d chunks (%d failed), %.2f s, %.0f events/s",
             "complete" if result.complete else "INCOMPLETE", result.n_events, result.n_chunks,
             len(result.failures), walltime, result.event_rate)
-    if not options.io_only:
-        _write_report(result)
     return result
