@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import os
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -1186,6 +1188,23 @@ def _file_key(params: DatasetParams, process: str, variation: str, file_idx: int
             "tree": params.tree}
 
 
+def _uuid_function(key: dict[str, Any]) -> Callable[[], uuid.UUID]:
+    """Deterministic UUIDs for one file (uproot asks for one per file and directory).
+
+    The JER draws are keyed on a file's ROOT UUID (:func:`agc_core.planning.file_identity`),
+    so a regenerated dataset must get the same UUIDs to give the same ``pt_res_up``
+    histograms: they are derived from what the file's content depends on.
+    """
+    seed = json.dumps(key, sort_keys=True).encode()
+    counter = itertools.count()
+
+    def make() -> uuid.UUID:
+        n = next(counter).to_bytes(8, "little")
+        return uuid.UUID(bytes=hashlib.blake2b(seed + n, digest_size=16).digest(), version=4)
+
+    return make
+
+
 def _stream_id(cfg: AnalysisConfig, process: str) -> int:
     """Random stream of a process: the index of its nominal sample in ``cfg.samples``."""
     return cfg.samples.index((process, "nominal"))
@@ -1227,7 +1246,8 @@ def write_sample_file(path: Path, process: str, variation: str, file_idx: int,
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with uproot.recreate(tmp, compression=_compression(params.compression,
-                                                          params.compression_level)) as f:
+                                                          params.compression_level),
+                             uuid_function=_uuid_function(key)) as f:
             tree = None
             for block, start in enumerate(range(0, params.events_per_file, BLOCK_EVENTS)):
                 n = min(BLOCK_EVENTS, params.events_per_file - start)

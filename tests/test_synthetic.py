@@ -109,6 +109,25 @@ def test_compressions(tmp_path, cfg, compression):
         assert len(f[cfg.dataset.tree]["jet_pt"].array()) == 300
 
 
+def test_regenerated_files_keep_their_uuid(tmp_path, cfg):
+    """The JER draws are keyed on the file's UUID: a regenerated file must get the same one,
+    and different files different ones."""
+    from agc_core.planning import file_identity
+
+    params = synthetic._resolve_params(cfg, 200, 1, 5, "zlib", None)
+    paths = [tmp_path / "a.root", tmp_path / "b.root", tmp_path / "c.root"]
+    synthetic.write_sample_file(paths[0], "ttbar", "nominal", 0, params, cfg)
+    synthetic.write_sample_file(paths[1], "ttbar", "nominal", 0, params, cfg)
+    synthetic.write_sample_file(paths[2], "ttbar", "nominal", 1, params, cfg)
+    uuids = []
+    for path in paths:
+        with uproot.open(path) as f:
+            uuids.append(f.file.uuid)
+    assert uuids[0] == uuids[1] != uuids[2]
+    ids = [file_identity(str(p)) for p in paths]
+    assert ids[0] == ids[1] != ids[2]
+
+
 def test_invalid_parameters(tmp_path, cfg):
     with pytest.raises(ConfigError, match="gzip"):
         synthetic.generate_dataset(tmp_path, 10, 1, 1, "gzip", cfg=cfg)
