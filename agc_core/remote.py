@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import socket
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -85,17 +86,16 @@ def set_io_timeout(timeout: float) -> None:
     _timeout = float(timeout)
     env = xrootd_env(timeout)
     os.environ.update(env)
-    try:
-        from XRootD import client as xrd_client  # type: ignore[import-not-found]
-    except ImportError:
-        return
-    for key, value in env.items():
-        with contextlib.suppress(Exception):
-            xrd_client.EnvPutInt(_XRD_NAMES[key], int(value))
-    with contextlib.suppress(ImportError):
-        from fsspec_xrootd import XRootDFileSystem  # type: ignore[import-not-found]
-
-        XRootDFileSystem.default_timeout = int(env["XRD_REQUESTTIMEOUT"])
+    # a client not imported yet reads the environment when it is; only a running one needs
+    # telling (importing it here would load XRootD, and its noisy exit handler, in local runs)
+    xrd_client = sys.modules.get("XRootD.client")
+    if xrd_client is not None:
+        for key, value in env.items():
+            with contextlib.suppress(Exception):
+                xrd_client.EnvPutInt(_XRD_NAMES[key], int(value))
+    fsspec_xrootd = sys.modules.get("fsspec_xrootd")
+    if fsspec_xrootd is not None:
+        fsspec_xrootd.XRootDFileSystem.default_timeout = int(env["XRD_REQUESTTIMEOUT"])
 
 
 def _default_env() -> None:
