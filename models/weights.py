@@ -3,8 +3,9 @@
 Each region has two files in the model folder (default: this package's folder):
 
 - ``mlp_<region>.pt``: the torch ``state_dict`` of :class:`models.net.Net` (keys ``fc1.weight``,
-  ``fc1.bias``, ``fc2.weight``, ``fc2.bias``, ``fc3.weight``, ``fc3.bias``; float32), read with
-  ``torch.load(..., weights_only=True)`` so that no arbitrary object is ever unpickled;
+  ``fc1.bias``, ``fc2.weight``, ``fc2.bias``, ``fc3.weight``, ``fc3.bias``; float32), read
+  without torch by a restricted unpickler (tensors and their storages only) or, for any other
+  file, with ``torch.load(..., weights_only=True)``: no arbitrary object is ever unpickled;
 - ``scaler_<region>.json``: the feature names, the standardization ``mean`` and ``std`` the
   network expects (features are fed as ``(x - mean) / std``), and how it was trained.
 
@@ -173,8 +174,111 @@ def read_scaler(path: Path, region: str, features: Sequence[str] | None) -> dict
             "metadata": metadata if isinstance(metadata, dict) else {}}
 
 
+#: torch storage classes of a state_dict the numpy reader decodes (others go through torch)
+_NUMPY_STORAGES = {"FloatStorage": np.float32, "DoubleStorage": np.float64}
+
+
+class _NotPlain(Exception):
+    """The file is not a plain zip state_dict of float tensors: let torch read it."""
+
+
+def _read_plain_state_dict(path: Path) -> dict[str, np.ndarray]:
+    """Read a torch zip-format state_dict of float32/float64 tensors without importing torch.
+
+    Only ``collections.OrderedDict``, ``torch._utils._rebuild_tensor_v2`` and the storage
+    classes of :data:`_NUMPY_STORAGES` are resolved (``weights_only`` in spirit: no other
+    global is ever loaded); anything else raises :class:`_NotPlain` and the caller falls back to
+    ``torch.load(weights_only=True)``, which gives torch's own messages.
+    """
+    import collections
+    import pickle
+    import zipfile
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise _NotPlain(str(exc)) from exc
+    with archive:
+        names = archive.namelist()
+        pkl = [n for n in names if n.endswith("/data.pkl")]
+        if len(pkl) != 1:
+            raise _NotPlain("no single data.pkl")
+        prefix = pkl[0][: -len("data.pkl")]
+        order = (archive.read(prefix + "byteorder").decode().strip()
+                 if prefix + "byteorder" in names else "little")
+        if order not in ("little", "big"):
+            raise _NotPlain(f"byte order {order!r}")
+        endian = "<" if order == "little" else ">"
+        storages: dict[str, np.ndarray] = {}
+
+        def storage(key: str, dtype: Any) -> np.ndarray:
+            if key not in storages:
+                raw = archive.read(f"{prefix}data/{key}")
+                storages[key] = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder(endian))
+            return storages[key]
+
+        def rebuild(data: np.ndarray, offset: int, size: tuple[int, ...],
+                    stride: tuple[int, ...], *_: Any) -> np.ndarray:
+            size, stride = tuple(size), tuple(stride)
+            need = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True)) + 1
+            if offset < 0 or (all(size) and need > data.size):
+                raise _NotPlain("tensor outside its storage")
+            view = np.lib.stride_tricks.as_strided(
+                data[offset:], shape=size, strides=[s * data.itemsize for s in stride])
+            return np.array(view, dtype=data.dtype.newbyteorder("="))
+
+        class Unpickler(pickle.Unpickler):
+            def find_class(self, module: str, name: str) -> Any:
+                if (module, name) == ("collections", "OrderedDict"):
+                    return collections.OrderedDict
+                if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+                    return rebuild
+                if module == "torch" and name in _NUMPY_STORAGES:
+                    return _NUMPY_STORAGES[name]
+                raise _NotPlain(f"global {module}.{name}")
+
+            def persistent_load(self, pid: Any) -> Any:
+                if (not isinstance(pid, tuple) or len(pid) != 5 or pid[0] != "storage"
+                        or not isinstance(pid[1], type)):
+                    raise _NotPlain(f"persistent id {pid!r}")
+                return storage(str(pid[2]), pid[1])
+
+        try:
+            state = Unpickler(io.BytesIO(archive.read(pkl[0]))).load()
+        except _NotPlain:
+            raise
+        except Exception as exc:  # a damaged pickle or archive: torch names it
+            raise _NotPlain(str(exc)) from exc
+    if not isinstance(state, Mapping) or not all(
+            isinstance(v, np.ndarray) for v in state.values()):
+        raise _NotPlain("not a mapping of tensors")
+    return dict(state)
+
+
+def _torch_state_dict(path: Path) -> Mapping[str, Any]:
+    """``torch.load(weights_only=True)``, entries that are tensors turned into numpy arrays."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or unsafe files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = ("; a pickled module (torch.save(model)) is not loaded: save "
+                "model.state_dict() instead" if "weights_only" in str(exc) else "")
+        raise ModelError(f"{path}: cannot load MLP weights as a state_dict ({first}){hint}"
+                         ) from exc
+    if not isinstance(state, Mapping):
+        return state
+    return {k: v.detach().to(torch.float32).numpy() if isinstance(v, torch.Tensor) else v
+            for k, v in state.items()}
+
+
 def read_state_dict(path: Path, n_features: int) -> tuple[np.ndarray, ...]:
     """Read a state_dict file safely and check it against the seed's architecture.
+
+    A plain zip-format state_dict of float tensors (what ``torch.save(model.state_dict())``
+    writes) is decoded with numpy alone, so loading the shipped weights does not import torch
+    (about 1 s); any other file goes through ``torch.load(weights_only=True)``.
 
     Args:
         path: the ``mlp_<region>.pt`` file.
@@ -187,20 +291,14 @@ def read_state_dict(path: Path, n_features: int) -> tuple[np.ndarray, ...]:
         ModelError: missing or unreadable file, missing or unexpected key, wrong shape,
             non-finite values; the message names the file and the expected shapes.
     """
-    import torch
-
     expected = expected_shapes(n_features)
     if not path.is_file():
         raise ModelError(f"{path}: MLP weights file not found (expected a torch state_dict "
                          f"with {describe_shapes(n_features)})")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or unsafe files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = ("; a pickled module (torch.save(model)) is not loaded: save "
-                "model.state_dict() instead" if "weights_only" in str(exc) else "")
-        raise ModelError(f"{path}: cannot load MLP weights as a state_dict ({first}){hint}"
-                         ) from exc
+        state: Mapping[str, Any] = _read_plain_state_dict(path)
+    except _NotPlain:
+        state = _torch_state_dict(path)
     if not isinstance(state, Mapping):
         raise ModelError(f"{path}: not a state_dict (expected {describe_shapes(n_features)})")
     missing = [k for k in expected if k not in state]
@@ -212,7 +310,7 @@ def read_state_dict(path: Path, n_features: int) -> tuple[np.ndarray, ...]:
     arrays = []
     for key, shape in expected.items():
         tensor = state[key]
-        if not isinstance(tensor, torch.Tensor):
+        if not isinstance(tensor, np.ndarray):
             raise ModelError(f"{path}: entry '{key}' is not a tensor (expected shape {shape})")
         if tuple(tensor.shape) != shape:
             hint = ""
@@ -221,7 +319,7 @@ def read_state_dict(path: Path, n_features: int) -> tuple[np.ndarray, ...]:
                         f"{n_features}")
             raise ModelError(f"{path}: tensor '{key}' has shape {tuple(tensor.shape)}, "
                              f"expected {shape}{hint}")
-        arrays.append(_float32_array(tensor.detach().to(torch.float32).numpy(), shape,
+        arrays.append(_float32_array(tensor.astype(np.float32, copy=False), shape,
                                      f"tensor '{key}'", path))
     return tuple(arrays)
 

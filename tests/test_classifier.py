@@ -19,6 +19,7 @@ from agc_core.models.weights import (
     MLPWeights,
     load_all_weights,
     load_weights,
+    read_state_dict,
     save_weights,
     scaler_path,
     weights_path,
@@ -249,3 +250,23 @@ def test_seed_pickled_module_is_refused_with_advice(tmp_path: Path, cfg: Analysi
         torch.save(Net(len(r.features)), seed_weights_path(r.name, tmp_path))
     with pytest.raises(ModelError, match=r"trained_model_4j1b\.pt.*state_dict\(\) instead"):
         load_classifier("numba", tmp_path, cfg)
+
+
+def test_shipped_weights_load_without_torch_as_torch_loads_them(cfg: AnalysisConfig) -> None:
+    """The numpy reader of plain state_dicts gives torch.load's arrays, and imports no torch."""
+    import subprocess
+    import sys
+
+    for r in cfg.regions:
+        path = weights_path(r.name)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        got = read_state_dict(path, len(r.features))
+        for array, tensor in zip(got, state.values(), strict=True):
+            assert array.dtype == np.float32 and array.flags.c_contiguous
+            assert np.array_equal(array, tensor.numpy())
+    code = ("import sys; from agc_core.config import load_analysis_config; "
+            "from agc_core.models.weights import load_all_weights; "
+            "load_all_weights(load_analysis_config()); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
