@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import datetime
 import hashlib
 import itertools
 import json
@@ -11,8 +13,10 @@ import logging
 import os
 import sys
 import time
+import types
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,6 +24,9 @@ from typing import Any, NamedTuple
 import awkward as ak
 import numpy as np
 import uproot
+import uproot.writing._cascade
+import uproot.writing._cascadetree
+import uproot.writing.writable
 from numba import njit
 from tqdm import tqdm
 
@@ -1205,6 +1212,38 @@ def _uuid_function(key: dict[str, Any]) -> Callable[[], uuid.UUID]:
     return make
 
 
+#: the creation / modification time written into every synthetic file (uproot stamps the wall
+#: clock otherwise), so that a file's bytes depend only on its key
+WRITE_TIME = datetime.datetime(2015, 1, 1)
+#: the uproot modules that read the clock while writing a file
+_CLOCK_MODULES = (uproot.writing._cascade, uproot.writing._cascadetree, uproot.writing.writable)
+
+
+class _FixedClock(datetime.datetime):
+    """``datetime.datetime`` whose ``now()`` is :data:`WRITE_TIME`."""
+
+    @classmethod
+    def now(cls, tz: Any = None) -> datetime.datetime:
+        return WRITE_TIME
+
+
+@contextlib.contextmanager
+def _fixed_write_time() -> Iterator[None]:
+    """Make uproot stamp :data:`WRITE_TIME` (TDatime of file header, directory, keys, baskets)
+    while writing, so the same key gives the same bytes (and SHA-256) in any process."""
+    shim = types.SimpleNamespace(**{k: getattr(datetime, k) for k in dir(datetime)
+                                    if not k.startswith("__")})
+    shim.datetime = _FixedClock
+    saved = [(m, m.datetime) for m in _CLOCK_MODULES if hasattr(m, "datetime")]
+    try:
+        for m, _ in saved:
+            m.datetime = shim  # type: ignore[attr-defined]
+        yield
+    finally:
+        for m, orig in saved:
+            m.datetime = orig  # type: ignore[attr-defined]
+
+
 def _stream_id(cfg: AnalysisConfig, process: str) -> int:
     """Random stream of a process: the index of its nominal sample in ``cfg.samples``."""
     return cfg.samples.index((process, "nominal"))
@@ -1226,7 +1265,10 @@ def _sha256(path: Path) -> str:
 
 def write_sample_file(path: Path, process: str, variation: str, file_idx: int,
                       params: DatasetParams, cfg: AnalysisConfig) -> dict[str, Any]:
-    """Generate one file of one sample and write it atomically (temporary name + rename).
+    """Generate one file of one sample and write it atomically (temporary folder + rename).
+
+    The bytes depend only on the file's key (fixed UUIDs and write time), not on the process
+    or the time that writes it.
 
     Args:
         path: destination ROOT file.
@@ -1242,12 +1284,14 @@ def write_sample_file(path: Path, process: str, variation: str, file_idx: int,
     tune = sample_tune(process, variation)
     stream = _stream_id(cfg, process)
     key = _file_key(params, process, variation, file_idx)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # a private folder, the final name: uproot writes the file's name into it
+    tmp_dir = path.parent / f".tmp-{os.getpid()}"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir / path.name
     try:
-        with uproot.recreate(tmp, compression=_compression(params.compression,
-                                                          params.compression_level),
-                             uuid_function=_uuid_function(key)) as f:
+        with _fixed_write_time(), uproot.recreate(
+                tmp, compression=_compression(params.compression, params.compression_level),
+                uuid_function=_uuid_function(key)) as f:
             tree = None
             for block, start in enumerate(range(0, params.events_per_file, BLOCK_EVENTS)):
                 n = min(BLOCK_EVENTS, params.events_per_file - start)
@@ -1264,6 +1308,8 @@ def write_sample_file(path: Path, process: str, variation: str, file_idx: int,
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp_dir.rmdir()
     return entry
 
 
@@ -1297,8 +1343,60 @@ def _relpath(process: str, variation: str, file_idx: int) -> str:
     return f"{process}__{variation}/{file_idx}.root"
 
 
+def default_generate_workers() -> int:
+    """Processes that generate the dataset by default: one per core."""
+    return max(1, os.cpu_count() or 1)
+
+
+def _generate_file(job: tuple[Path, str, str, int, DatasetParams, AnalysisConfig]
+                   ) -> dict[str, Any]:
+    """Pool task: :func:`write_sample_file` of one (path, process, variation, file) job."""
+    return write_sample_file(*job)
+
+
+def _pool_context() -> Any:
+    """Start method of the generation pool: ``fork`` where there is one (the workers need
+    nothing but this module, already imported; no main-script re-import), else ``spawn``."""
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _write_files(jobs: list[tuple[Path, str, str, int, DatasetParams, AnalysisConfig]],
+                 workers: int, bar: Any, status: Callable[[], str] | None
+                 ) -> list[dict[str, Any]]:
+    """Write every job's file, in ``workers`` processes (this one if 1); manifest entries in
+    job order, whatever order the files finish in."""
+    def done() -> None:
+        if status is not None:
+            bar.set_postfix_str(status(), refresh=False)
+        bar.update()
+
+    if workers <= 1 or len(jobs) <= 1:
+        entries = []
+        for job in jobs:
+            log.debug("generating %s", job[0])
+            entries.append(write_sample_file(*job))
+            done()
+        return entries
+    results: dict[int, dict[str, Any]] = {}
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=_pool_context()) as pool:
+        futures = {pool.submit(_generate_file, job): k for k, job in enumerate(jobs)}
+        try:
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                done()
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+    return [results[k] for k in range(len(jobs))]
+
+
 def _build(out_dir: Path, params: DatasetParams, cfg: AnalysisConfig, progress: bool | None,
-           reuse: bool, checksum: bool) -> Path:
+           reuse: bool, checksum: bool, workers: int | None = None,
+           status: Callable[[], str] | None = None) -> Path:
     """Write (or reuse) every file, then the manifest and the fileset JSON."""
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / MANIFEST_NAME
@@ -1312,18 +1410,28 @@ def _build(out_dir: Path, params: DatasetParams, cfg: AnalysisConfig, progress: 
     if progress is None:
         progress = sys.stderr.isatty()
     files: dict[str, Any] = {}
-    t0, made = time.perf_counter(), 0
-    for p, v, i in tqdm(jobs, desc="generating synthetic AGC dataset", unit="file",
-                        disable=not progress):
+    todo = []
+    for p, v, i in jobs:
         rel = _relpath(p, v, i)
         entry = old.get(rel) if reuse else None
         if (isinstance(entry, dict) and entry.get("key") == _file_key(params, p, v, i)
                 and _file_ok(out_dir / rel, entry, params.tree, checksum)):
             files[rel] = entry
-            continue
-        log.debug("generating %s", rel)
-        files[rel] = write_sample_file(out_dir / rel, p, v, i, params, cfg)
-        made += 1
+        else:
+            files[rel] = None
+            todo.append((out_dir / rel, p, v, i, params, cfg))
+    t0 = time.perf_counter()
+    if todo:
+        n_workers = min(default_generate_workers() if workers is None else max(1, workers),
+                        len(todo))
+        log.info("generating %d synthetic files in %s (%d processes)", len(todo), out_dir,
+                 n_workers)
+        with tqdm(total=len(todo), desc=f"generating synthetic AGC dataset ({n_workers} "
+                                        f"processes)", unit="file", disable=not progress) as bar:
+            if status is not None:
+                bar.set_postfix_str(status())
+            for job, entry in zip(todo, _write_files(todo, n_workers, bar, status), strict=True):
+                files[_relpath(*job[1:4])] = entry
     for rel in set(old) - set(files):  # files of an earlier, larger dataset
         (out_dir / rel).unlink(missing_ok=True)
     _write_json(manifest_path, {"generator": GENERATOR_VERSION,
@@ -1335,9 +1443,9 @@ def _build(out_dir: Path, params: DatasetParams, cfg: AnalysisConfig, progress: 
             {"path": rel, "nevts": files[rel]["entries"]})
     fileset_path = out_dir / FILESET_NAME
     _write_json(fileset_path, fileset)
-    if made:
-        log.info("generated %d of %d synthetic files in %s (%.1f s)", made, len(jobs), out_dir,
-                 time.perf_counter() - t0)
+    if todo:
+        log.info("generated %d of %d synthetic files in %s (%.1f s)", len(todo), len(jobs),
+                 out_dir, time.perf_counter() - t0)
     else:
         log.info("reusing the synthetic dataset in %s", out_dir)
     return fileset_path
@@ -1346,7 +1454,8 @@ def _build(out_dir: Path, params: DatasetParams, cfg: AnalysisConfig, progress: 
 def generate_dataset(out_dir: str | Path | None = None, events_per_file: int | None = None,
                      files_per_sample: int | None = None, seed: int | None = None,
                      compression: str | None = None, cfg: AnalysisConfig | None = None,
-                     progress: bool | None = None, compression_level: int | None = None
+                     progress: bool | None = None, compression_level: int | None = None,
+                     workers: int | None = None, status: Callable[[], str] | None = None
                      ) -> Path:
     """Generate the embedded synthetic dataset (every file, even if cached).
 
@@ -1359,6 +1468,10 @@ def generate_dataset(out_dir: str | Path | None = None, events_per_file: int | N
         cfg: analysis configuration (default: the packaged one).
         progress: show a progress bar (default: when stderr is a terminal).
         compression_level: compression level (default ``cfg.dataset.compression_level``).
+        workers: processes generating files at once (default: one per core); the files'
+            bytes do not depend on it.
+        status: called after each file; its text is shown beside the progress bar (e.g.
+            the background kernel compilation's state).
 
     Returns:
         Path of the fileset JSON (AGC ``ntuples_merged.json`` format, relative paths).
@@ -1372,7 +1485,8 @@ def generate_dataset(out_dir: str | Path | None = None, events_per_file: int | N
                              compression_level)
     out = Path(out_dir) if out_dir is not None else default_data_dir()
     try:
-        return _build(out, params, cfg, progress, reuse=False, checksum=False)
+        return _build(out, params, cfg, progress, reuse=False, checksum=False, workers=workers,
+                      status=status)
     except OSError as exc:
         raise InputError(f"synthetic dataset: cannot write {out}: {exc}") from exc
 
@@ -1381,7 +1495,8 @@ def ensure_dataset(out_dir: str | Path | None = None, events_per_file: int | Non
                    files_per_sample: int | None = None, seed: int | None = None,
                    compression: str | None = None, cfg: AnalysisConfig | None = None,
                    progress: bool | None = None, compression_level: int | None = None,
-                   checksum: bool = False) -> Path:
+                   checksum: bool = False, workers: int | None = None,
+                   status: Callable[[], str] | None = None) -> Path:
     """The embedded dataset, generated on first use and cached.
 
     Files whose manifest entry matches the parameters and the generator version, with the
@@ -1398,6 +1513,8 @@ def ensure_dataset(out_dir: str | Path | None = None, events_per_file: int | Non
         progress: see :func:`generate_dataset`.
         compression_level: see :func:`generate_dataset`.
         checksum: also verify every file's SHA-256 (reads all files).
+        workers: see :func:`generate_dataset`.
+        status: see :func:`generate_dataset`.
 
     Returns:
         Path of the fileset JSON.
@@ -1411,7 +1528,8 @@ def ensure_dataset(out_dir: str | Path | None = None, events_per_file: int | Non
                              compression_level)
     out = Path(out_dir) if out_dir is not None else default_data_dir()
     try:
-        return _build(out, params, cfg, progress, reuse=True, checksum=checksum)
+        return _build(out, params, cfg, progress, reuse=True, checksum=checksum,
+                      workers=workers, status=status)
     except OSError as exc:
         raise InputError(f"synthetic dataset: cannot write {out}: {exc}") from exc
 
@@ -1439,7 +1557,7 @@ def _cli_generate(args: argparse.Namespace) -> int:
     """``python -m agc_core generate``."""
     t0 = time.perf_counter()
     path = generate_dataset(args.out, args.events_per_file, args.files_per_sample, args.seed,
-                            args.compression)
+                            args.compression, workers=args.workers)
     fileset = json.loads(path.read_text())
     files = [path.parent / f["path"] for vs in fileset.values() for d in vs.values()
              for f in d["files"]]
@@ -1468,4 +1586,7 @@ def add_cli(subparsers: Any) -> None:
                                                                  "%(default)s)")
     parser.add_argument("--compression", choices=COMPRESSIONS, default=d.compression,
                         help="compression algorithm (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes generating files at once (default: one per core; the "
+                             "bytes do not depend on it)")
     parser.set_defaults(func=_cli_generate)

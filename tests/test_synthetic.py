@@ -128,6 +128,29 @@ def test_regenerated_files_keep_their_uuid(tmp_path, cfg):
     assert ids[0] == ids[1] != ids[2]
 
 
+def test_same_bytes_for_any_worker_count(tmp_path, cfg):
+    """Files generated in this process, or by two pool processes at another time, have the
+    same bytes (UUIDs, write time and file name fixed; branches, tree title identical), and
+    the manifest (sizes, SHA-256) and fileset are the same."""
+    kw = {"events_per_file": 400, "files_per_sample": 1, "seed": 7, "cfg": cfg,
+          "progress": False}
+    one = synthetic.generate_dataset(tmp_path / "one", workers=1, **kw).parent
+    statuses = []
+    two = synthetic.generate_dataset(tmp_path / "two", workers=2,
+                                     status=lambda: statuses.append(1) or "x", **kw).parent
+    assert len(statuses) == len(cfg.samples) + 1  # once at the start, once per file
+    names = sorted(p.relative_to(one) for p in one.rglob("*.root"))
+    assert len(names) == len(cfg.samples)
+    assert names == sorted(p.relative_to(two) for p in two.rglob("*.root"))
+    for name in names:
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    for meta in (synthetic.MANIFEST_NAME, synthetic.FILESET_NAME):
+        assert (one / meta).read_text() == (two / meta).read_text()
+    with uproot.open(one / names[0]) as f:
+        assert f.key(cfg.dataset.tree).created_on == synthetic.WRITE_TIME
+    assert not [p for p in two.rglob(".*")], "temporary folders left behind"
+
+
 def test_invalid_parameters(tmp_path, cfg):
     with pytest.raises(ConfigError, match="gzip"):
         synthetic.generate_dataset(tmp_path, 10, 1, 1, "gzip", cfg=cfg)
