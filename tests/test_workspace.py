@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import uproot
@@ -153,3 +155,31 @@ def test_spec_failing_the_schema_is_reported():
     broken = dict(spec, measurements=[{"name": "x"}])
     with pytest.raises(ModelError, match="schema"):
         workspace.validate_spec(broken)
+
+
+def test_schema_check_is_pyhf_s_without_importing_pyhf():
+    """validate_spec (jsonschema on pyhf's schema files) says what pyhf.schema.validate says."""
+    import copy
+    import subprocess
+    import sys
+
+    import pyhf
+
+    spec = workspace.build(embedded_run().hist)
+    pyhf.schema.validate(spec, "workspace.json")
+    bad_type = copy.deepcopy(spec)
+    bad_type["observations"][0]["data"][1] = "a"
+    no_version = {k: v for k, v in spec.items() if k != "version"}
+    bad_modifier = copy.deepcopy(spec)
+    bad_modifier["channels"][0]["samples"][0]["modifiers"][0]["type"] = "nope"
+    for bad in (bad_type, no_version, bad_modifier):
+        with pytest.raises(pyhf.exceptions.InvalidSpecification) as theirs:
+            pyhf.schema.validate(bad, "workspace.json")
+        with pytest.raises(ModelError) as ours:
+            workspace.validate_spec(bad)
+        assert str(ours.value).endswith(str(theirs.value))
+    code = ("import json, sys; from agc_core import workspace; "
+            "workspace.validate_spec(json.loads(sys.stdin.read())); print('pyhf' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], input=json.dumps(spec),
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
