@@ -23,7 +23,7 @@ import boost_histogram as bh
 from agc_core import executors, mainguard
 from agc_core.accuracy import accuracy_by_process
 from agc_core.classifier import INFERENCE_KINDS, load_classifier
-from agc_core.compilation import compile_kernels, kernels_cached
+from agc_core.compilation import compile_kernels, kernels_cached, start_background_compile
 from agc_core.config import REGIONS, AnalysisConfig, load_analysis_config
 from agc_core.errors import ConfigError, InputError
 from agc_core.fileset import SampleFiles, is_url, load_fileset
@@ -92,6 +92,7 @@ class StageContext:
     filled: tuple[tuple[str, str], ...]
     outputs: dict[str, Path]
     results: dict[str, Any] = field(default_factory=dict)  # stage results for RunResult
+    plot_pool: Any = None  # agc_core.plots.PlotPool drawing in the background, or None
 
 
 def _stage_plots(ctx: StageContext) -> dict[str, Path]:
@@ -101,8 +102,8 @@ def _stage_plots(ctx: StageContext) -> dict[str, Path]:
     from agc_core.plots import draw_all
 
     paths = draw_all(ctx.hist, ctx.cfg, ctx.output_dir / PLOTS_DIR,
-                     classification=ctx.options.inference != "none")
-    return {f"plots/{p.name}": p for p in paths}
+                     classification=ctx.options.inference != "none", pool=ctx.plot_pool)
+    return {f"plots/{p.name}": p for p in paths}  # with a pool: drawn by its finish()
 
 
 def _stage_fit(ctx: StageContext) -> dict[str, Path]:
@@ -132,13 +133,14 @@ def _write_report(result: RunResult) -> None:
         log.error("report.html not written: %s", exc)
 
 
-def _resolve_fileset(options: RunOptions, cfg: AnalysisConfig) -> Path:
+def _resolve_fileset(options: RunOptions, cfg: AnalysisConfig,
+                     status: Callable[[], str] | None = None) -> Path:
     if options.fileset is not None:
         return Path(options.fileset)
     from agc_core.synthetic import ensure_dataset
 
     log.info("no --fileset: using the embedded synthetic dataset")
-    return Path(ensure_dataset(cfg=cfg))
+    return Path(ensure_dataset(cfg=cfg, status=status))
 
 
 def _validate(options: RunOptions, cfg: AnalysisConfig) -> None:
@@ -405,15 +407,19 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
          t_start: float) -> RunResult:
     stage_times: dict[str, float] = {}
     t = time.perf_counter()
-    fileset = _resolve_fileset(options, cfg)
+    # loaded once here (fails early on missing weights) and handed to the workers
+    classifier = None if options.io_only else load_classifier(options.inference, options.model_dir,
+                                                                 cfg)
+    compile_first = not options.io_only and options.processor == "kernels" and not kernels_cached(
+        mlp=options.inference == "numba")
+    # first run: compile in a forked process while the dataset is generated and planned
+    background = start_background_compile(cfg, classifier) if compile_first else None
+    fileset = _resolve_fileset(options, cfg, background.describe if background else None)
     samples = load_fileset(fileset, cfg, options.n_files_max_per_sample)
     if options.systematics == "none":
         samples = [s for s in samples if s.variation == "nominal"]
     branches = (tuple(cfg.io_branch_sets[options.io_file_percent]) if options.io_only
                 else tuple(cfg.analysis_branches))
-    # loaded once here (fails early on missing weights) and handed to the workers
-    classifier = None if options.io_only else load_classifier(options.inference, options.model_dir,
-                                                                 cfg)
     cache = EntriesCache(out / ENTRIES_CACHE_NAME)
     set_io_timeout(options.io_timeout)  # here and (inherited, and in init_worker) in workers
     tasks, plan_failures = plan_tasks(samples, branches, options.chunksize, options.tree, cache,
@@ -433,12 +439,15 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
                         branches, options.tree, options.systematics == "none", log_setup,
                         BACKENDS.get(options.processor, options.processor), classifier,
                         options.io_timeout)
-    if not options.io_only and options.processor == "kernels" and not kernels_cached(
-            mlp=options.inference == "numba"):
+    if compile_first:
         t = time.perf_counter()
-        log.info("compiling the numba kernels (first run; cached for later runs)")
-        compile_kernels(cfg, classifier)
-        stage_times["compile"] = time.perf_counter() - t  # not in the processing wall time
+        if background is not None and background.wait():
+            stage_times["compile"] = background.seconds  # overlapped with generation, planning
+            stage_times["compile_wait"] = time.perf_counter() - t
+        else:
+            log.info("compiling the numba kernels (first run; cached for later runs)")
+            compile_kernels(cfg, classifier)
+            stage_times["compile"] = time.perf_counter() - t  # not in the processing wall time
     journal = None
     if not options.io_only:
         journal = Journal(out, run_key(tasks, {
@@ -465,6 +474,11 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
     if not options.io_only:
         t = time.perf_counter()
         done = [s for s in samples if s.sample_id in merger.sums]
+        plot_pool = None
+        if done and options.plots:  # plots drawn in the background while the fit runs
+            from agc_core.plots import PlotPool
+
+            plot_pool = PlotPool.background()
         hist = to_boost([(s.process, merger.sums[s.sample_id]) for s in done], cfg)
         filled = tuple((s.process, v) for s in done for v in merger.sums[s.sample_id].variations)
         yields = _yields(samples, merger.sums, events_by_sample)
@@ -481,13 +495,27 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
             log.error("no chunk succeeded: no histograms written")
         stage_times["write"] = time.perf_counter() - t
         if done:
-            ctx = StageContext(hist, cfg, options, out, filled, outputs)
-            for name, stage in POST_STAGES:
-                t = time.perf_counter()
-                stage_outputs = stage(ctx)
-                outputs.update(stage_outputs)
-                stage_results[name] = stage_outputs
-                stage_times[name] = time.perf_counter() - t
+            ctx = StageContext(hist, cfg, options, out, filled, outputs, plot_pool=plot_pool)
+            try:
+                for name, stage in POST_STAGES:
+                    t = time.perf_counter()
+                    stage_outputs = stage(ctx)
+                    outputs.update(stage_outputs)
+                    stage_results[name] = stage_outputs
+                    stage_times[name] = time.perf_counter() - t
+                if plot_pool is not None:  # the plots still being drawn; failed ones dropped
+                    t = time.perf_counter()
+                    plot_pool.finish()
+                    for name, path in list(outputs.items()):
+                        if name.startswith("plots/") and not path.is_file():
+                            del outputs[name]
+                            for stage_outputs in stage_results.values():
+                                stage_outputs.pop(name, None)
+                    stage_times["plots"] = (stage_times.get("plots", 0.0)
+                                            + time.perf_counter() - t)
+            finally:
+                if plot_pool is not None:
+                    plot_pool.close()
             stage_results.update(ctx.results)
 
     metrics_name = IO_METRICS_FILE_NAME if options.io_only else METRICS_FILE_NAME

@@ -1380,6 +1380,10 @@ def _write_files(jobs: list[tuple[Path, str, str, int, DatasetParams, AnalysisCo
             entries.append(write_sample_file(*job))
             done()
         return entries
+    if not _cluster_events.signatures:  # compile (or load) it once here, not in every worker
+        _, process, variation, file_idx, params, cfg = jobs[0]
+        generate_events(sample_tune(process, variation), 1, params.seed,
+                        _stream_id(cfg, process), file_idx, 0)
     results: dict[int, dict[str, Any]] = {}
     with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=_pool_context()) as pool:
         futures = {pool.submit(_generate_file, job): k for k, job in enumerate(jobs)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 import subprocess
@@ -548,8 +549,20 @@ def test_first_run_compiles_before_processing_and_says_so(dataset, tmp_path, mon
     monkeypatch.setattr(runner, "kernels_cached", lambda mlp: False)
     monkeypatch.setattr(runner, "compile_kernels",
                         lambda cfg, clf: calls.append(compilation.compile_kernels(cfg, clf)))
+    # the background compilation (a forked process) fails: compiled in this process instead
+    monkeypatch.setattr(compilation, "_compile_in_child", lambda cfg, clf: os._exit(3))
     r = run_analysis(options(dataset, tmp_path))
     assert r.complete and len(calls) == 1 and r.stage_times["compile"] > 0
+    assert "compile_wait" not in r.stage_times
+    assert "compiled on this first run" in format_summary(r)
+    monkeypatch.undo()
+    # the background compilation succeeds: nothing compiled in this process
+    calls.clear()
+    monkeypatch.setattr(runner, "kernels_cached", lambda mlp: False)
+    monkeypatch.setattr(runner, "compile_kernels", lambda cfg, clf: calls.append(1))
+    r = run_analysis(options(dataset, tmp_path))
+    assert r.complete and not calls and r.stage_times["compile"] > 0
+    assert r.stage_times["compile_wait"] <= r.stage_times["compile"]
     assert "compiled on this first run" in format_summary(r)
     monkeypatch.undo()
     again = run_analysis(options(dataset, tmp_path))
