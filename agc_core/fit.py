@@ -1459,7 +1459,8 @@ _scan, _ranking = scan, ranking  # run_inference's flags of the same names shado
 
 def run_inference(histograms: Any, output_dir: str | Path, fit_cfg: FitConfig | None = None,
                   cfg: Any = None, split_by_classification: bool = False, ranking: bool = True,
-                  scan: bool = True, plots: bool = True) -> InferenceResult:
+                  scan: bool = True, plots: bool = True, plot_pool: Any = None
+                  ) -> InferenceResult:
     """Workspace, best fit, goodness of fit, expected uncertainty, scan, ranking, fit plots.
 
     Writes ``workspace.json``, ``fit_results.json`` and (with ``plots``) the fit plots in
@@ -1473,6 +1474,9 @@ def run_inference(histograms: Any, output_dir: str | Path, fit_cfg: FitConfig | 
         cfg: analysis configuration (default: the packaged one).
         split_by_classification: two channels per region by MLP classification.
         ranking: rank the nuisance parameters; scan: scan the POI; plots: draw the plots.
+        plot_pool: a background :class:`agc_core.plots.PlotPool` to draw the fit plots in
+            while the studies run (pulls, correlations and yields after the best fit, scan and
+            ranking after theirs); None draws them here at the end.
 
     Raises:
         InputError: unreadable or missing histograms. ModelError: an unusable model.
@@ -1505,6 +1509,17 @@ def run_inference(histograms: Any, output_dir: str | Path, fit_cfg: FitConfig | 
             seconds[name] = time.perf_counter() - t0
 
     best = attempt("fit", lambda: fit(lh, minos=(lh.poi,), fit_cfg=fit_cfg), errors)
+    prefit = yield_table(lh, lh.init, prefit_covariance(lh))
+    postfit = (yield_table(lh, best.bestfit, best.covariance) if best is not None
+               and best.covariance is not None else {})
+    submitted: list[str] = []
+    if plots and plot_pool is not None:
+        from agc_core import fit_plots
+
+        t0 = time.perf_counter()
+        submitted += plot_pool.submit_all(fit_plots.plot_jobs(
+            out / "plots", lh, best, prefit, postfit, None, None, cfg, fit_cfg))
+        seconds["plots"] = time.perf_counter() - t0
     if best is not None:
         gof = attempt("gof", lambda: goodness_of_fit(lh, best, fit_cfg))
         if scan:
@@ -1516,11 +1531,16 @@ def run_inference(histograms: Any, output_dir: str | Path, fit_cfg: FitConfig | 
             if rank_r is not None:
                 study_errors.extend(rank_r.failures)
     asimov = attempt("asimov", lambda: asimov_uncertainty(lh, fit_cfg))
-    prefit = yield_table(lh, lh.init, prefit_covariance(lh))
-    postfit = (yield_table(lh, best.bestfit, best.covariance) if best is not None
-               and best.covariance is not None else {})
     drawn: tuple[Path, ...] = ()
-    if plots:
+    if plots and plot_pool is not None:  # the scan and ranking plots, then all of them back
+        from agc_core import fit_plots
+
+        t0 = time.perf_counter()
+        submitted += plot_pool.submit_all(fit_plots.plot_jobs(
+            out / "plots", lh, None, {}, {}, scan_r, rank_r, cfg, fit_cfg))
+        drawn = tuple(plot_pool.wait(submitted))
+        seconds["plots"] += time.perf_counter() - t0
+    elif plots:
         from agc_core import fit_plots
 
         t0 = time.perf_counter()
@@ -1564,7 +1584,8 @@ def run_stage(ctx: Any) -> dict[str, Path]:
         result = run_inference(
             ctx.hist, ctx.output_dir, fit_cfg, ctx.cfg, o.split_by_classification,
             ranking=plots if o.fit_ranking is None else o.fit_ranking,
-            scan=plots if o.fit_scan is None else o.fit_scan, plots=plots)
+            scan=plots if o.fit_scan is None else o.fit_scan, plots=plots,
+            plot_pool=getattr(ctx, "plot_pool", None))
     except InputError as exc:
         log.warning("fit skipped: %s", exc)
         ctx.results["fit_skipped"] = str(exc)

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
-from agc_core.plots import _save
+from agc_core.plots import Job, PlotPool, _save, plt
 
 if TYPE_CHECKING:
     from agc_core.config import AnalysisConfig, FitConfig
@@ -148,15 +143,12 @@ def plot_ranking(rank: RankingResult, path: Path, shown: int = RANKING_SHOWN) ->
     return _save(fig, path)
 
 
-def draw_all(out_dir: str | Path, lh: Likelihood, best: FitResult | None,
-             prefit: dict[str, Any], postfit: dict[str, Any], scan: ScanResult | None,
-             rank: RankingResult | None, cfg: AnalysisConfig, fit_cfg: FitConfig
-             ) -> list[Path]:
-    """Draw every fit plot whose inputs exist; a plot that fails is logged and skipped.
-
-    Files: ``fit_pulls.png``, ``fit_correlations.png``, ``fit_{prefit,postfit}_<channel>.png``
-    (spaces as ``_``), ``fit_scan.png``, ``fit_ranking.png``.
-    """
+def plot_jobs(out_dir: str | Path, lh: Likelihood, best: FitResult | None,
+              prefit: dict[str, Any], postfit: dict[str, Any], scan: ScanResult | None,
+              rank: RankingResult | None, cfg: AnalysisConfig, fit_cfg: FitConfig
+              ) -> list[Job]:
+    """The fit plots whose inputs exist, as :class:`agc_core.plots.PlotPool` jobs, in the
+    order of :func:`draw_all`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     region_of = {ch.name: ch.region for ch in fit_cfg.channels}
@@ -166,26 +158,34 @@ def draw_all(out_dir: str | Path, lh: Likelihood, best: FitResult | None,
         region = next((r for name, r in region_of.items() if channel.startswith(name)), None)
         return xlabels.get(region, "observable") if region else "observable"
 
-    jobs: list[tuple[str, Callable[[], Path]]] = []
+    jobs: list[Job] = []
     if best is not None:
-        jobs += [("fit_pulls.png", lambda: plot_pulls(lh, best, out / "fit_pulls.png")),
-                 ("fit_correlations.png",
-                  lambda: plot_correlations(best, out / "fit_correlations.png"))]
+        jobs += [("fit_pulls.png", True, plot_pulls, (lh, best, out / "fit_pulls.png")),
+                 ("fit_correlations.png", True, plot_correlations,
+                  (best, out / "fit_correlations.png"))]
     for label, tables in (("pre-fit", prefit), ("post-fit", postfit)):
         for channel, table in tables.items():
             name = f"fit_{label.replace('-', '')}_{channel.replace(' ', '_')}.png"
-            jobs.append((name, lambda c=channel, t=table, lab=label, n=name: plot_data_mc(
-                c, t, lab, out / n, cfg, xlabel(c))))
+            jobs.append((name, True, plot_data_mc,
+                         (channel, table, label, out / name, cfg, xlabel(channel))))
     if scan is not None:
-        jobs.append(("fit_scan.png", lambda: plot_scan(scan, out / "fit_scan.png")))
+        jobs.append(("fit_scan.png", True, plot_scan, (scan, out / "fit_scan.png")))
     if rank is not None:
-        jobs.append(("fit_ranking.png", lambda: plot_ranking(rank, out / "fit_ranking.png")))
-    written = []
-    for name, draw in jobs:
-        try:
-            written.append(draw())
-        except Exception as exc:
-            plt.close("all")
-            log.warning("plot %s failed: %s: %s", name, type(exc).__name__, exc)
-    log.info("drew %d fit plots in %s", len(written), out)
+        jobs.append(("fit_ranking.png", True, plot_ranking, (rank, out / "fit_ranking.png")))
+    return jobs
+
+
+def draw_all(out_dir: str | Path, lh: Likelihood, best: FitResult | None,
+             prefit: dict[str, Any], postfit: dict[str, Any], scan: ScanResult | None,
+             rank: RankingResult | None, cfg: AnalysisConfig, fit_cfg: FitConfig
+             ) -> list[Path]:
+    """Draw every fit plot whose inputs exist; a plot that fails is logged and skipped.
+
+    Files: ``fit_pulls.png``, ``fit_correlations.png``, ``fit_{prefit,postfit}_<channel>.png``
+    (spaces as ``_``), ``fit_scan.png``, ``fit_ranking.png``.
+    """
+    pool = PlotPool(0)
+    written = pool.wait(pool.submit_all(plot_jobs(out_dir, lh, best, prefit, postfit, scan,
+                                                  rank, cfg, fit_cfg)))
+    log.info("drew %d fit plots in %s", len(written), out_dir)
     return written

@@ -1,16 +1,21 @@
-"""The seed notebook's plots, drawn from the full histogram into PNG files (matplotlib Agg)."""
+"""The seed notebook's plots, drawn from the full histogram into PNG files (matplotlib Agg).
+
+Plots are jobs (a module-level function and picklable arguments) run by a :class:`PlotPool`:
+in this process, or in background processes while the caller goes on (the run draws its plots
+while the fit runs).
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import boost_histogram as bh
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from agc_core.accuracy import accuracy_by_process
@@ -20,6 +25,27 @@ from agc_core.outputs import atomic_path
 log = logging.getLogger(__name__)
 
 Series = tuple[np.ndarray, np.ndarray]  # (edges, values)
+
+
+@functools.cache
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+
+    return matplotlib.pyplot
+
+
+class _Pyplot:
+    """``matplotlib.pyplot`` (Agg backend), imported on first use: a process that only
+    submits plots to a background :class:`PlotPool` never loads matplotlib (0.35 s)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_pyplot(), name)
+
+
+plt: Any = _Pyplot()
 
 
 def _has(hist: bh.Histogram, axis: int, name: str) -> bool:
@@ -167,7 +193,7 @@ def plot_accuracy(hist: bh.Histogram, cfg: AnalysisConfig, region: str, path: Pa
 
 
 def draw_all(hist: bh.Histogram, cfg: AnalysisConfig, output_dir: str | Path,
-             classification: bool = True) -> list[Path]:
+             classification: bool = True, pool: PlotPool | None = None) -> list[Path]:
     """Draw every plot whose inputs exist into ``output_dir``.
 
     Every plot reads the seed's 5-axis histogram (observable, region, process, variation,
@@ -195,55 +221,177 @@ def draw_all(hist: bh.Histogram, cfg: AnalysisConfig, output_dir: str | Path,
         cfg: the analysis configuration.
         output_dir: the folder of the PNG files (created).
         classification: also draw the MLP classification plots (pointless without an MLP).
+        pool: where to draw: None draws here and now; with a background :class:`PlotPool`
+            the plots are only submitted (``pool.wait`` or ``pool.finish`` give the files).
 
     Returns:
-        The PNG files written.
+        The PNG files written (with a pool: the files it will write, failures left out by
+        its ``wait``/``finish``).
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    jobs = plot_jobs(hist, cfg, out, classification)
+    if pool is None:
+        inline = PlotPool(0)
+        names = inline.submit_all(jobs)
+        written = inline.wait(names)
+        log.info("drew %d plots in %s", len(written), out)
+        return written
+    names = pool.submit_all(jobs)
+    return [out / name for name in names]
+
+
+Job = tuple[str, bool, Callable[..., Path], tuple[Any, ...]]  # (file name, possible, fn, args)
+
+
+def plot_jobs(hist: bh.Histogram, cfg: AnalysisConfig, out: Path,
+              classification: bool = True) -> list[Job]:
+    """The plots of :func:`draw_all` as jobs: (file name, inputs exist, function, arguments)."""
     signal = cfg.signal_process
     has_nominal = _has(hist, 3, "nominal")
     has_signal = _has(hist, 2, signal)
     btag = [(f"NP {i + 1}", f"btag_var_{i}_up") for i in range(cfg.systematics.btag_n_jets)]
     jet = [("scale up", "pt_scale_up"), ("resolution up", "pt_res_up")]
     r1, r2 = (r.name for r in cfg.regions)
-    jobs: list[tuple[str, bool, Callable[[], Path]]] = [
+    jobs: list[Job] = [
         ("stack_4j1b_ht.png", has_nominal,
-         lambda: plot_stack(hist, cfg, r1, out / "stack_4j1b_ht.png", True)),
+         plot_stack, (hist, cfg, r1, out / "stack_4j1b_ht.png", True)),
         ("stack_4j2b_mbjj.png", has_nominal,
-         lambda: plot_stack(hist, cfg, r2, out / "stack_4j2b_mbjj.png", False)),
+         plot_stack, (hist, cfg, r2, out / "stack_4j2b_mbjj.png", False)),
         ("btag_variations.png",
          has_nominal and has_signal and all(_has(hist, 3, v) for _, v in btag),
-         lambda: plot_variations(hist, cfg, r1, signal, [("nominal", "nominal"), *btag],
-                                 "b-tagging variations", out / "btag_variations.png", True)),
+         plot_variations, (hist, cfg, r1, signal, [("nominal", "nominal"), *btag],
+                           "b-tagging variations", out / "btag_variations.png", True)),
         ("jet_energy_variations.png",
          has_nominal and has_signal and all(_has(hist, 3, v) for _, v in jet),
-         lambda: plot_variations(hist, cfg, r2, signal, [("nominal", "nominal"), *jet],
-                                 "Jet energy variations", out / "jet_energy_variations.png",
-                                 False)),
+         plot_variations, (hist, cfg, r2, signal, [("nominal", "nominal"), *jet],
+                           "Jet energy variations", out / "jet_energy_variations.png", False)),
     ]
     for region in (r1, r2) if classification else ():
         jobs += [
-            (f"classification_{region}.png", has_nominal,
-             lambda region=region: plot_classification_stack(
-                 hist, cfg, region, out / f"classification_{region}.png")),
-            (f"classification_overlay_{region}.png", has_nominal,
-             lambda region=region: plot_classification_overlay(
-                 hist, cfg, region, out / f"classification_overlay_{region}.png")),
+            (f"classification_{region}.png", has_nominal, plot_classification_stack,
+             (hist, cfg, region, out / f"classification_{region}.png")),
+            (f"classification_overlay_{region}.png", has_nominal, plot_classification_overlay,
+             (hist, cfg, region, out / f"classification_overlay_{region}.png")),
             (f"accuracy_{region}.png",
-             has_nominal and bool(accuracy_by_process(hist, region, signal)),
-             lambda region=region: plot_accuracy(hist, cfg, region,
-                                                 out / f"accuracy_{region}.png")),
+             has_nominal and bool(accuracy_by_process(hist, region, signal)), plot_accuracy,
+             (hist, cfg, region, out / f"accuracy_{region}.png")),
         ]
-    written = []
-    for name, possible, draw in jobs:
-        if not possible:
-            log.info("plot %s skipped: its histograms were not filled", name)
-            continue
+    return jobs
+
+
+def _draw_job(fn: Callable[..., Path], args: tuple[Any, ...]) -> tuple[Path | None, str]:
+    """Run one plot job: (its file, "") or (None, the error) -- a failure never propagates."""
+    try:
+        return fn(*args), ""
+    except Exception as exc:
+        plt.close("all")
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _plot_worker_init() -> None:
+    """A plot process: matplotlib loaded before the first job arrives."""
+    _pyplot()
+
+
+class PlotPool:
+    """Draws plot jobs here (``workers=0``) or in background processes.
+
+    :meth:`submit` returns at once with a background pool; :meth:`wait` gives the files of
+    some jobs in submission order and :meth:`finish` those of all the others, logging each
+    failed plot by name (a failed plot is skipped: the histograms are on disk). If the
+    processes cannot start or die, the jobs not done are drawn in this process: the same
+    files either way.
+
+    Args:
+        workers: background processes (0: draw in this process, at submission).
+        start_method: multiprocessing start method (default ``forkserver`` on Linux, sharing
+            the run's server; ``spawn`` elsewhere).
+    """
+
+    def __init__(self, workers: int = 0, start_method: str | None = None) -> None:
+        self._pool: Any = None
+        self._jobs: dict[str, tuple[Callable[..., Path], tuple[Any, ...]]] = {}
+        self._pending: dict[str, Any] = {}  # name -> future or (path, error)
+        #: names of the jobs that failed (logged), once waited for
+        self.failed: list[str] = []
+        if workers > 0:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            method = start_method or ("forkserver" if sys.platform.startswith("linux")
+                                      else "spawn")
+            try:
+                self._pool = ProcessPoolExecutor(
+                    workers, mp_context=multiprocessing.get_context(method),
+                    initializer=_plot_worker_init)
+            except (OSError, ValueError) as exc:
+                log.warning("plots drawn in the main process: no plot processes (%s)", exc)
+
+    @classmethod
+    def background(cls) -> PlotPool:
+        """A pool of one process per core, at most two (the fit keeps the main process)."""
+        return cls(min(2, os.cpu_count() or 1))
+
+    def submit(self, name: str, fn: Callable[..., Path], *args: Any) -> None:
+        """Draw ``fn(*args)`` (a module-level function returning the file it wrote)."""
+        self._jobs[name] = (fn, args)
+        if self._pool is not None:
+            try:
+                self._pending[name] = self._pool.submit(_draw_job, fn, args)
+                return
+            except Exception as exc:  # a broken pool: this process draws from now on
+                log.warning("plot processes unavailable (%s): drawing here", exc)
+                self.close()
+        self._pending[name] = _draw_job(fn, args)
+
+    def submit_all(self, jobs: Sequence[Job]) -> list[str]:
+        """Submit the possible jobs (the others logged as skipped); returns their names."""
+        names = []
+        for name, possible, fn, args in jobs:
+            if not possible:
+                log.info("plot %s skipped: its histograms were not filled", name)
+                continue
+            self.submit(name, fn, *args)
+            names.append(name)
+        return names
+
+    def wait(self, names: Sequence[str]) -> list[Path]:
+        """The files of these jobs (submission order), once drawn; failures logged, left out."""
+        written = []
+        for name in names:
+            outcome = self._pending.pop(name)
+            if not isinstance(outcome, tuple):
+                try:
+                    outcome = outcome.result()
+                except Exception as exc:  # the process died: draw it here
+                    log.warning("plot process failed on %s (%s): drawing it here", name,
+                                type(exc).__name__)
+                    self.close()
+                    outcome = _draw_job(*self._jobs[name])
+            path, error = outcome
+            if path is None:
+                log.warning("plot %s failed: %s", name, error)
+                self.failed.append(name)
+            else:
+                written.append(path)
+        return written
+
+    def finish(self) -> list[Path]:
+        """Wait for every job not waited for yet; returns their files; stops the processes."""
         try:
-            written.append(draw())
-        except Exception as exc:
-            plt.close("all")
-            log.warning("plot %s failed: %s: %s", name, type(exc).__name__, exc)
-    log.info("drew %d plots in %s", len(written), out)
-    return written
+            return self.wait(list(self._pending))
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the processes (after their current jobs)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=False)
+            self._pool = None
+
+    def __enter__(self) -> PlotPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

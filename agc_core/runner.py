@@ -506,11 +506,10 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
                 if plot_pool is not None:  # the plots still being drawn; failed ones dropped
                     t = time.perf_counter()
                     plot_pool.finish()
-                    for name, path in list(outputs.items()):
-                        if name.startswith("plots/") and not path.is_file():
-                            del outputs[name]
-                            for stage_outputs in stage_results.values():
-                                stage_outputs.pop(name, None)
+                    for failed in plot_pool.failed:
+                        outputs.pop(f"plots/{failed}", None)
+                        for stage_outputs in stage_results.values():
+                            stage_outputs.pop(f"plots/{failed}", None)
                     stage_times["plots"] = (stage_times.get("plots", 0.0)
                                             + time.perf_counter() - t)
             finally:

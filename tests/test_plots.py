@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from agc_core.accuracy import accuracy_by_process
 from agc_core.config import AnalysisConfig
 from agc_core.histograms import HistArray, to_boost
-from agc_core.plots import draw_all, observable
+from agc_core.plots import PlotPool, draw_all, observable
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ALL_PLOTS = {
@@ -69,3 +73,34 @@ def test_accuracy_by_process(cfg):
     assert acc["wjets"] == pytest.approx(0.8)
     assert acc["overall"] == pytest.approx((3 + 4) / 9)
     assert accuracy_by_process(to_boost(arrays, cfg), "4j2b", "ttbar") == {}
+
+
+def _fails(path):
+    raise ValueError(f"cannot draw {path.name}")
+
+
+def test_background_pool_draws_the_same_files(cfg, tmp_path):
+    """Drawn by two background processes: the same PNG bytes as here; a failing plot is
+    named, the others drawn."""
+    hist = make_hist(cfg)
+    here = draw_all(hist, cfg, tmp_path / "here")
+    with PlotPool(2) as pool:
+        planned = draw_all(hist, cfg, tmp_path / "pool", pool=pool)
+        pool.submit("broken.png", _fails, tmp_path / "pool" / "broken.png")
+        drawn = pool.finish()
+    assert [p.name for p in planned] == [p.name for p in here]
+    assert [p.name for p in drawn] == [p.name for p in here]
+    assert pool.failed == ["broken.png"]
+    for p in here:
+        assert (tmp_path / "pool" / p.name).read_bytes() == p.read_bytes()
+
+
+def test_submitting_to_a_pool_does_not_load_matplotlib(tmp_path):
+    code = ("import sys; from agc_core.config import load_analysis_config; "
+            "from agc_core.plots import PlotPool, draw_all; import test_plots; "
+            "cfg = load_analysis_config(); pool = PlotPool(1); "
+            f"draw_all(test_plots.make_hist(cfg), cfg, {str(tmp_path)!r}, pool=pool); "
+            "print('matplotlib' in sys.modules, len(pool.finish()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).parent)
+    assert out.stdout.split() == ["False", str(len(ALL_PLOTS))]
