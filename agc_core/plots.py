@@ -330,7 +330,16 @@ class PlotPool:
 
     @classmethod
     def background(cls) -> PlotPool:
-        """A pool of one process per core, at most two (the fit keeps the main process)."""
+        """A pool of one process per core, at most two (the fit keeps the main process).
+
+        Called from the top level of a script without ``if __name__ == "__main__":`` (which
+        new processes would run again, :mod:`agc_core.mainguard`), it draws here instead.
+        """
+        from agc_core import mainguard
+
+        if mainguard.unguarded_call_site() is not None:
+            log.debug("plots drawn in the main process: the script has no __main__ guard")
+            return cls(0)
         return cls(min(2, os.cpu_count() or 1))
 
     def submit(self, name: str, fn: Callable[..., Path], *args: Any) -> None:
