@@ -6,6 +6,7 @@ import contextlib
 import difflib
 import logging
 import lzma
+import mmap
 import os
 import queue
 import statistics
@@ -642,6 +643,30 @@ def _fetch(handle: _Handle, branches: list[Any], start: int, stop: int
     return items, raw, nbytes
 
 
+def _drop_pages(source: Any, its: list[tuple[int, Any]]) -> None:
+    """Give back this process's pages of a memory-mapped file's byte ranges once decoded.
+
+    The pages of a local file's baskets count in the worker's resident memory (and in
+    ``ru_maxrss``) for as long as the file stays in the open-file cache: without this, a
+    worker's footprint grows with the part of the file it has read. ``MADV_DONTNEED`` on a
+    read-only file mapping only unmaps them (the data stays in the page cache, a later read
+    maps it again), so views into them stay valid.
+    """
+    mm = getattr(getattr(source, "file", None), "_mmap", None) if isinstance(
+        source, MemmapSource) else None
+    if mm is None or mm.closed or not hasattr(mm, "madvise") or not hasattr(
+            mmap, "MADV_DONTNEED"):
+        return
+    size = len(mm)
+    for _, r in its:
+        if not isinstance(r, tuple):
+            continue
+        lo = int(r[0]) // mmap.PAGESIZE * mmap.PAGESIZE
+        hi = min(size, -(-int(r[1]) // mmap.PAGESIZE) * mmap.PAGESIZE)
+        if hi > lo:
+            mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+
 def _pieces(branch: Any, its: list[tuple[int, Any]], raw: dict[tuple[int, int], np.ndarray],
             start: int, stop: int) -> list[tuple[_Basket, int, int]]:
     """Decode the baskets of one branch: (basket, first local entry, stop local entry) each."""
@@ -816,6 +841,7 @@ def _read(handle: _Handle, path: str, names: list[str], entry_start: Any, entry_
         for name, b, plan, its in zip(names, objs, plans, items, strict=True):
             current = f", branch '{name}'"
             columns[name], off = _read_branch(b, plan, its, raw, start, stop, where)
+            _drop_pages(b.file.source, its)
             if off is not None:
                 coll = collection_of(name)
                 if coll not in offsets:

@@ -31,6 +31,10 @@ KERNEL_FEATURES = {
 }
 
 #: (collection, property) columns the processor reads
+#: events the fused kernel analyses at a time: its output buffers (~240 bytes per event of
+#: the batch) stay bounded whatever the chunk size; the histograms are bit-identical to one
+#: pass (every cell is filled in event order either way, the MLP classifies row by row)
+BATCH_EVENTS = 100_000
 JET_COLUMNS = ("jet_pt", "jet_eta", "jet_phi", "jet_e", "jet_btag")
 LEPTON_COLUMNS = ("electron_pt", "muon_pt")
 
@@ -284,6 +288,39 @@ def check_chunk(chunk: Any, cfg: AnalysisConfig) -> tuple[str, ...]:
     return tuple(messages)
 
 
+@dataclass(frozen=True)
+class _EventBatch:
+    """Events [lo, hi) of a chunk as views (what :func:`analyse_chunk` reads of a chunk)."""
+
+    columns: dict[str, np.ndarray]
+    offsets: dict[str, np.ndarray]
+    entry_start: int
+
+
+def event_batches(chunk: Any, size: int = BATCH_EVENTS) -> list[Any]:
+    """The chunk itself, or consecutive views of at most ``size`` events each (global entry
+    numbers, hence JER keys, unchanged)."""
+    offsets = chunk.offsets
+    n = (len(offsets["jet"]) - 1) if "jet" in offsets else int(getattr(chunk, "n_events", 0))
+    if n <= size:
+        return [chunk]
+    jagged = {}  # column -> its collection's offsets (a column as long as their content)
+    for name, values in chunk.columns.items():
+        o = offsets.get(name.split("_", 1)[0])
+        if o is not None and len(o) == n + 1 and len(values) == o[-1] - o[0]:
+            jagged[name] = o
+    out = []
+    for lo in range(0, n, size):
+        hi = min(n, lo + size)
+        cols = {}
+        for name, values in chunk.columns.items():
+            o = jagged.get(name)
+            cols[name] = values[o[lo] - o[0]:o[hi] - o[0]] if o is not None else values[lo:hi]
+        out.append(_EventBatch(cols, {c: o[lo:hi + 1] for c, o in offsets.items()},
+                               int(getattr(chunk, "entry_start", 0)) + lo))
+    return out
+
+
 def process_chunk(chunk: Any, sample: SampleInfo, cfg: AnalysisConfig, classifier: Classifier,
                   seed: int) -> HistArray:
     """Fill the seed's histograms for one chunk of one sample.
@@ -304,6 +341,15 @@ def process_chunk(chunk: Any, sample: SampleInfo, cfg: AnalysisConfig, classifie
     """
     variations = cfg.fill_variations(sample.process, sample.variation)
     hist = HistArray.empty(variations, cfg)
+    for batch in event_batches(chunk, BATCH_EVENTS):  # bounded kernel buffers
+        _fill_batch(hist, batch, sample, cfg, classifier, seed)
+    return hist
+
+
+def _fill_batch(hist: HistArray, chunk: Any, sample: SampleInfo, cfg: AnalysisConfig,
+                classifier: Classifier, seed: int) -> None:
+    """Add one batch of events to ``hist`` (in place): fused kernel, MLP, fill."""
+    variations = cfg.fill_variations(sample.process, sample.variation)
     result = analyse_chunk(chunk, sample, cfg, seed, workspace=thread_workspace())
     syst, b = cfg.systematics, cfg.binning
     w0 = float(sample.xsec_weight)
@@ -331,7 +377,6 @@ def process_chunk(chunk: Any, sample: SampleInfo, cfg: AnalysisConfig, classifie
                         btag if nominal else -1,
                         result.btag_pt[ir] if nominal else no_btag,
                         float(syst.btag_magnitude), np.float32(syst.btag_pt_ref))
-    return hist
 
 
 def compute_features(chunk: Any, sample: SampleInfo, cfg: AnalysisConfig, seed: int
