@@ -35,3 +35,38 @@ def test_io_section(capsys, tiny_fileset):
     assert rc == 0
     assert "agc_core" in out and "uproot_ak (zlib)" in out and "50 %" in out
     assert "uproot_ak (libdeflate)" in out
+
+
+def test_e2e_section_table(capsys, tiny_fileset, monkeypatch):
+    """The e2e table (runs faked: the real ones take minutes): every row, and the ratios,
+    memory at the default chunk size, warm and first run in the notes."""
+    from types import SimpleNamespace
+
+    from agc_core import bench, runner
+    from agc_core.results import DEFAULT_CHUNKSIZE
+
+    def fake_run(options):
+        w = options.workers
+        rate = (2.0e6 if options.io_only else 1.4e6) * w * (0.9 if w == 2 else 1.0)
+        n = 4_000_000 if options.fileset == "one.json" else 18_000
+        chunks = -(-n // min(options.chunksize, 2000 if n == 18_000 else n))
+        return SimpleNamespace(metrics={"event_rate_steady_hz": rate,
+                                        "event_rate_cputime_hz": rate / w},
+                               num_workers=w, n_events=n, n_chunks=chunks, walltime=n / rate,
+                               workers=[SimpleNamespace(max_rss_mb=300.0 if n > 18_000
+                                                        else 150.0)] * w)
+
+    monkeypatch.setattr(runner, "run_analysis", fake_run)
+    monkeypatch.setattr(bench, "_big_fileset", lambda cfg, events: "one.json")
+    monkeypatch.setattr(bench, "e2e_cli_runs", lambda fileset, tmp, repeat, first: (
+        3.2, 31.5, {"plan": 24.0, "compile": 10.0, "compile_wait": 0.0}))
+    rc = main(["bench", "--what", "e2e", "--fileset", str(tiny_fileset), "--repeat", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    for row in ("I/O only (4 %)", "processing, 4x data", "one 1,000,000-event file",
+                "warm default run", "first run"):
+        assert row in out
+    assert "2 workers / 1 worker, processing: 1.80x" in out
+    assert "1 worker 70%" in out
+    assert f"default chunk size ({DEFAULT_CHUNKSIZE:,} entries): 300 MB" in out
+    assert "warm default run: 3.2 s" in out and "first run: 31.5 s" in out
