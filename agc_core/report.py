@@ -241,9 +241,12 @@ def format_summary(result: RunResult) -> str:
         lines.append(f"  data read        : {result.bytes_read / 1e6:.1f} MB "
                      f"({result.bytes_read / 1e6 / wall:.1f} MB/s)")
     if result.stage_times.get("compile"):
+        wait = result.stage_times.get("compile_wait")
+        how = ("alongside the dataset generation and planning, then waited "
+               f"{wait:.1f} s" if wait is not None else "before processing")
         lines.append(f"  numba kernels    : compiled on this first run in "
-                     f"{result.stage_times['compile']:.1f} s, before processing (not in the "
-                     f"event rate); cached for later runs")
+                     f"{result.stage_times['compile']:.1f} s, {how} (not in the event rate); "
+                     f"cached for later runs")
     if result.yields:
         width = max(len(f"{y.process} {y.variation}") for y in result.yields)
         lines.append(f"  selected events  : {'sample':<{width}}  "

@@ -555,6 +555,7 @@ def test_first_run_compiles_before_processing_and_says_so(dataset, tmp_path, mon
     assert r.complete and len(calls) == 1 and r.stage_times["compile"] > 0
     assert "compile_wait" not in r.stage_times
     assert "compiled on this first run" in format_summary(r)
+    assert "before processing" in format_summary(r)
     monkeypatch.undo()
     # the background compilation succeeds: nothing compiled in this process
     calls.clear()
@@ -564,6 +565,7 @@ def test_first_run_compiles_before_processing_and_says_so(dataset, tmp_path, mon
     assert r.complete and not calls and r.stage_times["compile"] > 0
     assert r.stage_times["compile_wait"] <= r.stage_times["compile"]
     assert "compiled on this first run" in format_summary(r)
+    assert "alongside the dataset generation" in format_summary(r)
     monkeypatch.undo()
     again = run_analysis(options(dataset, tmp_path))
     assert "compile" not in again.stage_times
