@@ -142,18 +142,25 @@ def _histogram_name(region: str, process: str, variation: str) -> str:
     return f"{region}_{process}" if variation == "nominal" else f"{region}_{process}_{variation}"
 
 
+def _positive_total(values: np.ndarray, syst: FitSystematic, what: str, where: str) -> float:
+    """The yield of a template a normalization is divided by; it must be positive.
+
+    Raises:
+        ModelError: naming the systematic, the template and the channel/sample.
+    """
+    total = float(values.sum())
+    if not total > 0:
+        raise ModelError(f"systematic '{syst.name}' on {where}: the {what} yield is {total:g} "
+                         f"(a normalization systematic needs a positive yield)")
+    return total
+
+
 def _normplusshape(syst: FitSystematic, nom: np.ndarray, get: Callable[[str], np.ndarray],
                    where: str) -> list[dict[str, Any]]:
     """The normsys + histosys pair of one NormPlusShape systematic on one sample."""
-    total = float(nom.sum())
-    if not total > 0:
-        raise ModelError(f"systematic '{syst.name}' on {where}: the nominal yield is "
-                         f"{total:g} (a normalization systematic needs a positive yield)")
+    total = _positive_total(nom, syst, "nominal", where)
     up = get(str(syst.up))
-    up_total = float(up.sum())
-    if not up_total > 0:
-        raise ModelError(f"systematic '{syst.name}' on {where}: the '{syst.up}' yield is "
-                         f"{up_total:g}")
+    up_total = _positive_total(up, syst, f"'{syst.up}'", where)
     hi = up_total / total
     hi_data = up * total / up_total
     if syst.symmetrized:
@@ -164,10 +171,7 @@ def _normplusshape(syst: FitSystematic, nom: np.ndarray, get: Callable[[str], np
                              f"normalization is {lo:g} (up is {hi:g} x nominal)")
     else:
         down = get(str(syst.down))
-        down_total = float(down.sum())
-        if not down_total > 0:
-            raise ModelError(f"systematic '{syst.name}' on {where}: the '{syst.down}' yield "
-                             f"is {down_total:g}")
+        down_total = _positive_total(down, syst, f"'{syst.down}'", where)
         lo = down_total / total
         lo_data = down * total / down_total
     return [
