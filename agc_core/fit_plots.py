@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agc_core.plots import Job, PlotPool, _save, plt
+from agc_core.plots import Job, PlotPool, _save, fixed_layout, plt, text_inches
 
 if TYPE_CHECKING:
     from agc_core.config import AnalysisConfig, FitConfig
@@ -43,7 +43,7 @@ def plot_pulls(lh: Likelihood, best: FitResult, path: Path) -> Path:
     ax.set_ylim(-0.5, len(idx) - 0.5)
     ax.axvline(0, color="grey", linestyle="dotted")
     ax.set_xlabel(r"$(\hat{\theta} - \theta_0) / \Delta\theta$")
-    fig.tight_layout()
+    fixed_layout(fig, left=text_inches([lh.labels[i] for i in idx], 8) + 0.25, top=0.2)
     return _save(fig, path)
 
 
@@ -63,7 +63,8 @@ def plot_correlations(best: FitResult, path: Path, min_abs: float = 0.1) -> Path
             ax.text(b, a, f"{v:.2f}", ha="center", va="center", fontsize=5,
                     color="white" if abs(v) > 0.6 else "black")
     fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.tight_layout()
+    margin = text_inches(names, 7) + 0.2
+    fixed_layout(fig, left=margin, bottom=margin, top=0.2, right=0.7)
     return _save(fig, path)
 
 
@@ -108,7 +109,7 @@ def plot_data_mc(channel: str, table: dict[str, Any], label: str, path: Path,
     rax.set_ylim(0.5, 1.5)
     rax.set_ylabel("data / model")
     rax.set_xlabel(xlabel)
-    fig.tight_layout()
+    fixed_layout(fig, left=1.0, right=0.2, top=0.4, bottom=0.6, gap=0.1, rows=2)
     return _save(fig, path)
 
 
@@ -122,7 +123,7 @@ def plot_scan(scan: ScanResult, path: Path) -> Path:
     ax.set_xlabel(scan.name)
     ax.set_ylabel(r"$-2\,\Delta\ln L$")
     ax.set_ylim(bottom=0)
-    fig.tight_layout()
+    fixed_layout(fig, left=0.8, right=0.2, top=0.2)
     return _save(fig, path)
 
 
@@ -139,7 +140,7 @@ def plot_ranking(rank: RankingResult, path: Path, shown: int = RANKING_SHOWN) ->
     ax.axvline(0, color="grey", linewidth=1)
     ax.set_xlabel(rf"$\Delta$ {rank.poi}")
     ax.legend(frameon=False, fontsize=7, loc="lower right")
-    fig.tight_layout()
+    fixed_layout(fig, left=text_inches(rank.labels[:n], 8) + 0.25, right=0.2, top=0.2)
     return _save(fig, path)
 
 
