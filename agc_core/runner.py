@@ -66,6 +66,7 @@ from agc_core.worker import (
     init_worker,
     load_function,
     run_chunk,
+    start_forkserver,
 )
 
 __all__ = [
@@ -225,8 +226,13 @@ def _progress_bar(total: int, enabled: bool | None) -> Any:
                 desc="chunks", leave=False)
 
 
+def worker_preload(processor: str, io_only: bool) -> list[str]:
+    """The modules the fork server imports before forking workers."""
+    return ["agc_core.worker"] + ([] if io_only else [processor.partition(":")[0]])
+
+
 def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOptions,
-                  journal: Journal | None = None,
+                  journal: Journal | None = None, early: Path | None = None,
                   ) -> tuple[OrderedMerger, list[ChunkResult], list[ChunkFailure], float, int,
                              float]:
     """Run the tasks on the chosen executor, merging histograms in task order.
@@ -235,6 +241,7 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
     chunks not done are reported as failed (``interrupted``) and the run goes on to write its
     outputs. With a ``journal`` every finished chunk is recorded at once, and the chunks it
     already holds (``--resume``) are taken from it instead of being processed again.
+    ``early``: the warm-up file of a fork server started by :func:`worker.start_forkserver`.
 
     Returns:
         (merger, successful results without histograms, failures in task order, processing
@@ -261,8 +268,7 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
         options.executor, workers, scheduler_address=options.scheduler_address,
         start_method=options.start_method, max_retries=options.max_retries,
         retry_backoff=options.retry_backoff,
-        preload=["agc_core.worker"] + ([] if setup.io_only
-                                       else [setup.processor.partition(":")[0]]))
+        preload=worker_preload(setup.processor, setup.io_only))
     bar = _progress_bar(len(todo), options.progress)
     events = 0
     first: float | None = None
@@ -271,7 +277,7 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
     try:
         redirect = (logging_redirect_tqdm(loggers=[logging.getLogger()]) if not bar.disable
                     else contextlib.nullcontext())
-        warm = (forkserver_warmup(todo, setup, Path(options.output_dir))
+        warm = (forkserver_warmup(todo, setup, Path(options.output_dir), early)
                 if options.executor == "processes" else contextlib.nullcontext())
         with executor, redirect, warm, _sigterm_interrupts():
             for outcome in executor.run(fn, todo, init_worker, (setup,)):
@@ -405,6 +411,26 @@ def run_analysis(options: RunOptions | None = None) -> RunResult:
 
 def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetup,
          t_start: float) -> RunResult:
+    early = None
+    if options.executor == "processes" and (options.start_method
+                                            or executors.DEFAULT_START_METHOD
+                                            ) == "forkserver":
+        # the fork server starts (imports) while this process loads, checks and plans
+        processor = BACKENDS.get(options.processor, options.processor)
+        prewarm = (not options.io_only and options.processor == "kernels"
+                   and kernels_cached(mlp=False))  # (a first run compiles them elsewhere)
+        early = start_forkserver(["agc_core.executors",
+                                  *worker_preload(processor, options.io_only)], out,
+                                 str(cfg.path), processor if prewarm else None)
+    try:
+        return _run_with(options, cfg, out, log_setup, t_start, early)
+    finally:
+        if early is not None:
+            early.unlink(missing_ok=True)
+
+
+def _run_with(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetup,
+              t_start: float, early: Path | None) -> RunResult:
     stage_times: dict[str, float] = {}
     t = time.perf_counter()
     # loaded once here (fails early on missing weights) and handed to the workers
@@ -456,7 +482,8 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
             "processor": setup.processor, "branches": branches, "tree": options.tree}),
             options.resume)
     merger, results, failures, walltime, n_workers, first = process_tasks(tasks, setup,
-                                                                          options, journal)
+                                                                          options, journal,
+                                                                          early)
     failures = plan_failures + failures
     stage_times["worker_startup"] = max(0.0, first)
     stage_times["read"] = sum(r.t_read for r in results)

@@ -295,18 +295,69 @@ WARMUP_ENV = "AGC_CORE_WARMUP"
 WARMUP_ENTRIES = 64
 
 
+#: how long an early-started fork server waits for its warm-up instructions
+WARMUP_WAIT_S = 60.0
+WARMUP_POLL_S = 0.005
+
+
+def start_forkserver(preload: Sequence[str], folder: Path, config_path: str | None = None,
+                     processor: str | None = None) -> Path | None:
+    """Start the fork server now, so that its start-up runs while this process is still
+    loading and planning: a new interpreter importing ``preload`` (~0.4 s) and, given a
+    ``processor`` whose kernels are compiled, numba's own start-up and the kernels' cache
+    loading on a few events generated in memory (~0.35 s, :func:`_prewarm`).
+
+    Its warm-up (:func:`warm_up_from_env`) then waits for instructions in the returned file,
+    which :func:`forkserver_warmup` writes once the tasks are known (an empty object if there
+    is nothing to warm): the reader on the first task's file and the classifier. Without a
+    fork server (other platforms) or when it cannot start, returns None and the pool starts
+    it later, as usual.
+    """
+    import multiprocessing
+    import tempfile
+    from multiprocessing import forkserver
+
+    if ("forkserver" not in multiprocessing.get_all_start_methods() or os.environ.get(
+            WARMUP_ENV) or getattr(forkserver._forkserver, "_forkserver_pid", None)):
+        return None  # (a fork server already running has warmed up, or never will)
+    fd, name = tempfile.mkstemp(prefix=".warmup.", suffix=".json", dir=folder)
+    os.close(fd)
+    os.unlink(name)  # its appearance is the signal
+    os.environ[WARMUP_ENV] = json.dumps({"wait_for": name, "parent": os.getpid(),
+                                         "timeout": WARMUP_WAIT_S, "config": config_path,
+                                         "processor": processor})
+    try:
+        multiprocessing.get_context("forkserver").set_forkserver_preload(list(preload))
+        forkserver.ensure_running()
+    except (OSError, ValueError) as exc:
+        log.debug("fork server not started early: %s", exc)
+        return None
+    finally:
+        os.environ.pop(WARMUP_ENV, None)
+    return Path(name)
+
+
+def _write_instructions(path: Path, spec: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(spec))
+    os.replace(tmp, path)  # whole or absent: the fork server reads it once it exists
+
+
 @contextlib.contextmanager
-def forkserver_warmup(tasks: Sequence[ChunkTask], setup: WorkerSetup, folder: Path
-                      ) -> Any:
+def forkserver_warmup(tasks: Sequence[ChunkTask], setup: WorkerSetup, folder: Path,
+                      early: Path | None = None) -> Any:
     """Let the process pool's fork server warm the reader, the kernels and the MLP once.
 
     Numba loads compiled kernels on their first call (~0.3 s each for the reader and the MLP);
     done once in the fork server (which imports this module, see :func:`warm_up_from_env`),
-    every worker forked from it starts warm. The instructions travel in the environment
-    variable :data:`WARMUP_ENV` (the fork server inherits the environment when it starts),
-    the classifier in a temporary pickle file; both are removed afterwards.
+    every worker forked from it starts warm. The instructions travel in the file ``early``
+    that a fork server started by :func:`start_forkserver` waits for, else in the environment
+    variable :data:`WARMUP_ENV` (the fork server inherits the environment when it starts);
+    the classifier goes in a temporary pickle file; all are removed afterwards.
     """
-    if not tasks or os.environ.get(WARMUP_ENV):
+    if not tasks or (early is None and os.environ.get(WARMUP_ENV)):
+        if early is not None:
+            _write_instructions(early, {})
         yield
         return
     import pickle
@@ -318,22 +369,56 @@ def forkserver_warmup(tasks: Sequence[ChunkTask], setup: WorkerSetup, folder: Pa
         with os.fdopen(fd, "wb") as fh:
             pickle.dump(setup.classifier, fh)
     task = tasks[0]
-    os.environ[WARMUP_ENV] = json.dumps({
+    spec = {
         "path": task.path, "branches": list(setup.branches), "tree": setup.tree,
         "stop": min(task.entry_stop, task.entry_start + WARMUP_ENTRIES),
         "start": task.entry_start, "config": setup.config_path,
-        "processor": None if setup.io_only else setup.processor, "classifier": clf_file})
+        "processor": None if setup.io_only else setup.processor, "classifier": clf_file}
+    if early is not None:
+        _write_instructions(early, spec)
+    else:
+        os.environ[WARMUP_ENV] = json.dumps(spec)
     try:
         yield
     finally:
         os.environ.pop(WARMUP_ENV, None)
-        if clf_file:
-            with contextlib.suppress(OSError):
-                os.unlink(clf_file)
+        for name in (clf_file, early):
+            if name:
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
+
+
+def _prewarm(w: dict[str, Any]) -> None:
+    """Numba's start-up (its first call imports its registries and SciPy's BLAS, ~0.3 s)
+    and the chunk kernels, on :data:`WARMUP_ENTRIES` events generated in memory: what the
+    warm-up needs no file for."""
+    if not w.get("processor"):
+        return
+    from agc_core.fixtures import synthetic_chunk
+
+    cfg = load_analysis_config(w["config"])
+    chunk = synthetic_chunk(cfg.signal_process, "nominal", WARMUP_ENTRIES, cfg=cfg)
+    sample = _Sample(cfg.signal_process, "nominal", 0, 0, 1.0)
+    load_function(w["processor"])(chunk, sample, cfg, ConstantClassifier(), 0)
+
+
+def _wait_for_instructions(w: dict[str, Any]) -> dict[str, Any]:
+    """The instructions an early-started fork server waits for ({} if they never come:
+    the main process went away or took longer than ``timeout``)."""
+    path, deadline = Path(w["wait_for"]), time.monotonic() + float(w["timeout"])
+    while not path.exists():
+        if os.getppid() != w["parent"] or time.monotonic() > deadline:
+            return {}
+        time.sleep(WARMUP_POLL_S)
+    spec = json.loads(path.read_text())
+    if not spec:  # nothing to warm: the main process may be gone before it can remove it
+        path.unlink(missing_ok=True)
+    return spec
 
 
 def warm_up_from_env() -> None:
-    """In a fork server (or spawned worker): run one tiny chunk as :data:`WARMUP_ENV` says.
+    """In a fork server (or spawned worker): run one tiny chunk as :data:`WARMUP_ENV` says
+    (or, for an early-started fork server, as the file it names says once it exists).
 
     Best effort: any failure only means the workers warm up on their first chunk.
     """
@@ -346,6 +431,11 @@ def warm_up_from_env() -> None:
         from agc_core import io
 
         w = json.loads(spec)
+        if "wait_for" in w:
+            _prewarm(w)
+            w = _wait_for_instructions(w)
+            if not w:
+                return
         chunk = io.read_chunk(w["path"], w["branches"], w["start"], w["stop"], w["tree"])
         if w["processor"]:
             cfg = load_analysis_config(w["config"])

@@ -166,6 +166,7 @@ def check_identical(result, reference_run, tmp_path, workers):
     assert result.complete and result.num_workers == workers
     assert result.n_events == reference_run.n_events == 9 * EVENTS
     assert_same_hist(result.hist, reference_run.hist)
+    assert not list(tmp_path.glob(".warmup*")) and not list(tmp_path.glob(".classifier*"))
     if result.options.executor == "processes" and workers == 2:
         pids = {w.worker for w in result.workers}
         assert len(pids) == 2
@@ -201,6 +202,45 @@ def test_forkserver_warmup_instructions(dataset, cfg, tmp_path, monkeypatch):
         worker.warm_up_from_env()  # what the fork server does when it imports the worker
     assert worker.WARMUP_ENV not in os.environ
     assert not Path(spec["classifier"]).exists()
+
+
+def test_early_forkserver_instructions(dataset, cfg, tmp_path, monkeypatch):
+    """The protocol of a fork server started before planning (worker.start_forkserver): it
+    pre-warms on in-memory events, then waits for the instructions file the pool writes,
+    warms the reader on the first task, and every file is gone afterwards."""
+    import os
+
+    from agc_core import worker
+    from agc_core.classifier import load_classifier
+    from agc_core.logs import LogSetup
+
+    tasks, _ = plan_tasks(load_fileset(dataset, cfg), cfg.analysis_branches, CHUNK)
+    setup = worker.WorkerSetup(str(cfg.path), "numba", None, 0, False, cfg.analysis_branches,
+                               "events", False, LogSetup(None), worker.BACKENDS["kernels"],
+                               load_classifier("numba", cfg=cfg))
+    early = tmp_path / ".warmup.test.json"
+    calls = []
+    real = worker.load_function
+    monkeypatch.setattr(worker, "load_function",
+                        lambda spec: (lambda chunk, *a: calls.append(chunk.n_events)
+                                      or real(spec)(chunk, *a)))
+    server_env = json.dumps({"wait_for": str(early), "parent": os.getppid(), "timeout": 5.0,
+                             "config": str(cfg.path), "processor": worker.BACKENDS["kernels"]})
+    with worker.forkserver_warmup(tasks, setup, tmp_path, early):
+        spec = json.loads(early.read_text())
+        assert spec["path"] == tasks[0].path and Path(spec["classifier"]).is_file()
+        monkeypatch.setenv(worker.WARMUP_ENV, server_env)  # what the fork server was given
+        worker.warm_up_from_env()
+    assert calls == [worker.WARMUP_ENTRIES, worker.WARMUP_ENTRIES]  # in memory, then the file
+    assert not early.exists() and not Path(spec["classifier"]).exists()
+    # nothing to do: an empty object, which the fork server removes
+    with worker.forkserver_warmup([], setup, tmp_path, early):
+        assert json.loads(early.read_text()) == {}
+    assert worker._wait_for_instructions(json.loads(server_env)) == {} and not early.exists()
+    # the main process gone, or too slow: the fork server stops waiting
+    gone = {"wait_for": str(early), "parent": -1, "timeout": 5.0}
+    assert worker._wait_for_instructions(gone) == {}
+    assert worker._wait_for_instructions({**gone, "parent": os.getppid(), "timeout": 0.05}) == {}
 
 
 # --- outputs ------------------------------------------------------------------------------
