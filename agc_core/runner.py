@@ -12,6 +12,7 @@ import contextlib
 import functools
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -409,6 +410,25 @@ def run_analysis(options: RunOptions | None = None) -> RunResult:
         teardown_run_logging()
 
 
+def _prepare_fit(options: RunOptions) -> threading.Thread | None:
+    """:func:`agc_core.fit.prepare` in a thread while the workers start and process (this
+    process only waits then); best effort: a failure only leaves the loading to the fit."""
+    if not options.fit or options.io_only:
+        return None
+
+    def prepare() -> None:
+        try:
+            from agc_core.fit import prepare
+
+            prepare()
+        except Exception as exc:  # the fit stage loads (and reports) it again
+            log.debug("fit warm-up skipped: %s: %s", type(exc).__name__, exc)
+
+    thread = threading.Thread(target=prepare, name="fit-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
 def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetup,
          t_start: float) -> RunResult:
     early = None
@@ -481,9 +501,12 @@ def _run_with(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: Lo
             "systematics": options.systematics, "config": cfg.path.read_text(),
             "processor": setup.processor, "branches": branches, "tree": options.tree}),
             options.resume)
+    prepared = _prepare_fit(options)
     merger, results, failures, walltime, n_workers, first = process_tasks(tasks, setup,
                                                                           options, journal,
                                                                           early)
+    if prepared is not None:
+        prepared.join()
     failures = plan_failures + failures
     stage_times["worker_startup"] = max(0.0, first)
     stage_times["read"] = sum(r.t_read for r in results)

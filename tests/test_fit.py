@@ -260,3 +260,17 @@ def test_real_cms_measurement(capsys):
               if not name.startswith("staterror")]
     with capsys.disabled():
         print("\n" + "\n".join(lines))
+
+
+def test_prepare_fits_its_warm_up_model():
+    """The runner's warm-up of the fit stage (in a thread while the workers start) fits a
+    two-bin model with every modifier type; pyhf's own fit agrees."""
+    import pyhf
+
+    r = fit.prepare()
+    assert r.diagnostics.valid and r.minos["mu"][0] < 0 < r.minos["mu"][1]
+    ws = pyhf.Workspace(fit._warmup_spec())
+    model = ws.model()
+    theirs = pyhf.infer.mle.fit(ws.data(model), model)
+    ours = {name: r.bestfit[r.labels.index(name)] for name in model.config.par_names}
+    np.testing.assert_allclose([ours[n] for n in model.config.par_names], theirs, atol=2e-3)
