@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one line on stderr and exit code 2."""
+    from agc_core import forkserver
+
+    forkserver.start_for_cli(sys.argv[1:] if argv is None else argv)  # before the imports
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -222,7 +222,8 @@ class ProcessesExecutor(Executor):
         ctx = multiprocessing.get_context(self.start_method)
         if self.start_method == "forkserver":
             # import the heavy modules once in the fork server, not in every worker
-            ctx.set_forkserver_preload(["agc_core.executors", *self.preload])
+            ctx.set_forkserver_preload(list(dict.fromkeys(["agc_core.executors",
+                                                           *self.preload])))
         self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=initializer,
                                          initargs=initargs)
         self.pools_created += 1

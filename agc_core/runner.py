@@ -21,7 +21,7 @@ from typing import Any
 
 import boost_histogram as bh
 
-from agc_core import executors, mainguard
+from agc_core import executors, forkserver, mainguard
 from agc_core.accuracy import accuracy_by_process
 from agc_core.classifier import INFERENCE_KINDS, load_classifier
 from agc_core.compilation import compile_kernels, kernels_cached, start_background_compile
@@ -67,7 +67,6 @@ from agc_core.worker import (
     init_worker,
     load_function,
     run_chunk,
-    start_forkserver,
 )
 
 __all__ = [
@@ -227,11 +226,6 @@ def _progress_bar(total: int, enabled: bool | None) -> Any:
                 desc="chunks", leave=False)
 
 
-def worker_preload(processor: str, io_only: bool) -> list[str]:
-    """The modules the fork server imports before forking workers."""
-    return ["agc_core.worker"] + ([] if io_only else [processor.partition(":")[0]])
-
-
 def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOptions,
                   journal: Journal | None = None, early: Path | None = None,
                   ) -> tuple[OrderedMerger, list[ChunkResult], list[ChunkFailure], float, int,
@@ -242,7 +236,7 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
     chunks not done are reported as failed (``interrupted``) and the run goes on to write its
     outputs. With a ``journal`` every finished chunk is recorded at once, and the chunks it
     already holds (``--resume``) are taken from it instead of being processed again.
-    ``early``: the warm-up file of a fork server started by :func:`worker.start_forkserver`.
+    ``early``: the warm-up file of a fork server started by :func:`forkserver.start`.
 
     Returns:
         (merger, successful results without histograms, failures in task order, processing
@@ -269,7 +263,7 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
         options.executor, workers, scheduler_address=options.scheduler_address,
         start_method=options.start_method, max_retries=options.max_retries,
         retry_backoff=options.retry_backoff,
-        preload=worker_preload(setup.processor, setup.io_only))
+        preload=forkserver.preload(None if setup.io_only else setup.processor))
     bar = _progress_bar(len(todo), options.progress)
     events = 0
     first: float | None = None
@@ -431,17 +425,15 @@ def _prepare_fit(options: RunOptions) -> threading.Thread | None:
 
 def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetup,
          t_start: float) -> RunResult:
-    early = None
-    if options.executor == "processes" and (options.start_method
-                                            or executors.DEFAULT_START_METHOD
-                                            ) == "forkserver":
+    early = forkserver.take_early()  # python -m agc_core run started it first thing
+    if early is None and options.executor == "processes" and (
+            options.start_method or executors.DEFAULT_START_METHOD) == "forkserver":
         # the fork server starts (imports) while this process loads, checks and plans
         processor = BACKENDS.get(options.processor, options.processor)
         prewarm = (not options.io_only and options.processor == "kernels"
                    and kernels_cached(mlp=False))  # (a first run compiles them elsewhere)
-        early = start_forkserver(["agc_core.executors",
-                                  *worker_preload(processor, options.io_only)], out,
-                                 str(cfg.path), processor if prewarm else None)
+        early = forkserver.start(forkserver.preload(None if options.io_only else processor),
+                                 str(cfg.path), processor if prewarm else None, out)
     try:
         return _run_with(options, cfg, out, log_setup, t_start, early)
     finally:

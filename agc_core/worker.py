@@ -25,6 +25,7 @@ import numpy as np
 from agc_core.classifier import ConstantClassifier, load_classifier
 from agc_core.config import AnalysisConfig, load_analysis_config
 from agc_core.errors import AGCError, ConfigError, ModelError
+from agc_core.forkserver import WARMUP_ENV, wait_for_instructions, write_instructions
 from agc_core.histograms import HistArray
 from agc_core.logs import LogSetup, setup_worker_logging
 from agc_core.planning import ChunkTask
@@ -291,56 +292,7 @@ def slice_chunk(chunk: Any, lo: int, hi: int) -> Any:
 # warming the fork server
 
 
-WARMUP_ENV = "AGC_CORE_WARMUP"
 WARMUP_ENTRIES = 64
-
-
-#: how long an early-started fork server waits for its warm-up instructions
-WARMUP_WAIT_S = 60.0
-WARMUP_POLL_S = 0.005
-
-
-def start_forkserver(preload: Sequence[str], folder: Path, config_path: str | None = None,
-                     processor: str | None = None) -> Path | None:
-    """Start the fork server now, so that its start-up runs while this process is still
-    loading and planning: a new interpreter importing ``preload`` (~0.4 s) and, given a
-    ``processor`` whose kernels are compiled, numba's own start-up and the kernels' cache
-    loading on a few events generated in memory (~0.35 s, :func:`_prewarm`).
-
-    Its warm-up (:func:`warm_up_from_env`) then waits for instructions in the returned file,
-    which :func:`forkserver_warmup` writes once the tasks are known (an empty object if there
-    is nothing to warm): the reader on the first task's file and the classifier. Without a
-    fork server (other platforms) or when it cannot start, returns None and the pool starts
-    it later, as usual.
-    """
-    import multiprocessing
-    import tempfile
-    from multiprocessing import forkserver
-
-    if ("forkserver" not in multiprocessing.get_all_start_methods() or os.environ.get(
-            WARMUP_ENV) or getattr(forkserver._forkserver, "_forkserver_pid", None)):
-        return None  # (a fork server already running has warmed up, or never will)
-    fd, name = tempfile.mkstemp(prefix=".warmup.", suffix=".json", dir=folder)
-    os.close(fd)
-    os.unlink(name)  # its appearance is the signal
-    os.environ[WARMUP_ENV] = json.dumps({"wait_for": name, "parent": os.getpid(),
-                                         "timeout": WARMUP_WAIT_S, "config": config_path,
-                                         "processor": processor})
-    try:
-        multiprocessing.get_context("forkserver").set_forkserver_preload(list(preload))
-        forkserver.ensure_running()
-    except (OSError, ValueError) as exc:
-        log.debug("fork server not started early: %s", exc)
-        return None
-    finally:
-        os.environ.pop(WARMUP_ENV, None)
-    return Path(name)
-
-
-def _write_instructions(path: Path, spec: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(spec))
-    os.replace(tmp, path)  # whole or absent: the fork server reads it once it exists
 
 
 @contextlib.contextmanager
@@ -351,13 +303,13 @@ def forkserver_warmup(tasks: Sequence[ChunkTask], setup: WorkerSetup, folder: Pa
     Numba loads compiled kernels on their first call (~0.3 s each for the reader and the MLP);
     done once in the fork server (which imports this module, see :func:`warm_up_from_env`),
     every worker forked from it starts warm. The instructions travel in the file ``early``
-    that a fork server started by :func:`start_forkserver` waits for, else in the environment
-    variable :data:`WARMUP_ENV` (the fork server inherits the environment when it starts);
+    that a fork server started by :func:`agc_core.forkserver.start` waits for, else in the
+    environment variable :data:`WARMUP_ENV` (the fork server inherits it when it starts);
     the classifier goes in a temporary pickle file; all are removed afterwards.
     """
     if not tasks or (early is None and os.environ.get(WARMUP_ENV)):
         if early is not None:
-            _write_instructions(early, {})
+            write_instructions(early, {})
         yield
         return
     import pickle
@@ -375,7 +327,7 @@ def forkserver_warmup(tasks: Sequence[ChunkTask], setup: WorkerSetup, folder: Pa
         "start": task.entry_start, "config": setup.config_path,
         "processor": None if setup.io_only else setup.processor, "classifier": clf_file}
     if early is not None:
-        _write_instructions(early, spec)
+        write_instructions(early, spec)
     else:
         os.environ[WARMUP_ENV] = json.dumps(spec)
     try:
@@ -390,30 +342,16 @@ def forkserver_warmup(tasks: Sequence[ChunkTask], setup: WorkerSetup, folder: Pa
 
 def _prewarm(w: dict[str, Any]) -> None:
     """Numba's start-up (its first call imports its registries and SciPy's BLAS, ~0.3 s)
-    and the chunk kernels, on :data:`WARMUP_ENTRIES` events generated in memory: what the
-    warm-up needs no file for."""
+    and the chunk kernels, on :data:`WARMUP_ENTRIES` random events (most with four jets and
+    a lepton, so that every kernel runs): what the warm-up needs no file for."""
     if not w.get("processor"):
         return
-    from agc_core.fixtures import synthetic_chunk
+    from agc_core.fixtures import random_chunk
 
     cfg = load_analysis_config(w["config"])
-    chunk = synthetic_chunk(cfg.signal_process, "nominal", WARMUP_ENTRIES, cfg=cfg)
+    chunk = random_chunk(WARMUP_ENTRIES, 0, mean_jets=7.0, mean_leptons=0.6, cfg=cfg)
     sample = _Sample(cfg.signal_process, "nominal", 0, 0, 1.0)
     load_function(w["processor"])(chunk, sample, cfg, ConstantClassifier(), 0)
-
-
-def _wait_for_instructions(w: dict[str, Any]) -> dict[str, Any]:
-    """The instructions an early-started fork server waits for ({} if they never come:
-    the main process went away or took longer than ``timeout``)."""
-    path, deadline = Path(w["wait_for"]), time.monotonic() + float(w["timeout"])
-    while not path.exists():
-        if os.getppid() != w["parent"] or time.monotonic() > deadline:
-            return {}
-        time.sleep(WARMUP_POLL_S)
-    spec = json.loads(path.read_text())
-    if not spec:  # nothing to warm: the main process may be gone before it can remove it
-        path.unlink(missing_ok=True)
-    return spec
 
 
 def warm_up_from_env() -> None:
@@ -433,7 +371,7 @@ def warm_up_from_env() -> None:
         w = json.loads(spec)
         if "wait_for" in w:
             _prewarm(w)
-            w = _wait_for_instructions(w)
+            w = wait_for_instructions(w)
             if not w:
                 return
         chunk = io.read_chunk(w["path"], w["branches"], w["start"], w["stop"], w["tree"])

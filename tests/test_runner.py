@@ -205,12 +205,12 @@ def test_forkserver_warmup_instructions(dataset, cfg, tmp_path, monkeypatch):
 
 
 def test_early_forkserver_instructions(dataset, cfg, tmp_path, monkeypatch):
-    """The protocol of a fork server started before planning (worker.start_forkserver): it
+    """The protocol of a fork server started before planning (forkserver.start): it
     pre-warms on in-memory events, then waits for the instructions file the pool writes,
     warms the reader on the first task, and every file is gone afterwards."""
     import os
 
-    from agc_core import worker
+    from agc_core import forkserver, worker
     from agc_core.classifier import load_classifier
     from agc_core.logs import LogSetup
 
@@ -236,11 +236,8 @@ def test_early_forkserver_instructions(dataset, cfg, tmp_path, monkeypatch):
     # nothing to do: an empty object, which the fork server removes
     with worker.forkserver_warmup([], setup, tmp_path, early):
         assert json.loads(early.read_text()) == {}
-    assert worker._wait_for_instructions(json.loads(server_env)) == {} and not early.exists()
-    # the main process gone, or too slow: the fork server stops waiting
-    gone = {"wait_for": str(early), "parent": -1, "timeout": 5.0}
-    assert worker._wait_for_instructions(gone) == {}
-    assert worker._wait_for_instructions({**gone, "parent": os.getppid(), "timeout": 0.05}) == {}
+    assert forkserver.wait_for_instructions(json.loads(server_env)) == {}
+    assert not early.exists()
 
 
 # --- outputs ------------------------------------------------------------------------------
@@ -499,7 +496,10 @@ def test_cli_run_prints_summary(dataset, tmp_path, capsys):
                  "--backend", BACKEND])  # with the shipped MLP (numba inference)
     assert code == 0
     out = capsys.readouterr().out
-    assert "events processed : 18,000" in out and "MLP accuracy" in out
+    # every file's entries (the generator-filtered W+jets file declares its own)
+    entries = sum(f.get("entries", f["nevts"]) for vs in json.loads(dataset.read_text()).values()
+                  for v in vs.values() for f in v["files"])
+    assert f"events processed : {entries:,}" in out and "MLP accuracy" in out
     assert "4j2b weighted" in out and "ttbar nominal" in out
     assert str(tmp_path / "histograms.root") in out
 
