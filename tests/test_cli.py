@@ -40,3 +40,17 @@ def test_subcommand_help(command, capsys):
         main([command, "--help"])
     assert info.value.code == 0
     assert command in capsys.readouterr().out
+
+
+def test_main_module_exits_with_the_code_and_all_output(tmp_path):
+    """``python -m agc_core`` skips the interpreter's teardown (agc_core.__main__.exit_now)
+    but not the exit code or the flushed output."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "agc_core", "run", "--fileset",
+                           str(tmp_path / "none.json"), "--output-dir", str(tmp_path / "o")],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith("fileset file not found")
+    assert not list((tmp_path / "o").glob(".warmup*"))
