@@ -90,6 +90,38 @@ class InputChecks:
 
 
 @dataclass(frozen=True)
+class GeneratorFilter:
+    """Generator-level filter of one process of the embedded dataset (a filtered sample).
+
+    Events are generated in blocks; the parton level of all of them is generated, and only
+    the events that can pass the selection go on to the clustering, the detector and the
+    file, until it holds ``events_per_file`` of them. The fileset's ``nevts`` counts the
+    events generated for them (the normalization; the file's entries are declared beside).
+
+    Attributes:
+        process: the filtered process.
+        multiplier: events generated per block over the generator's block size (about the
+            inverse of the filter's efficiency, so a block fills about one basket).
+        min_partons: at least this many matrix-element + shower partons (the first cut, on
+            the radiation multiplicity alone).
+        lepton_pt_min: the W's charged lepton (before a tau decays) above this pt (GeV) ...
+        lepton_eta_max: ... and within this pseudorapidity, or the event has a heavy-flavour
+            parton (its non-prompt lepton may be the selected one).
+        jet_pt_min: parton-level jet candidates (partons and FSR gluons, tau jets, pileup
+            jets) above this pt (GeV) ...
+        min_jets: ... at least this many (the selection's ``n_jets_min``).
+    """
+
+    process: str
+    multiplier: int
+    min_partons: int
+    lepton_pt_min: float
+    lepton_eta_max: float
+    jet_pt_min: float
+    min_jets: int
+
+
+@dataclass(frozen=True)
 class DatasetParams:
     """Parameters of the embedded synthetic dataset (``cfg.dataset`` holds the defaults;
     ``agc_core.synthetic`` fills the ones a user overrides)."""
@@ -100,6 +132,7 @@ class DatasetParams:
     compression: str
     compression_level: int
     tree: str
+    generator_filter: GeneratorFilter | None = None
 
 
 @dataclass(frozen=True)
@@ -373,7 +406,29 @@ def parse_analysis_config(raw: Any, path: Path) -> AnalysisConfig:
             compression=r.string(ds, "compression", "dataset"),
             compression_level=r.integer(ds, "compression_level", "dataset"),
             tree=r.string(ds, "tree", "dataset"),
+            generator_filter=_generator_filter(r, ds, xsec, selection.n_jets_min),
         ),
+    )
+
+
+def _generator_filter(r: _Reader, ds: Any, xsec: dict[str, float], min_jets: int
+                      ) -> GeneratorFilter | None:
+    """``dataset.generator_filter`` (optional)."""
+    if not isinstance(ds, dict) or ds.get("generator_filter") is None:
+        return None
+    g = ds["generator_filter"]
+    where = "dataset.generator_filter"
+    process = r.string(g, "process", where)
+    if process not in xsec:
+        raise ConfigError(f"{r.path}: key '{where}.process' names unknown process '{process}'")
+    return GeneratorFilter(
+        process=process,
+        multiplier=r.integer(g, "multiplier", where, minimum=1),
+        min_partons=r.integer(g, "min_partons", where),
+        lepton_pt_min=r.number(g, "lepton_pt_min", where),
+        lepton_eta_max=r.number(g, "lepton_eta_max", where, positive=True),
+        jet_pt_min=r.number(g, "jet_pt_min", where),
+        min_jets=min_jets,
     )
 
 

@@ -26,14 +26,24 @@ class FileEntry:
 
     Attributes:
         path: local path (absolute, or as given when absolute) or URL (``https://``, ``root://``).
-        nevts: number of events the fileset declares for the file.
+        nevts: number of events the fileset declares for the file (the normalization; for a
+            generator-filtered sample, the events generated before the filter).
         file_id: index of the file within its sample's list in the fileset (stable under
             ``n_files_max_per_sample``); keys the per-jet random draws.
+        entries: the file's entries where the fileset declares them (optional ``entries``
+            key: a filtered sample's file holds fewer entries than its ``nevts``); None:
+            ``nevts``.
     """
 
     path: str
     nevts: int
     file_id: int
+    entries: int | None = None
+
+    @property
+    def expected_entries(self) -> int:
+        """The entries the file should hold: ``entries`` if declared, else ``nevts``."""
+        return self.nevts if self.entries is None else self.entries
 
 
 @dataclass(frozen=True)
@@ -115,7 +125,7 @@ def read_fileset_json(path: str | Path) -> Any:
                          f"{exc.msg}") from exc
 
 
-def _parse_files(raw: Any, where: str) -> list[tuple[str, int]]:
+def _parse_files(raw: Any, where: str) -> list[tuple[str, int, int | None]]:
     """Validate the ``files`` list of one sample.
 
     Args:
@@ -123,7 +133,7 @@ def _parse_files(raw: Any, where: str) -> list[tuple[str, int]]:
         where: ``"<fileset>: key 'process.variation.files'"`` prefix for messages.
 
     Returns:
-        (path as written, nevts) per file.
+        (path as written, nevts, entries or None) per file.
 
     Raises:
         InputError: not a list, empty, or an entry without a valid ``path`` or ``nevts``.
@@ -151,7 +161,12 @@ def _parse_files(raw: Any, where: str) -> list[tuple[str, int]]:
             raise InputError(f"{item}.nevts ({fpath}) must be an integer, got {nevts!r}")
         if nevts < 0:
             raise InputError(f"{item}.nevts ({fpath}) must not be negative, got {nevts}")
-        out.append((fpath, nevts))
+        entries = entry.get("entries")
+        if entries is not None and (isinstance(entries, bool) or not isinstance(entries, int)
+                                    or entries < 0):
+            raise InputError(f"{item}.entries ({fpath}) must be an integer >= 0, "
+                             f"got {entries!r}")
+        out.append((fpath, nevts, entries))
     return out
 
 
@@ -211,8 +226,8 @@ def parse_fileset(raw: Any, cfg: AnalysisConfig, source: Path,
                             process, cfg.path, sample_id)
             if n_files_max_per_sample != -1:
                 files = files[:n_files_max_per_sample]
-            entries = tuple(FileEntry(resolve_path(p, base), n, i)
-                            for i, (p, n) in enumerate(files))
+            entries = tuple(FileEntry(resolve_path(p, base), n, i, m)
+                            for i, (p, n, m) in enumerate(files))
             nevts_total = sum(e.nevts for e in entries)
             if nevts_total <= 0:
                 raise InputError(f"{source}: key '{key}': the files used declare 0 events in total "

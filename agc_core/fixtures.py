@@ -13,24 +13,42 @@ from agc_core.io import Chunk
 
 
 def synthetic_chunk(process: str, variation: str, n_events: int, seed: int = 42,
-                    cfg: AnalysisConfig | None = None) -> Chunk:
+                    cfg: AnalysisConfig | None = None, filtered: bool = True) -> Chunk:
     """Events of one sample generated in memory by ``agc_core.synthetic`` (no files).
 
     Args:
         process, variation: the sample.
-        n_events: number of events.
+        n_events: number of events (for a process with a generator filter: events that pass
+            it, out of more generated: :func:`synthetic_sample` says how many).
         seed: generator seed.
         cfg: analysis configuration.
+        filtered: False: no generator filter (``n_events`` plain events).
 
     Returns:
         An :class:`agc_core.io.Chunk` with the analysis branches (entry_start 0).
     """
+    return synthetic_sample(process, variation, n_events, seed, cfg, filtered)[0]
+
+
+def synthetic_sample(process: str, variation: str, n_events: int, seed: int = 42,
+                     cfg: AnalysisConfig | None = None, filtered: bool = True
+                     ) -> tuple[Chunk, int]:
+    """:func:`synthetic_chunk` and the number of events generated for it (its normalization:
+    more than ``n_events`` for a generator-filtered process)."""
     from agc_core.synthetic import iter_sample_events
 
     cfg = cfg or load_analysis_config()
+    batches = list(iter_sample_events(process, variation, n_events, seed, cfg,
+                                      filtered=filtered))
+    return chunk_from_batches(batches, cfg), sum(b.n_generated for b in batches)
+
+
+def chunk_from_batches(batches: list[Any], cfg: AnalysisConfig) -> Chunk:
+    """One :class:`agc_core.io.Chunk` (analysis branches, entry_start 0) from generated
+    ``agc_core.synthetic.EventBatch`` es."""
     columns: dict[str, list[np.ndarray]] = {}
     counts: dict[str, list[np.ndarray]] = {}
-    for batch in iter_sample_events(process, variation, n_events, seed, cfg):
+    for batch in batches:
         for coll in ("jet", "electron", "muon"):
             counts.setdefault(coll, []).append(batch.counts[coll])
             for prop, values in batch.jagged[coll].items():
@@ -45,6 +63,7 @@ def synthetic_chunk(process: str, variation: str, n_events: int, seed: int = 42,
         offsets[coll] = off
     cols = {k: np.ascontiguousarray(np.concatenate(v), dtype=np.float32)
             for k, v in columns.items()}
+    n_events = sum(b.n_events for b in batches)
     return Chunk(n_events, 0, n_events, cols, offsets, 0)
 
 

@@ -277,9 +277,10 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
         n, ranges, identity, nbytes = res
         if n == 0:
             log.warning("%s: no entries in tree '%s' (file skipped)", f.path, tree)
-        elif n != f.nevts:
-            log.warning("%s: %d entries, but the fileset declares nevts = %d (normalization "
-                        "uses the fileset)", f.path, n, f.nevts)
+        elif n != f.expected_entries:
+            declared = "entries" if f.entries is not None else "nevts"
+            log.warning("%s: %d entries, but the fileset declares %s = %d (normalization "
+                        "uses the fileset's nevts)", f.path, n, declared, f.expected_entries)
         for a, b in ranges:
             share = nbytes * b // n - nbytes * a // n if n else 0  # (adds up exactly)
             tasks.append(ChunkTask(len(tasks), s.process, s.variation, s.sample_id, identity,

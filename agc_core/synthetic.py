@@ -30,13 +30,13 @@ import uproot.writing.writable
 from numba import njit
 from tqdm import tqdm
 
-from agc_core.config import AnalysisConfig, DatasetParams, load_analysis_config
+from agc_core.config import AnalysisConfig, DatasetParams, GeneratorFilter, load_analysis_config
 from agc_core.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
 # Bump whenever the generated content changes: cached datasets of another version are rebuilt.
-GENERATOR_VERSION = "agc-core-synthetic-5"
+GENERATOR_VERSION = "agc-core-synthetic-6"
 FILESET_NAME = "fileset.json"
 MANIFEST_NAME = "manifest.json"
 BLOCK_EVENTS = 25_000  # events generated (and written as one basket per branch) at a time
@@ -475,10 +475,16 @@ def _multiplicity_cdf(rad: Radiation) -> np.ndarray:
     return np.cumsum(pmf / pmf.sum())
 
 
-def _radiation(rng: np.random.Generator, n: int, tune: ProcessTune) -> _Partons:
-    """Extra partons (ISR or W+jets jets) in N_RADIATION slots plus one extra-b slot."""
+def _multiplicity(rng: np.random.Generator, n: int, rad: Radiation) -> np.ndarray:
+    """Number of radiation partons of each of ``n`` events (the first draw of the radiation)."""
+    return np.searchsorted(_multiplicity_cdf(rad), rng.random(n), side="right")
+
+
+def _radiation(rng: np.random.Generator, count: np.ndarray, tune: ProcessTune) -> _Partons:
+    """Extra partons (ISR or W+jets jets) in N_RADIATION slots plus one extra-b slot, for
+    events with ``count`` radiation partons (:func:`_multiplicity`)."""
     rad = tune.radiation
-    count = np.searchsorted(_multiplicity_cdf(rad), rng.random(n), side="right")
+    n = count.shape[0]
     shape = (n, N_RADIATION)
     pt_min = rad.pt_min * np.where(np.arange(N_RADIATION) < rad.n_hard, rad.hard_factor, 1.0)
     pt = _pareto(rng.random(shape), pt_min[None, :], rad.pt_index)
@@ -654,6 +660,43 @@ _HARD: dict[str, Callable[..., _Hard]] = {
     "ttbar": _hard_ttbar, "t_chan": _hard_t_chan, "s_chan": _hard_s_chan, "tW": _hard_tw,
     "wjets": _hard_wjets,
 }
+
+
+def _take(obj: Any, keep: np.ndarray) -> Any:
+    """The events ``keep`` (a boolean mask or indices on the first axis) of per-event arrays,
+    of a P4 or of a dataclass of them (parton slots, a hard process's output, visible
+    leptons)."""
+    if keep.dtype == np.bool_:
+        keep = np.flatnonzero(keep)
+    if isinstance(obj, np.ndarray):
+        return obj.take(keep, axis=0)
+    if isinstance(obj, P4):
+        return P4(*(a.take(keep, axis=0) for a in obj))
+    return type(obj)(*(_take(getattr(obj, f.name), keep) for f in dataclasses.fields(obj)))
+
+
+def _lepton_filter(vis: _VisibleLeptons, quarks: list[_Partons], gen_filter: GeneratorFilter
+                   ) -> np.ndarray:
+    """Generator filter, lepton stage: an event may give the one selected lepton.
+
+    True where a visible prompt lepton (from a W, or a tau's leptonic decay) is above
+    ``lepton_pt_min`` within ``lepton_eta_max``, or where a b or c parton above
+    ``lepton_pt_min`` may give a non-prompt lepton.
+    """
+    prompt = (vis.valid & (vis.pt > gen_filter.lepton_pt_min)
+              & (np.abs(vis.eta) < gen_filter.lepton_eta_max)).any(axis=1)
+    for q in quarks:
+        prompt |= (q.valid & (q.flavour != FLAV_LIGHT)
+                   & (q.pt > gen_filter.lepton_pt_min)).any(axis=1)
+    return prompt
+
+
+def _jet_filter(blocks: list[_Partons], gen_filter: GeneratorFilter) -> np.ndarray:
+    """Generator filter, parton stage: at least ``min_jets`` jet candidates (quarks, radiation
+    partons and their FSR gluons, tau jets, pileup jets) above ``jet_pt_min``, before
+    clustering (which can only merge them)."""
+    return sum(((b.valid & (b.pt > gen_filter.jet_pt_min)).sum(axis=1) for b in blocks),
+               start=np.zeros(blocks[0].valid.shape[0], dtype=np.int64)) >= gen_filter.min_jets
 
 
 def _fsr(rng: np.random.Generator, partons: _Partons, tune: ProcessTune
@@ -929,10 +972,34 @@ def _sort_events(ev: np.ndarray, pt: np.ndarray, n: int, fields: dict[str, np.nd
     Returns:
         (int32 counts per event, the fields in that order).
     """
-    order = np.argsort(-pt, kind="stable")
-    order = order[np.argsort(ev[order], kind="stable")]
-    counts = np.bincount(ev, minlength=n).astype(np.int32)
-    return counts, {k: a[order] for k, a in fields.items()}
+    counts = np.bincount(ev, minlength=n)
+    order = _event_order(ev.astype(np.int64), pt.astype(np.float64), counts)
+    return counts.astype(np.int32), {k: a[order] for k, a in fields.items()}
+
+
+@njit(cache=True)
+def _event_order(ev: np.ndarray, pt: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Permutation grouping objects by event (``counts`` per event), by decreasing pt within
+    an event, ties in their original order: what two stable argsorts (by -pt, then by event)
+    give, in linear time plus one insertion sort per (small) event."""
+    starts = np.zeros(counts.shape[0] + 1, dtype=np.int64)
+    for e in range(counts.shape[0]):
+        starts[e + 1] = starts[e] + counts[e]
+    pos = starts[:-1].copy()
+    order = np.empty(ev.shape[0], dtype=np.int64)
+    for i in range(ev.shape[0]):
+        order[pos[ev[i]]] = i
+        pos[ev[i]] += 1
+    for e in range(counts.shape[0]):
+        a = starts[e]
+        for i in range(a + 1, starts[e + 1]):
+            x = order[i]
+            j = i
+            while j > a and pt[order[j - 1]] < pt[x]:
+                order[j] = order[j - 1]
+                j -= 1
+            order[j] = x
+    return order
 
 
 def _rank(counts: np.ndarray) -> np.ndarray:
@@ -991,12 +1058,37 @@ class EventBatch:
         counts: ``{collection: int32 per-event multiplicity}`` (jet, electron, muon, trigobj).
         jagged: ``{collection: {property: flat array}}``, float32 (``ch`` int32).
         scalars: ``{branch: per-event array}`` (met_*, PV_*).
+        n_generated: events generated for this batch (more than ``n_events`` where a
+            generator filter dropped some; the default is ``n_events``).
+        filter_pass: where the filter was only flagged (``flag_filter``): per event, whether
+            it passes the generator filter; else None.
+        generated_index: where a generator filter dropped events: each event's index among
+            the ``n_generated``; else None.
     """
 
     n_events: int
     counts: dict[str, np.ndarray]
     jagged: dict[str, dict[str, np.ndarray]]
     scalars: dict[str, np.ndarray]
+    n_generated: int = -1
+    filter_pass: np.ndarray | None = None
+    generated_index: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_generated < 0:
+            object.__setattr__(self, "n_generated", self.n_events)
+
+    def head(self, k: int) -> EventBatch:
+        """The first ``k`` events; a filtered batch then stands for the events generated up to
+        its k-th (``generated_index``)."""
+        counts = {c: v[:k] for c, v in self.counts.items()}
+        jagged = {c: {prop: a[: int(counts[c].sum())] for prop, a in props.items()}
+                  for c, props in self.jagged.items()}
+        n_gen = (int(self.generated_index[k - 1]) + 1 if self.generated_index is not None
+                 and k > 0 else min(k, self.n_generated))
+        return EventBatch(k, counts, jagged, {b: a[:k] for b, a in self.scalars.items()},
+                          n_gen, None if self.filter_pass is None else self.filter_pass[:k],
+                          None if self.generated_index is None else self.generated_index[:k])
 
     def branches(self) -> dict[str, np.ndarray]:
         """Every branch as the reader sees it: counters, flat jagged contents, scalars."""
@@ -1052,7 +1144,9 @@ def _generators(seed: int, stream: int, file_idx: int, block: int
 
 
 def generate_events(tune: ProcessTune, n_events: int, seed: int, stream: int, file_idx: int,
-                    block: int = 0, det: Detector = DETECTOR) -> EventBatch:
+                    block: int = 0, det: Detector = DETECTOR,
+                    gen_filter: GeneratorFilter | None = None, flag_filter: bool = False
+                    ) -> EventBatch:
     """Generate one batch of events of one sample, fully vectorized.
 
     Args:
@@ -1065,23 +1159,56 @@ def generate_events(tune: ProcessTune, n_events: int, seed: int, stream: int, fi
         file_idx: file index within the sample.
         block: block index within the file.
         det: detector knobs.
+        gen_filter: a generator-level filter: after the radiation multiplicity (at least
+            ``min_partons``) and after the hard process (:func:`_lepton_filter`), the events
+            that fail it are dropped before anything else is generated for them.
+        flag_filter: with ``gen_filter``, keep every event and flag the ones that pass in
+            ``filter_pass`` instead (to check that the filter drops no selected event).
 
     Returns:
-        The events in the AGC schema.
+        The events in the AGC schema (``n_generated`` = ``n_events``; with a filter, the
+        passing events' ``generated_index``).
     """
     rng = _generators(seed, stream, file_idx, block)
     n = n_events
-    # particle level
-    rad = _radiation(rng["radiation"], n, tune)
+    # particle level; a generator filter drops events as early as it can tell
+    count = _multiplicity(rng["radiation"], n, tune.radiation)
+    passed = index = None
+    if gen_filter is not None:
+        passed = count >= gen_filter.min_partons
+        if not flag_filter:
+            index = np.flatnonzero(passed)
+            count = count[index]
+            n = count.shape[0]
+    rad = _radiation(rng["radiation"], count, tune)
     kt = rng["radiation"].normal(0.0, 5.0, (2, n))
     rx = kt[0] - np.where(rad.valid, rad.pt * np.cos(rad.phi), 0.0).sum(axis=1)
     ry = kt[1] - np.where(rad.valid, rad.pt * np.sin(rad.phi), 0.0).sum(axis=1)
     hard = _HARD[tune.hard](rng["hard"], n, tune, rx, ry)
-    (quarks, gluons), (rad, rad_gluons) = (_fsr(rng["fsr"], p, tune) for p in (hard.quarks, rad))
     vis, tau_jets, tau_nu_px, tau_nu_py = _tau_decays(rng["tau"], hard)
+    if gen_filter is not None:
+        keep = _lepton_filter(vis, [hard.quarks, rad], gen_filter)
+        if flag_filter:
+            passed &= keep
+        else:
+            rad, hard, vis, tau_jets, tau_nu_px, tau_nu_py, index = (
+                _take(x, keep) for x in (rad, hard, vis, tau_jets, tau_nu_px, tau_nu_py,
+                                         index))
+            n = int(keep.sum())
     ev_rng = rng["event"]
     npv = 1 + ev_rng.poisson(det.pileup_mean, n)
     pileup = _pileup_jets(rng["pileup"], npv, det)
+    (quarks, gluons), (rad, rad_gluons) = (_fsr(rng["fsr"], p, tune) for p in (hard.quarks, rad))
+    if gen_filter is not None:
+        keep = _jet_filter([quarks, rad, gluons, rad_gluons, tau_jets, pileup], gen_filter)
+        if flag_filter:
+            passed &= keep
+        else:
+            quarks, rad, gluons, rad_gluons, tau_jets, pileup, vis, hard, index = (
+                _take(x, keep) for x in (quarks, rad, gluons, rad_gluons, tau_jets, pileup,
+                                         vis, hard, index))
+            tau_nu_px, tau_nu_py, npv = tau_nu_px[keep], tau_nu_py[keep], npv[keep]
+            n = int(keep.sum())
     # detector level
     r = tune.jet_response
     parts = [quarks, rad, gluons, rad_gluons]
@@ -1116,7 +1243,8 @@ def generate_events(tune: ProcessTune, n_events: int, seed: int, stream: int, fi
     ])
     scalars = _event_scalars(ev_rng, hard.nu_px + tau_nu_px, hard.nu_py + tau_nu_py, ht, npv,
                              det)
-    return EventBatch(n, counts, jagged, scalars)
+    return EventBatch(n, counts, jagged, scalars, n_events,
+                      passed if flag_filter else None, index)
 
 
 def _event_scalars(rng: np.random.Generator, nu_px: np.ndarray, nu_py: np.ndarray,
@@ -1178,6 +1306,7 @@ def _resolve_params(cfg: AnalysisConfig, events_per_file: int | None,
         compression=comp,
         compression_level=int(compression_level),
         tree=d.tree,
+        generator_filter=d.generator_filter,
     )
     _compression(params.compression, params.compression_level)
     if params.events_per_file < 1 or params.files_per_sample < 1 or params.seed < 0:
@@ -1189,10 +1318,60 @@ def _resolve_params(cfg: AnalysisConfig, events_per_file: int | None,
 def _file_key(params: DatasetParams, process: str, variation: str, file_idx: int
               ) -> dict[str, Any]:
     """What a single file's content depends on (stored in the manifest)."""
-    return {"generator": GENERATOR_VERSION, "process": process, "variation": variation,
-            "file_idx": file_idx, "events": params.events_per_file, "seed": params.seed,
-            "compression": params.compression, "level": params.compression_level,
-            "tree": params.tree}
+    key = {"generator": GENERATOR_VERSION, "process": process, "variation": variation,
+           "file_idx": file_idx, "events": params.events_per_file, "seed": params.seed,
+           "compression": params.compression, "level": params.compression_level,
+           "tree": params.tree}
+    gen_filter = sample_filter(params.generator_filter, process)
+    if gen_filter is not None:
+        key["filter"] = dataclasses.asdict(gen_filter)
+    return key
+
+
+def sample_filter(gen_filter: GeneratorFilter | None, process: str) -> GeneratorFilter | None:
+    """The generator filter of a process's samples (None: not filtered)."""
+    return gen_filter if gen_filter is not None and gen_filter.process == process else None
+
+
+def _sample_batches(tune: ProcessTune, n_events: int, seed: int, stream: int, file_idx: int,
+                    gen_filter: GeneratorFilter | None, flag_filter: bool = False
+                    ) -> Iterator[EventBatch]:
+    """The batches of one file of ``n_events`` events.
+
+    Without a filter (or with ``flag_filter``: every event, flagged), blocks of BLOCK_EVENTS
+    events (``multiplier`` times as many with ``flag_filter``). With a generator filter,
+    blocks of ``multiplier`` x BLOCK_EVENTS generated events, filtered, until ``n_events``
+    have passed (the last block cut after the n-th): as a filtered production, the file holds
+    the events requested and its batches' ``n_generated`` add up to the events generated
+    for them (about ``n_events`` / the filter's efficiency).
+
+    Raises:
+        ConfigError: the filter keeps no event of 20 blocks in a row.
+    """
+    if gen_filter is None or flag_filter:
+        mult = gen_filter.multiplier if gen_filter is not None else 1
+        total = n_events * mult
+        for block, start in enumerate(range(0, total, BLOCK_EVENTS * mult)):
+            yield generate_events(tune, min(BLOCK_EVENTS * mult, total - start), seed, stream,
+                                  file_idx, block, gen_filter=gen_filter,
+                                  flag_filter=flag_filter)
+        return
+    written = empty = 0
+    for block in itertools.count():
+        if written >= n_events:
+            return
+        batch = generate_events(tune, BLOCK_EVENTS * gen_filter.multiplier, seed, stream,
+                                file_idx, block, gen_filter=gen_filter)
+        empty = empty + 1 if batch.n_events == 0 else 0
+        if empty >= 20:
+            raise ConfigError(f"synthetic dataset: the generator filter of "
+                              f"{gen_filter.process} kept no event in 20 blocks of "
+                              f"{BLOCK_EVENTS * gen_filter.multiplier} ({gen_filter})")
+        if written + batch.n_events > n_events:
+            batch = batch.head(n_events - written)
+        written += batch.n_events
+        if batch.n_events:
+            yield batch
 
 
 def _uuid_function(key: dict[str, Any]) -> Callable[[], uuid.UUID]:
@@ -1279,7 +1458,8 @@ def write_sample_file(path: Path, process: str, variation: str, file_idx: int,
         cfg: analysis configuration (sample list, tree name).
 
     Returns:
-        The file's manifest entry (key, size, sha256, entries).
+        The file's manifest entry (key, size, sha256, entries; generated: the events
+        generated, more than the entries for a process with a generator filter).
     """
     tune = sample_tune(process, variation)
     stream = _stream_id(cfg, process)
@@ -1293,9 +1473,13 @@ def write_sample_file(path: Path, process: str, variation: str, file_idx: int,
                 tmp, compression=_compression(params.compression, params.compression_level),
                 uuid_function=_uuid_function(key)) as f:
             tree = None
-            for block, start in enumerate(range(0, params.events_per_file, BLOCK_EVENTS)):
-                n = min(BLOCK_EVENTS, params.events_per_file - start)
-                data = generate_events(tune, n, params.seed, stream, file_idx, block).to_awkward()
+            entries = generated = 0
+            gen_filter = sample_filter(params.generator_filter, process)
+            for batch in _sample_batches(tune, params.events_per_file, params.seed, stream,
+                                         file_idx, gen_filter):
+                entries += batch.n_events
+                generated += batch.n_generated
+                data = batch.to_awkward()
                 if tree is None:
                     types = {k: (v.dtype if isinstance(v, np.ndarray) else v.type.content)
                              for k, v in data.items()}
@@ -1304,7 +1488,7 @@ def write_sample_file(path: Path, process: str, variation: str, file_idx: int,
                                     field_name=lambda outer, inner: f"{outer}_{inner}")
                 tree.extend(data)
         entry = {"key": key, "size": tmp.stat().st_size, "sha256": _sha256(tmp),
-                 "entries": params.events_per_file}
+                 "entries": entries, "generated": generated}
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -1443,8 +1627,14 @@ def _build(out_dir: Path, params: DatasetParams, cfg: AnalysisConfig, progress: 
     fileset: dict[str, Any] = {}
     for p, v, i in jobs:
         rel = _relpath(p, v, i)
-        fileset.setdefault(p, {}).setdefault(v, {"files": []})["files"].append(
-            {"path": rel, "nevts": files[rel]["entries"]})
+        entry = files[rel]
+        # a filtered sample: nevts counts the generated events (its normalization), and the
+        # file's own entries are declared beside them
+        generated = entry.get("generated", entry["entries"])
+        file_info = {"path": rel, "nevts": generated}
+        if generated != entry["entries"]:
+            file_info["entries"] = entry["entries"]
+        fileset.setdefault(p, {}).setdefault(v, {"files": []})["files"].append(file_info)
     fileset_path = out_dir / FILESET_NAME
     _write_json(fileset_path, fileset)
     if todo:
@@ -1539,18 +1729,34 @@ def ensure_dataset(out_dir: str | Path | None = None, events_per_file: int | Non
 
 
 def iter_sample_events(process: str, variation: str, n_events: int, seed: int,
-                       cfg: AnalysisConfig | None = None, file_idx: int = 0
+                       cfg: AnalysisConfig | None = None, file_idx: int = 0,
+                       flag_filter: bool = False, filtered: bool = True
                        ) -> Iterator[EventBatch]:
     """Generate the events of one sample file in memory, block by block (no I/O).
 
-    Yields exactly the batches :func:`write_sample_file` writes for the same arguments.
+    Yields exactly the batches :func:`write_sample_file` writes for the same arguments. A
+    process with a generator filter (``cfg.dataset.generator_filter``) yields ``n_events``
+    events that pass it; each batch's ``n_generated`` says how many generated events it
+    stands for (the normalization: about ``n_events`` / the filter's efficiency).
+
+    Args:
+        process, variation: the sample.
+        n_events: events of the file.
+        seed: dataset seed.
+        cfg: analysis configuration.
+        file_idx: file index within the sample.
+        flag_filter: for a filtered process, generate ``multiplier`` x ``n_events`` events
+            unfiltered (other random numbers) and flag the ones that pass in
+            ``filter_pass``.
+        filtered: False: no generator filter, ``n_events`` plain events (e.g. a benchmark's
+            events per second on an unfiltered sample, as the AGC's).
     """
     cfg = cfg or load_analysis_config()
     tune = sample_tune(process, variation)
     stream = _stream_id(cfg, process)
-    for block, start in enumerate(range(0, n_events, BLOCK_EVENTS)):
-        yield generate_events(tune, min(BLOCK_EVENTS, n_events - start), seed, stream,
-                              file_idx, block)
+    gen_filter = sample_filter(cfg.dataset.generator_filter, process) if filtered else None
+    yield from _sample_batches(tune, n_events, seed, stream, file_idx, gen_filter,
+                               flag_filter)
 
 
 # --------------------------------------------------------------------------------------------

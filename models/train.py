@@ -457,7 +457,7 @@ def collect_features(fileset: str | Path, cfg: AnalysisConfig, max_events_per_sa
     parts: dict[str, list[tuple[np.ndarray, float, int, int]]] = {r.name: [] for r in cfg.regions}
     for sample in samples:
         budget = max_events_per_sample if max_events_per_sample is not None else -1
-        n_read = 0
+        n_read, n_norm = 0, 0.0
         sample_parts: dict[str, list[np.ndarray]] = {r.name: [] for r in cfg.regions}
         for entry in sample.files:
             if budget == 0:
@@ -473,20 +473,23 @@ def collect_features(fileset: str | Path, cfg: AnalysisConfig, max_events_per_sa
             for region, arr in feats.items():
                 sample_parts[region].append(np.asarray(arr, dtype=np.float32))
             n_read += chunk.n_events
+            # a generator-filtered file's entries stand for its nevts generated events
+            n_norm += chunk.n_events * entry.nevts / max(entry.expected_entries, 1)
             if budget > 0:
                 budget -= chunk.n_events
         n_extra = (extra_events or {}).get(sample.process, 0)
         if n_extra > 0:
             info = processor.SampleInfo(sample.process, sample.variation, sample.sample_id,
                                         extra_first_file, sample.xsec_weight)
-            for feats in _generated_features(sample.process, n_extra, extra_first_file, info,
-                                             cfg, seed, cfg.dataset.seed):
+            for feats, n_gen in _generated_features(sample.process, n_extra, extra_first_file,
+                                                    info, cfg, seed, cfg.dataset.seed):
                 for region, arr in feats.items():
                     sample_parts[region].append(np.asarray(arr, dtype=np.float32))
+                n_norm += n_gen
             n_read += n_extra
         if n_read == 0:
             continue
-        _add_sample(parts, sample_parts, sample.process, sample.xsec / n_read, processes, cfg)
+        _add_sample(parts, sample_parts, sample.process, sample.xsec / n_norm, processes, cfg)
         log.info("%s: %d events read, selected %s", sample.process, n_read,
                  {r: int(sum(a.shape[0] for a in v)) for r, v in sample_parts.items()})
     return _labelled(parts, processes, str(fileset))
@@ -518,11 +521,14 @@ def generated_features(cfg: AnalysisConfig, data_seed: int, events_per_sample: i
         info = processor.SampleInfo(process, "nominal", cfg.samples.index((process, "nominal")),
                                     0, cfg.xsec_pb[process] * cfg.luminosity_pb / n)
         sample_parts: dict[str, list[np.ndarray]] = {r.name: [] for r in cfg.regions}
-        for feats in _generated_features(process, n, 0, info, cfg, data_seed, data_seed):
+        n_gen = 0  # more than n for a generator-filtered process (W+jets)
+        for feats, n_block in _generated_features(process, n, 0, info, cfg, data_seed,
+                                                  data_seed):
             for region, arr in feats.items():
                 sample_parts[region].append(np.asarray(arr, dtype=np.float32))
-        _add_sample(parts, sample_parts, process, cfg.xsec_pb[process] / n, processes, cfg)
-        log.info("%s: %d events generated (seed %d), selected %s", process, n, data_seed,
+            n_gen += n_block
+        _add_sample(parts, sample_parts, process, cfg.xsec_pb[process] / n_gen, processes, cfg)
+        log.info("%s: %d events generated (seed %d), selected %s", process, n_gen, data_seed,
                  {r: int(sum(a.shape[0] for a in v)) for r, v in sample_parts.items()})
     return _labelled(parts, processes, f"generator seed {data_seed}")
 
@@ -557,10 +563,11 @@ def _labelled(parts: Mapping[str, list[tuple[np.ndarray, float, int, int]]],
 
 def _generated_features(process: str, n_events: int, first_file: int, info: Any,
                         cfg: AnalysisConfig, seed: int, data_seed: int
-                        ) -> Iterator[dict[str, np.ndarray]]:
+                        ) -> Iterator[tuple[dict[str, np.ndarray], int]]:
     """MLP features of nominal events of one process generated in memory (generator seed
     ``data_seed``, files of ``cfg.dataset.events_per_file`` from ``first_file`` on), per
-    block; ``seed`` keys the JER draws."""
+    block, with the events generated for the block (more than it holds for a
+    generator-filtered process); ``seed`` keys the JER draws."""
     from agc_core import processor
     from agc_core.io import Chunk
     from agc_core.synthetic import iter_sample_events
@@ -574,7 +581,7 @@ def _generated_features(process: str, n_events: int, first_file: int, info: Any,
                        if name in cfg.analysis_branches}
             offsets = {coll: batch.offsets(coll) for coll in ("jet", "electron", "muon")}
             chunk = Chunk(batch.n_events, 0, batch.n_events, columns, offsets, 0)
-            yield processor.compute_features(chunk, info, cfg, seed)
+            yield processor.compute_features(chunk, info, cfg, seed), batch.n_generated
 
 
 # ---------------------------------------------------------------------------------------------
@@ -657,6 +664,10 @@ def train(fileset: str | Path | None = None, out_dir: str | Path = DEFAULT_OUT,
                   "events per sample generated in memory")
         if extra:
             source += ", plus " + ", ".join(f"{n} {p}" for p, n in extra.items())
+        gen_filter = d.generator_filter
+        if gen_filter is not None:
+            source += (f" ({gen_filter.process} generator-filtered as the embedded dataset: "
+                       "those events pass the filter)")
         provenance = {"generator": GENERATOR_VERSION, "data_seed": data_seed}
         if data_seed == d.seed:
             log.warning("training on the embedded dataset's seed %d: run's accuracy will be "
@@ -720,7 +731,8 @@ def add_cli(subparsers: Any) -> None:
     parser.add_argument("--extra-wjets-events", type=int,
                         default=EMBEDDED_EXTRA_EVENTS["wjets"],
                         help="W+jets events generated in addition, for training statistics "
-                             "(without --fileset; 0: none; default: %(default)s)")
+                             "(without --fileset; 0: none; default: %(default)s; as in the "
+                             "embedded dataset, events that pass its generator filter)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size,
                         help="minibatch size (default: %(default)s)")
     parser.add_argument("--learning-rate", type=float, default=d.learning_rate,

@@ -259,8 +259,9 @@ def test_absurd_multiplicity_skips_one_event(small_dataset, cfg, tmp_path):
     a, b = r.hist.view(flow=True), ref.hist.view(flow=True)
     keep = np.ones(a.shape, bool)
     keep[:, :, r.hist.axes[2].index("wjets"), r.hist.axes[3].index("pt_res_up")] = False
-    assert np.array_equal(a.value[keep], b.value[keep])
-    assert np.array_equal(a.variance[keep], b.variance[keep])
+    # equal but for the order of the float64 additions (the skipped event splits its chunk)
+    np.testing.assert_allclose(a.value[keep], b.value[keep], rtol=1e-14, atol=0)
+    np.testing.assert_allclose(a.variance[keep], b.variance[keep], rtol=1e-14, atol=0)
     assert replace(r, options=replace(r.options, allow_partial=True)).exit_code == 0
 
 

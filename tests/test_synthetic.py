@@ -42,12 +42,17 @@ def test_fileset_lists_every_sample(dataset, cfg):
     fileset = json.loads(dataset.read_text())
     assert dataset.name == "fileset.json"
     assert [(p, v) for p, vs in fileset.items() for v in vs] == cfg.samples
-    for vs in fileset.values():
+    for p, vs in fileset.items():
         for entry in vs.values():
             (f,) = entry["files"]
             assert not Path(f["path"]).is_absolute()
             assert (dataset.parent / f["path"]).is_file()
-            assert f["nevts"] == FILE_EVENTS
+            assert f.get("entries", f["nevts"]) == FILE_EVENTS == uproot.open(
+                dataset.parent / f["path"])[cfg.dataset.tree].num_entries
+            # a filtered sample (dataset.generator_filter) is normalized by its generated
+            # events and declares its entries beside them
+            filtered = synthetic.sample_filter(cfg.dataset.generator_filter, p) is not None
+            assert (f["nevts"] > 5 * FILE_EVENTS) if filtered else (f["nevts"] == FILE_EVENTS)
     assert not [p for p in dataset.parent.rglob(".*")], "temporary files left behind"
 
 
@@ -353,7 +358,10 @@ def test_cli_generate(tmp_path, capsys, cfg):
     assert rc == 0
     assert "wrote 18 files" in capsys.readouterr().out
     fileset = json.loads((out / "fileset.json").read_text())
-    assert [f["nevts"] for f in fileset["wjets"]["nominal"]["files"]] == [300, 300]
+    assert [f["nevts"] for f in fileset["ttbar"]["nominal"]["files"]] == [300, 300]
+    # W+jets is generator-filtered: nevts counts the generated events
+    assert [f["entries"] for f in fileset["wjets"]["nominal"]["files"]] == [300, 300]
+    assert all(f["nevts"] > 5 * 300 for f in fileset["wjets"]["nominal"]["files"])
     assert len(list(out.rglob("*.root"))) == 2 * len(cfg.samples)
 
 

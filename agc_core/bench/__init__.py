@@ -152,7 +152,7 @@ def bench_kernels(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
     n = args.events
     process = args.process
     t0 = time.perf_counter()
-    chunk = synthetic_chunk(process, "nominal", n, args.seed, cfg)
+    chunk = synthetic_chunk(process, "nominal", n, args.seed, cfg, filtered=False)
     log.info("generated %d %s events in %.1f s", n, process, time.perf_counter() - t0)
     n_ref = min(n, args.reference_events)
     ref_chunk = slice_chunk(chunk, 0, n_ref)
@@ -252,7 +252,7 @@ def bench_kernels(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
         n_mix_ref = min(n_mix, n_ref)
         t_kernel = t_ref = 0.0
         for sid, (p, v) in enumerate(cfg.samples):
-            ch = synthetic_chunk(p, v, n_mix, args.seed, cfg)
+            ch = synthetic_chunk(p, v, n_mix, args.seed, cfg, filtered=False)
             rch = slice_chunk(ch, 0, n_mix_ref)
             s = SampleInfo(p, v, sid, 0, 1.0)
             tk, tr = row(f"process_chunk, all variations ({p} {v})",

@@ -50,7 +50,7 @@ def _sample_mix(args: argparse.Namespace, cfg: AnalysisConfig, classifier: Any,
     total = sum(weights.values())
     base = with_mlp = 0.0
     for sid, (p, v) in enumerate(cfg.samples):
-        chunk = synthetic_chunk(p, v, args.mix_events, args.seed, cfg)
+        chunk = synthetic_chunk(p, v, args.mix_events, args.seed, cfg, filtered=False)
         sample = SampleInfo(p, v, sid, 0, 1.0)
         w = weights[(p, v)] / total / args.mix_events
         base += w * timed(lambda c=chunk, s=sample: process_chunk(
@@ -68,7 +68,7 @@ def bench_mlp(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
 
     n = args.events
     t0 = time.perf_counter()
-    chunk = synthetic_chunk(args.process, "nominal", n, args.seed, cfg)
+    chunk = synthetic_chunk(args.process, "nominal", n, args.seed, cfg, filtered=False)
     log.info("generated %d %s events in %.1f s", n, args.process, time.perf_counter() - t0)
     sample = SampleInfo(args.process, "nominal", cfg.samples.index((args.process, "nominal")),
                         0, 1.0)
