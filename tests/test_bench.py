@@ -70,3 +70,30 @@ def test_e2e_section_table(capsys, tiny_fileset, monkeypatch):
     assert "1 worker 70%" in out
     assert f"default chunk size ({DEFAULT_CHUNKSIZE:,} entries): 300 MB" in out
     assert "warm default run: 3.2 s" in out and "first run: 31.5 s" in out
+    assert "scaling set" not in out
+
+
+def test_e2e_scaling_fileset_rows(capsys, tiny_fileset, monkeypatch):
+    """--scaling-fileset: 1 and 2 workers on that fileset, with their ratio in the notes."""
+    from types import SimpleNamespace
+
+    from agc_core import bench, runner
+
+    def fake_run(options):
+        w = options.workers
+        scale = 0.95 if options.fileset == "big9.json" and w == 2 else 0.8 if w == 2 else 1.0
+        rate = 1.4e6 * w * scale
+        return SimpleNamespace(metrics={"event_rate_steady_hz": rate,
+                                        "event_rate_cputime_hz": rate / w},
+                               num_workers=w, n_events=18_000, n_chunks=9,
+                               walltime=18_000 / rate, workers=[SimpleNamespace(
+                                   max_rss_mb=150.0)] * w)
+
+    monkeypatch.setattr(runner, "run_analysis", fake_run)
+    rc = main(["bench", "--what", "e2e", "--fileset", str(tiny_fileset), "--repeat", "1",
+               "--no-cli-runs", "--big-file-events", "0", "--scaling-fileset", "big9.json"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "scaling set: processing" in out
+    assert "scaling set (big9.json): 2 workers / 1 worker, processing 1.90x steady, " \
+           "1.90x wall" in out
+    assert "2 workers / 1 worker, processing: 1.60x" in out
