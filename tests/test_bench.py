@@ -77,7 +77,7 @@ def test_e2e_scaling_fileset_rows(capsys, tiny_fileset, monkeypatch):
     """--scaling-fileset: 1 and 2 workers on that fileset, with their ratio in the notes."""
     from types import SimpleNamespace
 
-    from agc_core import bench, runner
+    from agc_core import runner
 
     def fake_run(options):
         w = options.workers
