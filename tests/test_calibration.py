@@ -40,19 +40,16 @@ VARIATION_TOL = 0.015
 SIGN_MIN_EFFECT = 0.005    # the sign is compared where the reference's effect is resolved
 BTAG_TOL = 0.02
 FIT_TOL = 0.03
-# targets this generator version (agc-core-synthetic-5) does not reach yet: (item, case) ->
+# targets this generator version (agc-core-synthetic-6) does not reach yet: (item, case) ->
 # the bound it holds (so that a regression still fails)
 KNOWN_SHORTFALLS: dict[tuple[str, str], float] = {
-    # our HT gains +1.2 % in all bins with a 3 % jet energy scale, the reference's +0.15 %:
-    # more of our jets sit just below 25 GeV (softer third and fourth jets)
-    ("item3-sign", "4j1b ttbar pt_scale_up"): 1.0,
-    # the second and third jets of tW in 4j2b are 12 GeV too soft
+    # the second and third jets of tW in 4j2b are 12 GeV too soft (harder extra b quarks or
+    # softer radiation move the 4j1b leading jet out of its target instead)
     ("item3-btag", "4j2b single_top_tW jet 1"): 0.027,
     ("item3-btag", "4j2b single_top_tW jet 2"): 0.026,
-    # limited by the W+jets MC statistics (the fit's staterror and W+jets template noise):
-    # 1.008 on the full embedded dataset, 1.05 on this test's sample, 0.976 on the reference;
-    # with W+jets variances as for 10x the events, 1.001
-    ("item4", "ttbar_norm"): 0.09,
+    # 1.015 on this test's sample (100k events per sample, W+jets as the default dataset's),
+    # 0.976 on the reference; the default dataset (200k per sample): see the README
+    ("item4", "ttbar_norm"): 0.05,
 }
 
 
