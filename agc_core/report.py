@@ -266,7 +266,8 @@ def format_summary(result: RunResult) -> str:
     if fit is not None:
         lines.append(f"  fit              : {fit.summary_line()}")
         if fit.gof is not None:
-            lines.append(f"  goodness of fit  : p = {fit.gof.p_value:.3f} ({fit.gof.ndof} dof)")
+            lines.append(f"  goodness of fit  : p = {fit.gof.p_value:.3f} ({fit.gof.ndof} dof; the "
+                         "pseudodata are MC sums, not Poisson-fluctuated: p near 1 expected)")
         for message in fit.errors:
             lines.append(f"  FIT FAILED       : {message}")
         for message in fit.study_errors[:shown_fit]:
