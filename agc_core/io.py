@@ -454,6 +454,17 @@ def _opened(path: str) -> Iterator[_Handle]:
         _release(handle)
 
 
+def file_uuid(path: str) -> Any:
+    """The ROOT UUID (``TFile::fUUID``, a :class:`uuid.UUID`) of ``path``, from the reader's
+    cached handle (no new open when the file was just read or planned).
+
+    Raises:
+        InputError: the file cannot be opened.
+    """
+    with _opened(path) as handle:
+        return handle.directory.file.uuid
+
+
 def _forget(path: str) -> None:
     """Drop ``path`` from the open-file cache (after an error: the file may change)."""
     with _cache_lock:

@@ -147,8 +147,7 @@ def file_identity(path: str) -> int:
     """
     from agc_core import io
 
-    with io._opened(path) as handle:  # the reader's cached handle (opened for the entries)
-        uuid = handle.directory.file.uuid
+    uuid = io.file_uuid(path)  # the reader's cached handle (opened for the entries)
     return int.from_bytes(hashlib.blake2b(uuid.bytes, digest_size=8).digest(), "little") >> 1
 
 
