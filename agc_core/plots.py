@@ -352,8 +352,12 @@ class PlotPool:
                 self._pool = ProcessPoolExecutor(
                     workers, mp_context=multiprocessing.get_context(method),
                     initializer=_plot_worker_init)
+                # start the processes (and their matplotlib import) now, not at the first plot
+                for _ in range(workers):
+                    self._pool.submit(int)
             except (OSError, ValueError) as exc:
                 log.warning("plots drawn in the main process: no plot processes (%s)", exc)
+                self._pool = None
 
     @classmethod
     def background(cls) -> PlotPool:
