@@ -30,9 +30,11 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 WARMUP_ENV = "AGC_CORE_WARMUP"
-#: how long an early-started fork server waits for its warm-up instructions
-WARMUP_WAIT_S = 60.0
-WARMUP_POLL_S = 0.005
+#: how long an early-started fork server waits for its warm-up instructions (a first run
+#: generates the dataset meanwhile; a big remote fileset takes long to plan)
+WARMUP_WAIT_S = 300.0
+#: its polling interval: 5 ms at first, growing to 50 ms after a second
+WARMUP_POLL_S = (0.005, 0.05)
 #: modules the fork server of a run imports before forking workers (plus the processor's)
 BASE_PRELOAD = ("agc_core.executors", "agc_core.worker")
 DEFAULT_PROCESSOR = "agc_core.processor:process_chunk"
@@ -122,11 +124,12 @@ def write_instructions(path: Path, spec: dict[str, Any]) -> None:
 def wait_for_instructions(w: dict[str, Any]) -> dict[str, Any]:
     """In the fork server: the instructions once written ({} if they never come: the main
     process went away or took longer than ``timeout``; an empty file is removed here)."""
-    path, deadline = Path(w["wait_for"]), time.monotonic() + float(w["timeout"])
+    path, start = Path(w["wait_for"]), time.monotonic()
     while not path.exists():
-        if os.getppid() != w["parent"] or time.monotonic() > deadline:
+        waited = time.monotonic() - start
+        if os.getppid() != w["parent"] or waited > float(w["timeout"]):
             return {}
-        time.sleep(WARMUP_POLL_S)
+        time.sleep(min(WARMUP_POLL_S[1], WARMUP_POLL_S[0] + waited * WARMUP_POLL_S[1]))
     spec = json.loads(path.read_text())
     if not spec:  # nothing to warm: the main process may be gone before it can remove it
         path.unlink(missing_ok=True)
