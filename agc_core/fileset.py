@@ -269,6 +269,6 @@ def load_fileset(path: str | Path, cfg: AnalysisConfig,
     """
     source = Path(path).resolve()
     samples = parse_fileset(read_fileset_json(source), cfg, source, n_files_max_per_sample)
-    log.info("fileset %s: %d samples, %d files, %d events", source, len(samples),
-             sum(len(s.files) for s in samples), sum(s.nevts_total for s in samples))
+    log.info("fileset %s: %d samples, %d files, %d events declared (nevts)", source,
+             len(samples), sum(len(s.files) for s in samples), sum(s.nevts_total for s in samples))
     return samples
