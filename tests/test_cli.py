@@ -54,3 +54,17 @@ def test_main_module_exits_with_the_code_and_all_output(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().endswith("fileset file not found")
     assert not list((tmp_path / "o").glob(".warmup*"))
+
+
+def test_a_known_command_builds_only_its_parser():
+    """``python -m agc_core run`` does not import the other stages' modules for its parser."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from agc_core.cli import build_parser; p = build_parser('run'); "
+            "sub = next(a for a in p._actions if a.dest == 'command'); "
+            "print(sorted(sub.choices), [m for m in ('agc_core.fit', 'agc_core.bench', "
+            "'agc_core.models.train') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "['run'] []"
