@@ -102,8 +102,13 @@ PNG_COMPRESS_LEVEL = 1
 CHAR_WIDTH = 0.5
 
 
+#: matplotlib settings while a plot is rendered: unhinted glyphs (FreeType's hinting costs
+#: ~10 % of drawing these plots; at 100 dpi the text looks the same)
+RENDER_RC = {"text.hinting": "none"}
+
+
 def _save(fig: plt.Figure, path: Path) -> Path:
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, plt.rc_context(RENDER_RC):
         fig.savefig(tmp, format="png", dpi=100,
                     pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
     plt.close(fig)
