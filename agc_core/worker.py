@@ -25,7 +25,12 @@ import numpy as np
 from agc_core.classifier import ConstantClassifier, load_classifier
 from agc_core.config import AnalysisConfig, load_analysis_config
 from agc_core.errors import AGCError, ConfigError, ModelError
-from agc_core.forkserver import WARMUP_ENV, wait_for_instructions, write_instructions
+from agc_core.forkserver import (
+    WARMUP_ENV,
+    exit_without_teardown,
+    wait_for_instructions,
+    write_instructions,
+)
 from agc_core.histograms import HistArray
 from agc_core.logs import LogSetup, setup_worker_logging
 from agc_core.planning import ChunkTask
@@ -400,7 +405,8 @@ def warm_up_from_env() -> None:
         from agc_core import io
 
         w = json.loads(spec)
-        if "wait_for" in w:
+        if "wait_for" in w:  # the fork server of agc_core.forkserver.start
+            exit_without_teardown()
             _prewarm(w)
             w = wait_for_instructions(w)
             if not w:
