@@ -147,7 +147,8 @@ class RunResult:
         total_walltime: seconds of the whole call.
         processtime: seconds the workers spent reading and processing, summed over chunks.
         cputime: worker CPU seconds, summed over chunks.
-        stage_times: seconds per stage (plan, startup, read, process, merge, write, plots...).
+        stage_times: seconds per stage (plan, startup, read, process, merge, write, fit: its
+            own work, plots: the plot processes waited for...).
         num_workers: workers used.
         workers: per-worker statistics.
         columns: the branches read.

@@ -545,6 +545,12 @@ def _run_with(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: Lo
                     outputs.update(stage_outputs)
                     stage_results[name] = stage_outputs
                     stage_times[name] = time.perf_counter() - t
+                fit_result = ctx.results.get("fit_result")
+                waited = getattr(fit_result, "seconds", {}).get("plots", 0.0)
+                if plot_pool is not None and waited and "fit" in stage_times:
+                    # the fit stage's wait for the plot processes counts as plots, not fit
+                    stage_times["fit"] -= waited
+                    stage_times["plots"] = stage_times.get("plots", 0.0) + waited
                 if plot_pool is not None:  # the plots still being drawn; failed ones dropped
                     t = time.perf_counter()
                     plot_pool.finish()
