@@ -10,7 +10,7 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,9 @@ class ChunkTask:
     entry_stop: int
     xsec_weight: float
     compressed_bytes: int = 0
+    #: where the file's baskets are (:func:`agc_core.io.file_layout`), so that the worker
+    #: reads without parsing the TTree again; None: the usual reading
+    layout: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -122,6 +125,17 @@ class EntriesCache:
         rec["ranges"][ranges_key] = [list(r) for r in ranges]
         rec.setdefault("bytes", {})[ranges_key] = int(nbytes)
         self.dirty = True
+
+    def get_layout(self, key: str, branches_key: str) -> dict[str, Any] | None:
+        """The cached :func:`agc_core.io.file_layout` of a file's branches, or None."""
+        return self.data.get(key, {}).get("layout", {}).get(branches_key)
+
+    def put_layout(self, key: str, branches_key: str, layout: dict[str, Any]) -> None:
+        """Remember a file's layout (of one branch set)."""
+        rec = self.data.get(key)
+        if rec is not None:
+            rec.setdefault("layout", {})[branches_key] = layout
+            self.dirty = True
 
     def save(self) -> None:
         """Write the cache (atomically) if it changed."""
@@ -265,6 +279,7 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
                     cache.put(keys[i], ranges_key, *res)
     tasks: list[ChunkTask] = []
     failures: list[ChunkFailure] = []
+    branches_key = ",".join(branches)
     for i, (s, f) in enumerate(files):
         res = known[i]
         if isinstance(res, Exception):
@@ -280,11 +295,34 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
             declared = "entries" if f.entries is not None else "nevts"
             log.warning("%s: %d entries, but the fileset declares %s = %d (normalization "
                         "uses the fileset's nevts)", f.path, n, declared, f.expected_entries)
+        layout = _layout(f.path, branches, tree, cache, keys[i], branches_key) if ranges \
+            else None
         for a, b in ranges:
             share = nbytes * b // n - nbytes * a // n if n else 0  # (adds up exactly)
             tasks.append(ChunkTask(len(tasks), s.process, s.variation, s.sample_id, identity,
-                                   f.path, a, b, s.xsec_weight, share))
+                                   f.path, a, b, s.xsec_weight, share, layout))
     return tasks, failures
+
+
+def _layout(path: str, branches: Sequence[str], tree: str, cache: EntriesCache, key: str,
+            branches_key: str) -> dict[str, Any] | None:
+    """A local file's basket layout: cached, or read now (the file is usually still open from
+    its inspection); None for remote files or when it cannot be had (the worker then reads
+    the usual way)."""
+    from agc_core import io
+
+    if is_url(path) and not path.startswith("file://"):
+        return None
+    layout = cache.get_layout(key, branches_key)
+    if layout is None:
+        try:
+            layout = io.file_layout(path, branches, tree)
+        except Exception as exc:  # the worker reads it the usual way (and reports problems)
+            log.debug("%s: no basket layout (%s)", path, exc)
+            return None
+        if layout is not None:
+            cache.put_layout(key, branches_key, layout)
+    return layout
 
 
 @dataclass(frozen=True)

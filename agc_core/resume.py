@@ -38,8 +38,9 @@ def run_key(tasks: Sequence[Any], settings: dict[str, Any]) -> str:
     """
     h = hashlib.sha256()
     h.update(json.dumps([VERSION, settings], sort_keys=True, default=str).encode())
-    for t in tasks:
-        h.update(json.dumps(dataclasses.astuple(t), default=str).encode())
+    for t in tasks:  # (a file's basket layout follows from the file: not part of the key)
+        fields = [getattr(t, f.name) for f in dataclasses.fields(t) if f.name != "layout"]
+        h.update(json.dumps(fields, default=str).encode())
     return h.hexdigest()[:20]
 
 

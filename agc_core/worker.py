@@ -228,7 +228,7 @@ def run_chunk(setup: WorkerSetup, task: ChunkTask) -> ChunkResult:
     c0 = time.process_time()
     t0 = time.perf_counter()
     chunk = io.read_chunk(task.path, setup.branches, task.entry_start, task.entry_stop,
-                          setup.tree)
+                          setup.tree, getattr(task, "layout", None))
     t1 = time.perf_counter()
     hist = None
     warnings: tuple[str, ...] = ()
@@ -361,6 +361,7 @@ def forkserver_warmup(tasks: Sequence[ChunkTask], setup: WorkerSetup, folder: Pa
         "path": task.path, "branches": list(setup.branches), "tree": setup.tree,
         "stop": min(task.entry_stop, task.entry_start + WARMUP_ENTRIES),
         "start": task.entry_start, "config": setup.config_path,
+        "layout": getattr(task, "layout", None),
         "processor": None if setup.io_only else setup.processor, "classifier": clf_file}
     if early is not None:
         write_instructions(early, spec)
@@ -411,7 +412,8 @@ def warm_up_from_env() -> None:
             w = wait_for_instructions(w)
             if not w:
                 return
-        chunk = io.read_chunk(w["path"], w["branches"], w["start"], w["stop"], w["tree"])
+        chunk = io.read_chunk(w["path"], w["branches"], w["start"], w["stop"], w["tree"],
+                              w.get("layout"))
         if w["processor"]:
             cfg = load_analysis_config(w["config"])
             sample = _Sample(cfg.signal_process, "nominal", 0, 0, 1.0)

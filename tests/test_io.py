@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import zlib
 from pathlib import Path
@@ -612,3 +613,64 @@ def test_read_chunk_gives_back_the_file_pages(tmp_path, monkeypatch):
     without = _mapped_rss_kb(path)
     assert without * 1024 > first.bytes_read // 2  # what the test would see without it
     assert kept * 1024 < first.bytes_read // 4, (kept, without)
+
+
+# ---- file layouts: reading a planned file without parsing its TTree ----
+
+def assert_same_chunk(a, b):
+    assert (a.n_events, a.entry_start, a.entry_stop, a.bytes_read) == (
+        b.n_events, b.entry_start, b.entry_stop, b.bytes_read)
+    assert a.columns.keys() == b.columns.keys() and a.offsets.keys() == b.offsets.keys()
+    for name in a.columns:
+        np.testing.assert_array_equal(a.columns[name], b.columns[name], strict=True)
+    for name in a.offsets:
+        np.testing.assert_array_equal(a.offsets[name], b.offsets[name], strict=True)
+
+
+def layout_ranges(n, seed):
+    rng = np.random.default_rng(seed)
+    out = [(0, n), (0, 0), (n, n), (n - 1, n), (0, 1)]
+    return out + [tuple(sorted(int(x) for x in rng.integers(0, n + 1, 2))) for _ in range(10)]
+
+
+def test_layout_reads_what_the_reader_reads(small_file, monkeypatch):
+    """Every range (across baskets, empty, at the ends) reads the same arrays and bytes with
+    the planned layout as through uproot's TTree, which the layout path never opens."""
+    layout = io.file_layout(small_file, BRANCHES)
+    assert layout["num_entries"] == sum(EXTENDS)
+    assert len(layout["branches"]["jet_pt"]["ranges"]) == len(EXTENDS)  # one basket each
+    json.dumps(layout)  # (kept in the planner's JSON cache)
+    usual = {r: io.read_chunk(small_file, BRANCHES, *r) for r in layout_ranges(
+        sum(EXTENDS), 4)}
+    io.close_files()
+    monkeypatch.setattr(io, "_tree", lambda *a: pytest.fail("the layout path parsed the tree"))
+    for r, chunk in usual.items():
+        assert_same_chunk(io.read_chunk(small_file, BRANCHES, *r, layout=layout), chunk)
+
+
+@needs_poet
+def test_layout_of_the_real_root_layout():
+    """ROOT's std::vector branches (10-byte entry headers) through the layout, too."""
+    layout = io.file_layout(POET, BRANCHES)
+    assert layout["branches"]["jet_pt"]["header"] == 10
+    for r in layout_ranges(2000, 5):
+        assert_same_chunk(io.read_chunk(POET, BRANCHES, *r, layout=layout),
+                          io.read_chunk(POET, BRANCHES, *r))
+
+
+def test_stale_or_wrong_layout_is_not_used(tmp_path, small_file):
+    """A layout of a file that changed since, or that does not fit it, reads the usual way:
+    the right data, or the usual message."""
+    path = tmp_path / "f.root"
+    write_file(path, make_events(300, seed=1), [300])
+    stale = io.file_layout(path, ["jet_pt"])
+    write_file(path, make_events(400, seed=2), [200, 200])
+    assert_same_chunk(io.read_chunk(path, ["jet_pt"], 0, 400, layout=stale),
+                      io.read_chunk(path, ["jet_pt"], 0, 400))
+    wrong = io.file_layout(small_file, BRANCHES)
+    wrong["branches"]["jet_pt"]["ranges"][1] = wrong["branches"]["jet_eta"]["ranges"][1]
+    assert_same_chunk(io.read_chunk(small_file, BRANCHES, 0, sum(EXTENDS), layout=wrong),
+                      io.read_chunk(small_file, BRANCHES, 0, sum(EXTENDS)))
+    with pytest.raises(InputError, match="out of bounds"):
+        io.read_chunk(small_file, BRANCHES, 0, sum(EXTENDS) + 1, layout=wrong)
+    assert io.file_layout("root://127.0.0.1:1//f.root", BRANCHES) is None  # remote: none

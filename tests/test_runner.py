@@ -100,9 +100,20 @@ def test_plan_tasks_is_stable_and_cached(dataset, cfg, tmp_path, monkeypatch):
     from agc_core import planning
 
     monkeypatch.setattr(planning, "_inspect_file", no_io)
+    from agc_core import io
+
+    monkeypatch.setattr(io, "file_layout", no_io)
     again, _ = plan_tasks(samples, cfg.analysis_branches, CHUNK,
                           cache=EntriesCache(tmp_path / "cache.json"))
     assert again == tasks
+    # every task carries its file's basket layout (cached too), which its worker reads by
+    assert all(t.layout is not None and t.layout == a.layout
+               for t, a in zip(tasks, again, strict=True))
+    assert tasks[0].layout["branches"].keys() == set(cfg.analysis_branches)
+    from agc_core.resume import run_key
+
+    bare = [replace(t, layout=None) for t in tasks]
+    assert run_key(bare, {}) == run_key(tasks, {})  # the layout follows from the file
 
 
 def test_plan_reports_unreadable_file(cfg, tmp_path, dataset):
