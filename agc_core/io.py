@@ -20,19 +20,40 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import awkward as ak
 import cramjam
 import numba
 import numpy as np
-import uproot
 import xxhash
-from uproot.source.file import MemmapSource
-from uproot.source.fsspec import FSSpecSource
 
 from agc_core import remote
 from agc_core.config import AnalysisConfig
 from agc_core.errors import ConfigError, InputError
 from agc_core.fileset import is_url
+
+
+class _LazyModule:
+    """A module imported on its first use: a worker reading planned files (:func:`file_layout`)
+    never needs uproot, whose import (with awkward and fsspec) costs ~0.25 s per process."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+
+uproot: Any = _LazyModule("uproot")
+#: the uproot source class of local files (None: its ``MemmapSource``)
+LOCAL_SOURCE: type | None = None
+
+
+def _source_class(module: str, name: str) -> type | None:
+    """An uproot source class if uproot has loaded it (else no object can be one of them)."""
+    mod = sys.modules.get(module)
+    return getattr(mod, name, None) if mod is not None else None
+
 
 log = logging.getLogger(__name__)
 
@@ -401,7 +422,10 @@ def _acquire(path: str) -> _Handle:
             return handle
     try:
         if local is not None:
-            directory = uproot.open(local, handler=MemmapSource, array_cache=None)
+            from uproot.source.file import MemmapSource
+
+            directory = uproot.open(local, handler=LOCAL_SOURCE or MemmapSource,
+                                    array_cache=None)
         else:
             directory = uproot.open(path, array_cache=None, **remote.open_options(path))
     except (MemoryError, KeyboardInterrupt, InputError):
@@ -644,7 +668,8 @@ def _fetch(handle: _Handle, branches: list[Any], start: int, stop: int
                 nbytes += int(b.basket_compressed_bytes(num))
     raw: dict[tuple[int, int], np.ndarray] = {}
     source = branches[0].file.source if ranges else None
-    if isinstance(source, FSSpecSource):  # remote files: errors keep their cause
+    fsspec_source = _source_class("uproot.source.fsspec", "FSSpecSource")
+    if fsspec_source is not None and isinstance(source, fsspec_source):  # remote: keep cause
         raw = remote.cat_ranges(source, ranges)
     elif source is not None:
         for c in source.chunks(ranges, notifications=queue.Queue()):
@@ -664,7 +689,7 @@ def _drop_pages(source: Any, its: list[tuple[int, Any]]) -> None:
     maps it again), so views into them stay valid.
     """
     mm = getattr(getattr(source, "file", None), "_mmap", None) if isinstance(
-        source, MemmapSource) else None
+        source, _source_class("uproot.source.file", "MemmapSource") or ()) else None
     if mm is None or mm.closed or not hasattr(mm, "madvise") or not hasattr(
             mmap, "MADV_DONTNEED"):
         return
@@ -761,6 +786,8 @@ class _NeedsUproot(Exception):
 
 def _numeric(arr: Any) -> np.ndarray | None:
     """A flat awkward array of numbers as an owned contiguous numpy array, else None."""
+    import awkward as ak
+
     try:
         out = ak.to_numpy(arr)
     except (ValueError, TypeError):
@@ -783,6 +810,8 @@ def _read_with_uproot(branch: Any, start: int, stop: int) -> tuple[np.ndarray, n
 
 def _from_awkward(arr: Any) -> tuple[np.ndarray, np.ndarray | None]:
     """An awkward array of one branch or field as (flat content, offsets or None)."""
+    import awkward as ak
+
     if arr.ndim == 1:
         flat = _numeric(arr)
         if flat is not None:

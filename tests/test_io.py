@@ -443,7 +443,7 @@ def test_other_uproot_sources(small_file, monkeypatch, handler):
     """The sources uproot uses for remote files (threads, futures) give the same arrays."""
     source = (uproot.source.fsspec.FSSpecSource if handler == "FSSpecSource"
               else uproot.source.file.MultithreadedFileSource)
-    monkeypatch.setattr(io, "MemmapSource", source)
+    monkeypatch.setattr(io, "LOCAL_SOURCE", source)
     io.close_files()
     for start, stop in [(0, 5000), (650, 2050), (10, 10)]:
         assert_chunk_equals_uproot(small_file, BRANCHES, start, stop)

@@ -37,3 +37,29 @@ def test_keep_freed_memory_stops_the_page_faults_of_each_chunk():
     # (measured: 42,900 page faults by default, 3,300 kept; transparent huge pages and
     # glibc's adaptive threshold make the default's count vary)
     assert out["keep"][1] * 5 < out["default"][1]
+
+
+NO_UPROOT = """
+import json, sys
+from agc_core import io, worker
+from agc_core.config import DEFAULT_ANALYSIS_CONFIG
+layout = json.loads(sys.argv[2])
+worker._prewarm({"config": str(DEFAULT_ANALYSIS_CONFIG), "processor": worker.BACKENDS["kernels"]})
+chunk = io.read_chunk(sys.argv[1], list(layout["branches"]), 0, 10, "events", layout)
+print(chunk.n_events, sorted(m for m in ("uproot", "awkward") if m in sys.modules))
+"""
+
+
+def test_a_worker_of_planned_files_never_imports_uproot(small_dataset, cfg):
+    """The fork server's warm-up and a read of a planned file load neither uproot nor awkward
+    (0.25 s a process, plus numba's awkward extension)."""
+    import json
+
+    from agc_core import io
+    from agc_core.fileset import load_fileset
+
+    path = load_fileset(small_dataset, cfg)[0].files[0].path
+    layout = io.file_layout(path, cfg.analysis_branches)
+    done = subprocess.run([sys.executable, "-c", NO_UPROOT, path, json.dumps(layout)],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["10", "[]"]
