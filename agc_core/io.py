@@ -29,22 +29,9 @@ from agc_core import remote
 from agc_core.config import AnalysisConfig
 from agc_core.errors import ConfigError, InputError
 from agc_core.fileset import is_url
+from agc_core.lazyimport import LazyModule
 
-
-class _LazyModule:
-    """A module imported on its first use: a worker reading planned files (:func:`file_layout`)
-    never needs uproot, whose import (with awkward and fsspec) costs ~0.25 s per process."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __getattr__(self, attr: str) -> Any:
-        import importlib
-
-        return getattr(importlib.import_module(self._name), attr)
-
-
-uproot: Any = _LazyModule("uproot")
+uproot: Any = LazyModule("uproot")  # a worker reading planned files never imports it
 #: the uproot source class of local files (None: its ``MemmapSource``)
 LOCAL_SOURCE: type | None = None
 

@@ -21,17 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import awkward as ak
 import numpy as np
-import uproot
-import uproot.writing._cascade
-import uproot.writing._cascadetree
-import uproot.writing.writable
 from numba import njit
 from tqdm import tqdm
 
 from agc_core.config import AnalysisConfig, DatasetParams, GeneratorFilter, load_analysis_config
 from agc_core.errors import ConfigError, InputError
+from agc_core.lazyimport import LazyModule
+
+# imported when a file is written or checked in full: a warm run's dataset check needs neither
+ak: Any = LazyModule("awkward")
+uproot: Any = LazyModule("uproot")
 
 log = logging.getLogger(__name__)
 
@@ -1397,7 +1397,8 @@ def _uuid_function(key: dict[str, Any]) -> Callable[[], uuid.UUID]:
 #: clock otherwise), so that a file's bytes depend only on its key
 WRITE_TIME = datetime.datetime(2015, 1, 1)
 #: the uproot modules that read the clock while writing a file
-_CLOCK_MODULES = (uproot.writing._cascade, uproot.writing._cascadetree, uproot.writing.writable)
+_CLOCK_MODULES = ("uproot.writing._cascade", "uproot.writing._cascadetree",
+                  "uproot.writing.writable")
 
 
 class _FixedClock(datetime.datetime):
@@ -1415,7 +1416,10 @@ def _fixed_write_time() -> Iterator[None]:
     shim = types.SimpleNamespace(**{k: getattr(datetime, k) for k in dir(datetime)
                                     if not k.startswith("__")})
     shim.datetime = _FixedClock
-    saved = [(m, m.datetime) for m in _CLOCK_MODULES if hasattr(m, "datetime")]
+    import importlib
+
+    modules = [importlib.import_module(name) for name in _CLOCK_MODULES]
+    saved = [(m, m.datetime) for m in modules if hasattr(m, "datetime")]
     try:
         for m, _ in saved:
             m.datetime = shim  # type: ignore[attr-defined]
@@ -1510,18 +1514,26 @@ def _file_ok(path: Path, entry: dict[str, Any], tree: str, checksum: bool) -> bo
     """Whether a cached file is intact and current.
 
     Checks the size, the entry count and generator key uproot reads back (and the SHA-256 if
-    asked) against the manifest entry.
+    asked) against the manifest entry. A file whose size and modification time are those
+    recorded when it last passed is taken as it is (a warm run's check of 18 files: 1 ms, not
+    0.2 s); a pass records the time in ``entry`` (the manifest is rewritten with it).
     """
     try:
-        if path.stat().st_size != entry["size"]:
+        st = path.stat()
+        if st.st_size != entry["size"]:
             return False
+        if not checksum and entry.get("mtime_ns") == st.st_mtime_ns:
+            return True
         with uproot.open(path) as f:
             t = f[tree]
             if t.num_entries != entry["entries"] or t.title != _tree_title(entry["key"]):
                 return False
     except Exception:  # any failure to read the file means "regenerate it"
         return False
-    return not checksum or _sha256(path) == entry["sha256"]
+    if checksum and _sha256(path) != entry["sha256"]:
+        return False
+    entry["mtime_ns"] = st.st_mtime_ns
+    return True
 
 
 def _relpath(process: str, variation: str, file_idx: int) -> str:

@@ -305,6 +305,21 @@ def test_ensure_dataset_reuses_and_repairs(tmp_path, cfg):
     # intact files are reused
     assert synthetic.ensure_dataset(tmp_path, **kw) == fileset
     assert mtimes(tmp_path) == first
+    # ... and, once checked, known by size and modification time: no file is opened again,
+    # except one whose time changed (here it cannot be opened: regenerated)
+    recorded = json.loads((tmp_path / synthetic.MANIFEST_NAME).read_text())["files"]
+    assert {rel: e["mtime_ns"] for rel, e in recorded.items()} == first
+    touched = tmp_path / "ttbar__scaleup" / "0.root"
+    os.utime(touched, ns=(first["ttbar__scaleup/0.root"] + 10**9,) * 2)
+    real_open = synthetic.uproot.open
+    synthetic.uproot.open = lambda *a, **k: (_ for _ in ()).throw(OSError("opened"))
+    try:
+        synthetic.ensure_dataset(tmp_path, **kw)
+    finally:
+        synthetic.uproot.open = real_open
+    regenerated = mtimes(tmp_path)
+    assert {k for k in first if regenerated[k] != first[k]} == {"ttbar__scaleup/0.root"}
+    first = regenerated
 
     # a truncated and a deleted file are regenerated (same content), the others kept
     truncated = tmp_path / "wjets__nominal" / "0.root"
