@@ -32,6 +32,20 @@ def _pyhf_model(spec):
     return model, np.asarray(ws.data(model))
 
 
+def _pyhf_minuit_fit(spec, tolerance):
+    """(model, parameters with uncertainties, result object) of pyhf's MINUIT fit."""
+    import pyhf
+
+    model, data = _pyhf_model(spec)
+    pyhf.set_backend("numpy", pyhf.optimize.minuit_optimizer(verbose=0, tolerance=tolerance))
+    try:
+        res, obj = pyhf.infer.mle.fit(data, model, return_uncertainties=True,
+                                      return_result_obj=True)
+    finally:
+        pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
+    return model, res, obj
+
+
 def _random_points(lh, rng, n):
     k0 = lh.n_pars - len(lh.sigma)
     for t in range(n):
@@ -95,18 +109,10 @@ def test_fit_agrees_with_pyhf(case):
     the same tolerance), the uncertainties within 1 % where pyhf's MINUIT has an accurate
     covariance; where it has not, ours reaches the same or a lower minimum and its
     uncertainties are confirmed by MINOS."""
-    import pyhf
-
     name, spec, lh, _ = case
     settings = replace(load_fit_config().minimizer, tolerance=1e-3)
     ours = fit.fit(lh, fit_cfg=settings, minos=None)
-    model, data = _pyhf_model(spec)
-    pyhf.set_backend("numpy", pyhf.optimize.minuit_optimizer(verbose=0, tolerance=1e-3))
-    try:
-        res, obj = pyhf.infer.mle.fit(data, model, return_uncertainties=True,
-                                      return_result_obj=True)
-    finally:
-        pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
+    model, res, obj = _pyhf_minuit_fit(spec, 1e-3)
     perm = [lh.labels.index(n) for n in model.config.par_names]
     assert ours.diagnostics.valid and ours.diagnostics.hesse_accurate
     # two minimizers stopping at EDM 2e-6 may differ by ~0.002 sigma along a flat direction
@@ -130,16 +136,8 @@ def test_best_fit_is_polished_to_pyhfs_tight_minimum(case):
     """At the configured tolerance our best fit (MIGRAD, then Newton steps) reaches the minimum
     pyhf's MINUIT reaches at tolerance 1e-5: -2 ln L within 1e-5, ttbar_norm within 1e-4 (plain
     MIGRAD stops up to 1e-4 away in ttbar_norm and 1.3e-5 in -2 ln L on the CMS inputs)."""
-    import pyhf
-
     _, spec, _, best = case
-    model, data = _pyhf_model(spec)
-    pyhf.set_backend("numpy", pyhf.optimize.minuit_optimizer(verbose=0, tolerance=1e-5))
-    try:
-        res, obj = pyhf.infer.mle.fit(data, model, return_uncertainties=True,
-                                      return_result_obj=True)
-    finally:
-        pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer())
+    model, res, obj = _pyhf_minuit_fit(spec, 1e-5)
     assert best.best_twice_nll == pytest.approx(float(obj.fun), abs=1e-5)
     assert best.best_twice_nll <= float(obj.fun) + 1e-6
     assert best.value("ttbar_norm")[0] == pytest.approx(res[model.config.poi_index, 0],
