@@ -40,6 +40,7 @@ def plot_pulls(lh: Likelihood, best: FitResult, path: Path) -> Path:
     ax.errorbar(pull, y, xerr=err, fmt="o", color="black")
     ax.set_yticks(y, [lh.labels[i] for i in idx], fontsize=8)
     ax.set_xlim(-3, 3)
+    ax.set_xticks(range(-3, 4))  # every sigma
     ax.set_ylim(-0.5, len(idx) - 0.5)
     ax.axvline(0, color="grey", linestyle="dotted")
     ax.set_xlabel(r"$(\hat{\theta} - \theta_0) / \Delta\theta$")
