@@ -97,3 +97,21 @@ def test_e2e_scaling_fileset_rows(capsys, tiny_fileset, monkeypatch):
     assert "scaling set (big9.json): 2 workers / 1 worker, processing 1.90x steady, " \
            "1.90x wall" in out
     assert "2 workers / 1 worker, processing: 1.60x" in out
+
+
+def test_warm_run_reuses_the_output_folder_of_a_run_before(monkeypatch, tmp_path):
+    """The warm run is timed as a user's second run: into the output folder (entries cache,
+    basket layouts) of an untimed first one; the first run gets fresh caches."""
+    from agc_core import bench
+
+    calls = []
+
+    def fake(argv, cwd, env=None):
+        calls.append((argv, env))
+        return 3.0 + 0.1 * len(calls), {"stage_times_s": {"plan": 1.0}}
+
+    monkeypatch.setattr(bench, "_timed_cli", fake)
+    warm, first, stages = bench.e2e_cli_runs("fs.json", str(tmp_path), 2, True)
+    assert len(calls) == 4 and len({tuple(a) for a, _ in calls[:3]}) == 1
+    assert warm == 3.2 and first == 3.4 and stages == {"plan": 1.0}
+    assert "AGC_CORE_DATA" in calls[3][1] and "NUMBA_CACHE_DIR" in calls[3][1]
