@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -93,6 +94,8 @@ def start_for_cli(argv: Sequence[str]) -> Path | None:
     """``python -m agc_core run`` with the default executor, processor and configuration:
     start the fork server before anything else (kept for :func:`take_early`)."""
     global _early
+    if not sys.platform.startswith("linux"):  # the pool's default start method is spawn there
+        return None
     args = list(argv)
     while args and args[0] in ("-q", "--quiet", "-v", "--verbose"):
         args.pop(0)
