@@ -102,12 +102,22 @@ def start_for_cli(argv: Sequence[str]) -> Path | None:
     if not args or args[0] != "run" or any(a.split("=")[0] in CLI_OPTIONS_OFF
                                            for a in args[1:]):
         return None
-    from agc_core.compilation import kernels_cached
     from agc_core.config import DEFAULT_ANALYSIS_CONFIG
 
-    prewarm = DEFAULT_PROCESSOR if kernels_cached(mlp=False) else None  # else: first run
-    _early = start(preload(DEFAULT_PROCESSOR), str(DEFAULT_ANALYSIS_CONFIG), prewarm)
+    _early = start_for_run(DEFAULT_PROCESSOR, False, str(DEFAULT_ANALYSIS_CONFIG))
     return _early
+
+
+def start_for_run(processor: str, io_only: bool, config_path: str,
+                  folder: str | Path | None = None) -> Path | None:
+    """:func:`start` for a run of ``processor``: it pre-warms the default processor's kernels
+    when they are compiled (on a first run they compile elsewhere, in the background)."""
+    from agc_core.compilation import kernels_cached
+
+    prewarm = (not io_only and processor == DEFAULT_PROCESSOR
+               and kernels_cached(mlp=False))
+    return start(preload(None if io_only else processor), config_path,
+                 processor if prewarm else None, folder)
 
 
 def take_early() -> Path | None:

@@ -677,17 +677,37 @@ def _drop_pages(source: Any, its: list[tuple[int, Any]]) -> None:
     """
     mm = getattr(getattr(source, "file", None), "_mmap", None) if isinstance(
         source, _source_class("uproot.source.file", "MemmapSource") or ()) else None
-    if mm is None or mm.closed or not hasattr(mm, "madvise") or not hasattr(
-            mmap, "MADV_DONTNEED"):
+    if mm is not None and not mm.closed:
+        _drop_map_pages(mm, [(int(r[0]), int(r[1])) for _, r in its if isinstance(r, tuple)])
+
+
+def _drop_map_pages(mm: mmap.mmap, ranges: list[tuple[int, int]]) -> None:
+    """``MADV_DONTNEED`` on byte ranges of a read-only file mapping (whole pages)."""
+    if not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
         return
     size = len(mm)
-    for _, r in its:
-        if not isinstance(r, tuple):
-            continue
-        lo = int(r[0]) // mmap.PAGESIZE * mmap.PAGESIZE
-        hi = min(size, -(-int(r[1]) // mmap.PAGESIZE) * mmap.PAGESIZE)
+    for lo_b, hi_b in ranges:
+        lo = lo_b // mmap.PAGESIZE * mmap.PAGESIZE
+        hi = min(size, -(-hi_b // mmap.PAGESIZE) * mmap.PAGESIZE)
         if hi > lo:
             mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+
+def _add_offsets(offsets: dict[str, np.ndarray], owner: dict[str, str], name: str,
+                 off: np.ndarray, where: str, start: int, kind: str = "branches") -> None:
+    """Keep a jagged column's offsets as its collection's, or check they are the same.
+
+    Raises:
+        InputError: two columns of one collection with different multiplicities.
+    """
+    coll = collection_of(name)
+    if coll not in offsets:
+        offsets[coll], owner[coll] = off, name
+    elif not np.array_equal(offsets[coll], off):
+        diff = np.flatnonzero(np.diff(offsets[coll]) != np.diff(off))
+        raise InputError(f"{where}: {kind} '{owner[coll]}' and '{name}' of collection "
+                         f"'{coll}' have different multiplicities (first at entry "
+                         f"{start + int(diff[0])})")
 
 
 def _pieces(branch: Any, its: list[tuple[int, Any]], raw: dict[tuple[int, int], np.ndarray],
@@ -946,27 +966,10 @@ def _read_laid_out(path: str, layout: dict[str, Any], names: list[str], start: A
                 columns[name], off = _read_jagged(pieces, plan, n, a)
             _drop_map_pages(mm, used)
             if off is not None:
-                coll = collection_of(name)
-                if coll not in offsets:
-                    offsets[coll], owner[coll] = off, name
-                elif not np.array_equal(offsets[coll], off):
-                    raise ValueError(f"{where}: collections differ ('{owner[coll]}', "
-                                     f"'{name}')")
+                _add_offsets(offsets, owner, name, off, where, a)
     except _NeedsUproot:
         raise _StaleLayout from None
     return Chunk(n, a, b, columns, offsets, nbytes)
-
-
-def _drop_map_pages(mm: mmap.mmap, ranges: list[tuple[int, int]]) -> None:
-    """``MADV_DONTNEED`` on the decoded byte ranges of a file mapping (as :func:`_drop_pages`)."""
-    if not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
-        return
-    size = len(mm)
-    for lo_b, hi_b in ranges:
-        lo = lo_b // mmap.PAGESIZE * mmap.PAGESIZE
-        hi = min(size, -(-hi_b // mmap.PAGESIZE) * mmap.PAGESIZE)
-        if hi > lo:
-            mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
 
 def read_chunk(path: str | os.PathLike[str], branches: Iterable[str], entry_start: int = 0,
@@ -1035,14 +1038,7 @@ def _read(handle: _Handle, path: str, names: list[str], entry_start: Any, entry_
             columns[name], off = _read_branch(b, plan, its, raw, start, stop, where)
             _drop_pages(b.file.source, its)
             if off is not None:
-                coll = collection_of(name)
-                if coll not in offsets:
-                    offsets[coll], owner[coll] = off, name
-                elif not np.array_equal(offsets[coll], off):
-                    diff = np.flatnonzero(np.diff(offsets[coll]) != np.diff(off))
-                    raise InputError(f"{where}: branches '{owner[coll]}' and '{name}' of "
-                                     f"collection '{coll}' have different multiplicities (first "
-                                     f"at entry {start + int(diff[0])})")
+                _add_offsets(offsets, owner, name, off, where, start)
     except (InputError, MemoryError, KeyboardInterrupt):
         raise
     except Exception as exc:
@@ -1061,16 +1057,13 @@ def _read_rntuple(t: Any, path: str, names: list[str], start: int, stop: int, tr
     where = f"{path}: RNTuple '{tree}', entries [{start}, {stop})"
     columns: dict[str, np.ndarray] = {}
     offsets: dict[str, np.ndarray] = {}
+    owner: dict[str, str] = {}
     try:
         arrays = t.arrays(names, entry_start=start, entry_stop=stop) if names else {}
         for name in names:
             columns[name], off = _from_awkward(arrays[name])
             if off is not None:
-                coll = collection_of(name)
-                if coll in offsets and not np.array_equal(offsets[coll], off):
-                    raise InputError(f"{where}: fields of collection '{coll}' have different "
-                                     f"multiplicities ('{name}')")
-                offsets.setdefault(coll, off)
+                _add_offsets(offsets, owner, name, off, where, start, "fields")
     except (InputError, MemoryError, KeyboardInterrupt):
         raise
     except Exception as exc:

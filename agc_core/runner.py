@@ -429,11 +429,8 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
     if early is None and options.executor == "processes" and (
             options.start_method or executors.DEFAULT_START_METHOD) == "forkserver":
         # the fork server starts (imports) while this process loads, checks and plans
-        processor = BACKENDS.get(options.processor, options.processor)
-        prewarm = (not options.io_only and options.processor == "kernels"
-                   and kernels_cached(mlp=False))  # (a first run compiles them elsewhere)
-        early = forkserver.start(forkserver.preload(None if options.io_only else processor),
-                                 str(cfg.path), processor if prewarm else None, out)
+        early = forkserver.start_for_run(BACKENDS.get(options.processor, options.processor),
+                                         options.io_only, str(cfg.path), out)
     try:
         return _run_with(options, cfg, out, log_setup, t_start, early)
     finally:

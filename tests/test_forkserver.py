@@ -28,7 +28,8 @@ def test_cli_starts_it_only_for_a_default_run(argv, monkeypatch):
 
 
 def test_cli_default_run_starts_it_once(monkeypatch, tmp_path):
-    monkeypatch.setattr(forkserver, "start", lambda modules, config, prewarm: tmp_path / "w")
+    monkeypatch.setattr(forkserver, "start",
+                        lambda modules, config, prewarm, folder=None: tmp_path / "w")
     assert forkserver.start_for_cli(["-v", "run", "--workers", "2"]) == tmp_path / "w"
     assert forkserver.take_early() == tmp_path / "w" and forkserver.take_early() is None
 
