@@ -196,7 +196,8 @@ def analyse_events(
                     sel_is_sel0 = True
             elif v < n_scale:
                 ns, n_ge, n_gt, ht, lead, mask = select_event_jets(
-                    jet_pt, jet_btag, j0, nj, scale_factors[v], jet_cut, btag_threshold, sel)
+                    jet_pt, jet_btag, j0, nj, scale_factors[v:v + 1], 0, jet_cut,
+                    btag_threshold, sel)
                 sel_is_sel0 = False
             else:
                 # JER: draw only the factors that decide the selection (see jer_bounds)

@@ -131,16 +131,18 @@ def add_selected_jet(j: int, pt: np.float32, tag: np.float32, btag_threshold: np
 
 @njit(cache=True)
 def select_event_jets(jet_pt: np.ndarray, jet_btag: np.ndarray, j0: int, nj: int,
-                      factor: float, jet_cut: float, btag_threshold: np.float32,
-                      selected: np.ndarray
+                      factors: np.ndarray, stride: int, jet_cut: float,
+                      btag_threshold: np.float32, selected: np.ndarray
                       ) -> tuple[int, int, int, float, np.float32, np.uint64]:
-    """Select one event's jets with one pt factor for all of them (the seed's scalar
-    variations: nominal, jet energy scale).
+    """Select one event's jets, each scaled by its pt factor.
 
     Args:
         jet_pt, jet_btag: float32 flat jet pt (GeV) and b-tag score.
         j0, nj: first flat index and number of the event's jets.
-        factor: float64 pt factor.
+        factors, stride: float64 pt factors; jet ``j`` of the event uses
+            ``factors[(j0 + j) * stride]``: stride 1 for a factor per jet (JER), 0 for one
+            factor for all of them, ``factors[0]`` (the seed's scalar variations: nominal,
+            jet energy scale).
         jet_cut: float64 strict cut on ``float64(pt) * factor`` (GeV).
         btag_threshold: float32 working point.
         selected: int64 output, local indices (0..nj-1) of the selected jets in stored order.
@@ -158,28 +160,7 @@ def select_event_jets(jet_pt: np.ndarray, jet_btag: np.ndarray, j0: int, nj: int
     mask = np.uint64(0)
     for j in range(nj):
         pt = jet_pt[j0 + j]
-        if jet_passes(pt, factor, jet_cut):
-            ht += np.float64(pt) * factor
-            ns, n_ge, n_gt, lead, mask = add_selected_jet(
-                j, pt, jet_btag[j0 + j], btag_threshold, selected, ns, n_ge, n_gt, lead, mask)
-    return ns, n_ge, n_gt, ht, lead, mask
-
-
-@njit(cache=True)
-def select_event_jets_per_jet(jet_pt: np.ndarray, jet_btag: np.ndarray, j0: int, nj: int,
-                              factors: np.ndarray, jet_cut: float, btag_threshold: np.float32,
-                              selected: np.ndarray
-                              ) -> tuple[int, int, int, float, np.float32, np.uint64]:
-    """:func:`select_event_jets` with a float64 factor per jet (``factors[j0 + j]``, JER)."""
-    ns = 0
-    n_ge = 0
-    n_gt = 0
-    ht = 0.0
-    lead = np.float32(0.0)
-    mask = np.uint64(0)
-    for j in range(nj):
-        pt = jet_pt[j0 + j]
-        f = factors[j0 + j]
+        f = factors[(j0 + j) * stride]
         if jet_passes(pt, f, jet_cut):
             ht += np.float64(pt) * f
             ns, n_ge, n_gt, lead, mask = add_selected_jet(
@@ -194,7 +175,7 @@ def select_jets(offsets: np.ndarray, pt: np.ndarray, btag: np.ndarray, factor: n
                            np.ndarray]:
     """Jet selection with per-jet pt variation factors and the per-event jet summaries.
 
-    The per-event work is :func:`select_event_jets_per_jet` (the pieces the fused chunk
+    The per-event work is :func:`select_event_jets` (the pieces the fused chunk
     kernel uses).
 
     Args:
@@ -220,8 +201,8 @@ def select_jets(offsets: np.ndarray, pt: np.ndarray, btag: np.ndarray, factor: n
     selected = np.empty(max_multiplicity(offsets), dtype=np.int64)
     for i in range(n_events):
         j0 = offsets[i]
-        ns, n_ge[i], n_gt[i], ht[i], lead[i], _ = select_event_jets_per_jet(
-            pt, btag, j0, offsets[i + 1] - j0, factor, cut, btag_threshold, selected)
+        ns, n_ge[i], n_gt[i], ht[i], lead[i], _ = select_event_jets(
+            pt, btag, j0, offsets[i + 1] - j0, factor, 1, cut, btag_threshold, selected)
         n_jets[i] = ns
         for a in range(ns):
             mask[j0 + selected[a]] = True

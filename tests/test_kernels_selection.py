@@ -75,7 +75,8 @@ def test_select_jets(chunk, cfg, variation):
 
 
 def test_select_event_jets_equals_select_jets(chunk, cfg):
-    """The scalar-factor event helper of the fused kernel gives select_jets' summaries."""
+    """The event helper with one factor for all jets (stride 0, as the fused kernel calls it)
+    gives select_jets' summaries (per-jet factors, stride 1)."""
     sel, off = cfg.selection, chunk.offsets["jet"]
     pt, btag = chunk.columns["jet_pt"], chunk.columns["jet_btag"]
     f = cfg.systematics.jes_factor
@@ -83,8 +84,8 @@ def test_select_event_jets_equals_select_jets(chunk, cfg):
                                                 sel.jet_pt_min, F32(sel.btag_threshold))
     selected = np.empty(int(np.diff(off).max()), dtype=np.int64)
     for i in range(len(off) - 1):
-        got = select_event_jets(pt, btag, off[i], off[i + 1] - off[i], f, sel.jet_pt_min,
-                                F32(sel.btag_threshold), selected)
+        got = select_event_jets(pt, btag, off[i], off[i + 1] - off[i], np.array([f]), 0,
+                                sel.jet_pt_min, F32(sel.btag_threshold), selected)
         assert got[:5] == (n[i], n_ge[i], n_gt[i], ht[i], lead[i])
         local = np.flatnonzero(mask[off[i]:off[i + 1]])
         np.testing.assert_array_equal(selected[:got[0]], local)
