@@ -114,6 +114,19 @@ def test_compressions(tmp_path, cfg, compression):
         assert len(f[cfg.dataset.tree]["jet_pt"].array()) == 300
 
 
+def test_fast_zlib_writes_standard_zlib_blocks():
+    """The generator's zlib compressor (cramjam) makes streams the standard library reads,
+    under ROOT's ZLIB algorithm code, deterministically."""
+    import zlib
+
+    data = np.random.default_rng(3).normal(size=50_000).astype(np.float32).tobytes()
+    fast = synthetic._compression("zlib", 1)
+    assert fast.code == uproot.ZLIB(1).code
+    block = uproot.compression.compress(data, fast)
+    assert zlib.decompress(block[9:]) == data  # after the 9-byte ROOT block header
+    assert block[:2] == b"ZL" and block == uproot.compression.compress(data, fast)
+
+
 def test_regenerated_files_keep_their_uuid(tmp_path, cfg):
     """The JER draws are keyed on the file's UUID: a regenerated file must get the same one,
     and different files different ones."""
