@@ -9,7 +9,9 @@ a sample of constant per-event weight ``w = xsec * lumi / nevts``: ``variance = 
 ``nevts`` summed over the sample's first ``n_files`` files of an AGC fileset
 (``ntuples_merged.json``). :func:`agc_core.outputs.write_fit_histograms` then makes the
 cabinetry-style ``histograms.root`` from it exactly as for a run (offset, slice, rebin,
-pseudodata), and :func:`agc_core.workspace.build` takes either.
+pseudodata), and :func:`agc_core.workspace.build` takes either. :func:`with_mc_precision`
+gives it the MC statistical precision of another histogram (a fit with per-bin MC
+uncertainties compares two inputs' physics only at equal precision).
 """
 
 from __future__ import annotations
@@ -126,3 +128,60 @@ def reference_histogram(path: str | Path = REFERENCE_FILE, fileset: str | Path =
         view.variance[cell] = contents * w
     log.info("read %d reference histograms from %s", len(raw), path)
     return hist
+
+
+def effective_events(hist: bh.Histogram) -> dict[tuple[str, str], float]:
+    """Effective number of MC events ``(sum w)^2 / sum w^2`` of every nominal (region, process).
+
+    Summed over the observable (flow bins included) and the classification; a cell without
+    events is left out.
+
+    Args:
+        hist: a 5-axis histogram (observable, region, process, variation, classification).
+    """
+    view = hist.view(flow=True)
+    regions, processes = list(hist.axes[1]), list(hist.axes[2])
+    nominal = list(hist.axes[3]).index("nominal")
+    out = {}
+    for i, region in enumerate(regions):
+        for j, process in enumerate(processes):
+            cell = view[:, i, j, nominal, :]
+            total, variance = float(cell.value.sum()), float(cell.variance.sum())
+            if total > 0 and variance > 0:
+                out[(region, process)] = total * total / variance
+    return out
+
+
+def with_mc_precision(hist: bh.Histogram, like: bh.Histogram) -> bh.Histogram:
+    """``hist`` with the MC statistical precision of ``like``: the same values, the variances
+    it would have had with as many effective MC events as ``like`` has.
+
+    Per (region, process), every variance of ``hist`` is multiplied by
+    ``n_eff(hist) / n_eff(like)`` (:func:`effective_events`), so that relative statistical
+    uncertainties scale as ``1 / sqrt(n_eff)``; (region, process) cells missing from either
+    are left as they are. A fit with per-bin MC statistical uncertainties (``staterror``)
+    depends on their size, so two fits of different MC statistics compare their physics only
+    at equal precision: the reference's ``ttbar_norm`` moves from 0.976 to ~1.02 given the
+    embedded dataset's (issue 11).
+
+    Args:
+        hist: the histogram to rescale (e.g. :func:`reference_histogram`).
+        like: the histogram whose MC precision it gets (e.g. a run's full histogram).
+
+    Raises:
+        InputError: ``like`` lacks a region or process of ``hist``.
+    """
+    mine, theirs = effective_events(hist), effective_events(like)
+    missing = sorted({r for r, _ in mine} - set(like.axes[1])
+                     | {p for _, p in mine} - set(like.axes[2]))
+    if missing:
+        raise InputError(f"MC precision: the histogram to match has no region or process "
+                         f"{', '.join(missing)}")
+    out = hist.copy()
+    view = out.view(flow=True)
+    regions, processes = list(hist.axes[1]), list(hist.axes[2])
+    for (region, process), n in mine.items():
+        n_like = theirs.get((region, process))
+        if n_like:
+            view.variance[:, regions.index(region), processes.index(process)] *= n / n_like
+    return out

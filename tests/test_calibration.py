@@ -6,12 +6,16 @@ processor; the reference is the AGC's published ``reference_v1.2.0_histos_10_fil
 .json`` (124 histograms of the real analysis, 27 entries each: underflow, 25 bins, overflow).
 Each test prints the table it checked (``pytest -s``): per item the worst case, its target
 and, where a target is not reached yet, the bound this version holds (KNOWN_SHORTFALLS).
+``AGC_CALIBRATION_HISTOGRAMS=out/histograms_full.npz`` checks a run's histograms instead (the
+default embedded dataset: ``python -m agc_core run --output-dir out``). Item 4 compares the
+fits at equal MC statistical precision (see its test).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterator
 
 import boost_histogram as bh
@@ -47,9 +51,6 @@ KNOWN_SHORTFALLS: dict[tuple[str, str], float] = {
     # softer radiation move the 4j1b leading jet out of its target instead)
     ("item3-btag", "4j2b single_top_tW jet 1"): 0.027,
     ("item3-btag", "4j2b single_top_tW jet 2"): 0.026,
-    # 1.015 on this test's sample (100k events per sample, W+jets as the default dataset's),
-    # 0.976 on the reference; the default dataset (200k per sample): see the README
-    ("item4", "ttbar_norm"): 0.05,
 }
 
 
@@ -65,7 +66,14 @@ def reference(shared_agc) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def ours(cfg) -> bh.Histogram:
-    """The seed's 5-axis histogram of every sample (in-memory events, dataset seed)."""
+    """The seed's 5-axis histogram of every sample (in-memory events, dataset seed), or a
+    run's ``histograms_full.npz`` named by ``$AGC_CALIBRATION_HISTOGRAMS`` (e.g. the default
+    embedded dataset's: ``python -m agc_core run --output-dir out``)."""
+    path = os.environ.get("AGC_CALIBRATION_HISTOGRAMS")
+    if path:
+        from agc_core.outputs import load_full_histogram
+
+        return load_full_histogram(path)
     seed = cfg.dataset.seed
     classifier = ThresholdClassifier.from_config(cfg, math.inf)
     results = []
@@ -209,16 +217,27 @@ def test_item3_btag_jet_pt(ours, reference, cfg):
 
 
 def test_item4_fitted_ttbar_norm(ours, cfg, shared_agc):
+    """ttbar_norm of our fit on the embedded events and on the reference at equal MC precision.
+
+    The fit's per-bin MC statistical uncertainties (staterror) move ttbar_norm: the reference
+    (~4.4 M events per ttbar sample, ~20x ours) fits 0.976 with its own precision and ~1.02
+    with that of a 200k-event sample. So the physics is compared at equal precision
+    (:func:`agc_core.reference_histograms.with_mc_precision`: the reference's variances
+    scaled to this sample's effective MC events, per region and process); the difference at
+    the reference's own precision is printed beside it."""
     from agc_core import fit, workspace
-    from agc_core.reference_histograms import reference_histogram
+    from agc_core.reference_histograms import reference_histogram, with_mc_precision
 
     real = reference_histogram(shared_agc / REFERENCE_JSON, shared_agc / "ntuples_merged.json",
                                cfg)
     norm = {}
-    for name, hist in (("embedded", ours), ("reference", real)):
+    for name, hist in (("embedded", ours), ("reference", real),
+                       ("reference at our precision", with_mc_precision(real, ours))):
         result = fit.fit(workspace.build(hist, cfg=cfg), minos=None, quiet=True)
         norm[name] = result.value("ttbar_norm")[0]
-    diff = abs(norm["embedded"] - norm["reference"])
-    check("item4", "|ttbar_norm(embedded) - ttbar_norm(reference)|",
+    diff = abs(norm["embedded"] - norm["reference at our precision"])
+    check("item4", "|ttbar_norm(embedded) - ttbar_norm(reference)| at equal MC precision",
           [("ttbar_norm", diff, FIT_TOL,
-            f"embedded {norm['embedded']:.3f} reference {norm['reference']:.3f}")])
+            f"embedded {norm['embedded']:.3f} reference {norm['reference at our precision']:.3f}"
+            f" (at its own precision {norm['reference']:.3f}: difference "
+            f"{abs(norm['embedded'] - norm['reference']):.3f})")])
