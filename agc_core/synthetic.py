@@ -36,7 +36,7 @@ uproot: Any = LazyModule("uproot")
 log = logging.getLogger(__name__)
 
 # Bump whenever the generated content changes: cached datasets of another version are rebuilt.
-GENERATOR_VERSION = "agc-core-synthetic-6"
+GENERATOR_VERSION = "agc-core-synthetic-7"
 FILESET_NAME = "fileset.json"
 MANIFEST_NAME = "manifest.json"
 BLOCK_EVENTS = 25_000  # events generated (and written as one basket per branch) at a time
@@ -296,13 +296,18 @@ TUNES: dict[str, ProcessTune] = {
         fsr_prob=0.2, fsr_z_max=0.4, jet_response=1.0, spectator_pt=45.0),
     "single_top_tW": ProcessTune(
         hard="tW", n_leptonic=(0.21, 0.69, 0.10), tau_fraction=1 / 3,
-        pstar_scale=85.0, pstar_shape=1.8, rapidity_sigma=0.9,
-        radiation=Radiation(mean=1.2, ratio=0.0, pt_min=25.0, pt_index=3.0, eta_sigma=1.8,
+        # a softer, narrower t-W recoil than ttbar's (b g -> t W near threshold): fewer
+        # hard leading jets in 4j1b
+        pstar_scale=49.0, pstar_shape=2.6, rapidity_sigma=0.9,
+        # ISR above 36 GeV with a steeper spectrum: jets 2-4 harder without a hard tail that
+        # would make the leading jet
+        radiation=Radiation(mean=1.1, ratio=0.0, pt_min=36.0, pt_index=3.4, eta_sigma=1.8,
                             frac_b=0.02, frac_c=0.04),
-        # the second b of tW (g -> b bbar splitting of the initial-state b quark) is soft
-        # and forward
-        extra_b=0.6, extra_b_pt_min=22.0, extra_b_eta_sigma=1.5,
-        fsr_prob=0.2, fsr_z_max=0.4, jet_response=1.0),
+        # the second b of tW: rarer but hard and central (the g g -> t W b configurations
+        # beside the top-pair-like region, a b quark with a top-decay-like pt), so that the
+        # 4j2b events are harder than the 4j1b ones as CMS's
+        extra_b=0.33, extra_b_pt_min=60.0, extra_b_eta_sigma=1.4,
+        fsr_prob=0.29, fsr_z_max=0.4, jet_response=1.0),
     "wjets": ProcessTune(
         hard="wjets", n_leptonic=(0.0, 1.0, 0.0), tau_fraction=1 / 3,
         pstar_scale=0.0, pstar_shape=1.0, rapidity_sigma=1.8,
