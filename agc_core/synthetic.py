@@ -86,6 +86,10 @@ class Radiation:
         scale_sigma: width of a per-event log-normal factor on the pt of the n_hard
             matrix-element partons (the hard scale of the event: they are harder or softer
             together).
+        scale_sigma_low: if not None, the width of that factor below its median (a split
+            log-normal): the matrix-element generation cut bounds the hard scale from below
+            while the parton luminosity lets it reach far above (a long tail); None:
+            ``scale_sigma`` on both sides.
         n_hard: the first n_hard partons (the matrix-element jets; the others are shower
             emissions) have a pt spectrum starting at ``hard_factor * pt_min``.
         hard_factor: see n_hard.
@@ -102,6 +106,7 @@ class Radiation:
     scale_sigma: float = 0.0
     n_hard: int = 0
     hard_factor: float = 1.0
+    scale_sigma_low: float | None = None
 
 
 @dataclass(frozen=True)
@@ -314,11 +319,14 @@ TUNES: dict[str, ProcessTune] = {
     "wjets": ProcessTune(
         hard="wjets", n_leptonic=(0.0, 1.0, 0.0), tau_fraction=1 / 3,
         pstar_scale=0.0, pstar_shape=1.0, rapidity_sigma=1.8,
-        # two matrix-element jets that share the event's hard scale (a broad HT whose
-        # low end is W + 4 soft jets), then a steep spectrum of shower jets near threshold
-        radiation=Radiation(mean=0.0, ratio=0.5, pt_min=22.0, pt_index=4.2, eta_sigma=1.8,
-                            frac_b=0.06, frac_c=0.10, scale_sigma=0.6, n_hard=2,
-                            hard_factor=1.7),
+        # two matrix-element jets that share the event's hard scale, then a steep spectrum
+        # of shower jets near threshold; the hard scale is a split log-normal (0.5 below its
+        # median: the generation cut, 0.7 above: the long HT tail, CMS's 4j1b HT > 550 GeV)
+        # and the shower jets start at 25 GeV: fewer W + 4 soft jets events just above the
+        # 4-jet threshold
+        radiation=Radiation(mean=0.0, ratio=0.475, pt_min=25.0, pt_index=4.2, eta_sigma=1.8,
+                            frac_b=0.06, frac_c=0.10, scale_sigma=0.7, n_hard=2,
+                            hard_factor=1.36, scale_sigma_low=0.5),
         extra_b=0.0, extra_b_pt_min=15.0, extra_b_eta_sigma=1.5,
         fsr_prob=0.15, fsr_z_max=0.4, jet_response=1.0),
 }
@@ -513,7 +521,10 @@ def _radiation(rng: np.random.Generator, count: np.ndarray, tune: ProcessTune) -
     xb_eta = rng.normal(0.0, tune.extra_b_eta_sigma, n)
     xb_phi = rng.uniform(-np.pi, np.pi, n)
     hard = np.arange(N_RADIATION) < rad.n_hard
-    pt = np.where(hard, pt * np.exp(rad.scale_sigma * rng.standard_normal(n))[:, None], pt)
+    z = rng.standard_normal(n)
+    sigma = rad.scale_sigma if rad.scale_sigma_low is None else np.where(
+        z > 0, rad.scale_sigma, rad.scale_sigma_low)
+    pt = np.where(hard, pt * np.exp(sigma * z)[:, None], pt)
     flavour = np.concatenate([flavour, np.full((n, 1), FLAV_B)], axis=1).astype(np.int8)
     mass = np.where(flavour == FLAV_B, B_MASS, np.where(flavour == FLAV_C, C_MASS, 0.0))
     return _Partons(np.concatenate([pt, xb_pt[:, None]], axis=1),
