@@ -115,3 +115,19 @@ def test_warm_run_reuses_the_output_folder_of_a_run_before(monkeypatch, tmp_path
     assert len(calls) == 4 and len({tuple(a) for a, _ in calls[:3]}) == 1
     assert warm == 3.2 and first == 3.4 and stages == {"plan": 1.0}
     assert "AGC_CORE_DATA" in calls[3][1] and "NUMBA_CACHE_DIR" in calls[3][1]
+
+
+def test_repeated_fileset_keeps_the_declared_entries(tmp_path):
+    """A generator-filtered file's nevts (events generated) differs from its entries: the
+    bench's bigger dataset keeps both, so its planning checks entries, without warnings."""
+    import json
+
+    from agc_core.bench import _repeated_fileset
+
+    src = tmp_path / "fileset.json"
+    src.write_text(json.dumps({"wjets": {"nominal": {"files": [
+        {"path": "w/0.root", "nevts": 1_100_000, "entries": 100_000}]}}}))
+    out = json.loads(_repeated_fileset(src, 3, tmp_path).read_text())
+    files = out["wjets"]["nominal"]["files"]
+    assert [(f["nevts"], f["entries"]) for f in files] == [(1_100_000, 100_000)] * 3
+    assert all(f["path"] == str(tmp_path / "w" / "0.root") for f in files)

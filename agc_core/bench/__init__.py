@@ -287,7 +287,7 @@ def _repeated_fileset(fileset: Any, copies: int, out: Any) -> Any:
     raw = read_fileset_json(src)
     for variations in raw.values():
         for body in variations.values():
-            files = [{"path": resolve_path(f["path"], src.parent), "nevts": f["nevts"]}
+            files = [{**f, "path": resolve_path(f["path"], src.parent)}  # nevts, entries
                      for f in body["files"]]
             body["files"] = files * copies
     path = Path(out) / f"fileset_x{copies}.json"
