@@ -1303,20 +1303,14 @@ def default_data_dir() -> Path:
 
 
 def _fast_zlib(level: int) -> Any:
-    """uproot's ZLIB compression (same ROOT ``ZL`` blocks, zlib streams any reader
-    decompresses) that compresses with cramjam (installed with uproot): 4x the standard
-    library's speed at level 1 here, for the same size; its bytes are deterministic."""
-    import cramjam
-
-    class FastZLIB(uproot.ZLIB):  # type: ignore[misc, name-defined]
-        def compress(self, data: Any) -> bytes:
-            return bytes(cramjam.zlib.compress(data, level=self.level))
-
-        @property
-        def code_pair(self) -> tuple[int, int]:  # uproot finds the code by exact type
-            return uproot.ZLIB(self.level).code_pair
-
-    return FastZLIB(level)
+    """uproot's ZLIB compression through libdeflate (uproot's ``ZLIB.library = "deflate"``;
+    the ``deflate`` package is one of our dependencies): the same ROOT ``ZL`` blocks of zlib
+    streams any reader decompresses, 3x the standard library's speed at level 1 here and
+    deterministic, for files ~5 % larger (the standard library compresses uproot's
+    big-endian columns a little better)."""
+    zlib = uproot.ZLIB(level)
+    zlib.library = "deflate"
+    return zlib
 
 
 def _compression(name: str, level: int) -> Any:

@@ -115,8 +115,8 @@ def test_compressions(tmp_path, cfg, compression):
 
 
 def test_fast_zlib_writes_standard_zlib_blocks():
-    """The generator's zlib compressor (cramjam) makes streams the standard library reads,
-    under ROOT's ZLIB algorithm code, deterministically."""
+    """The generator's zlib compressor (libdeflate) makes streams the standard library
+    reads, under ROOT's ZLIB algorithm code, deterministically."""
     import zlib
 
     data = np.random.default_rng(3).normal(size=50_000).astype(np.float32).tobytes()
