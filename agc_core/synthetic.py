@@ -1360,6 +1360,16 @@ def _file_key(params: DatasetParams, process: str, variation: str, file_idx: int
     return key
 
 
+def tune_digest(process: str, variation: str, det: Detector = DETECTOR) -> str:
+    """Digest of the generator knobs of one sample (its tune and the detector), kept in each
+    file's manifest entry: a cached file made with other knobs is regenerated even where the
+    generator version was not bumped (the version still covers changes of the code)."""
+    knobs = {"tune": dataclasses.asdict(sample_tune(process, variation)),
+             "detector": dataclasses.asdict(det)}
+    text = json.dumps(knobs, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def sample_filter(gen_filter: GeneratorFilter | None, process: str) -> GeneratorFilter | None:
     """The generator filter of a process's samples (None: not filtered)."""
     return gen_filter if gen_filter is not None and gen_filter.process == process else None
@@ -1523,8 +1533,9 @@ def write_sample_file(path: Path, process: str, variation: str, file_idx: int,
                                     counter_name=lambda counted: f"number{counted}",
                                     field_name=lambda outer, inner: f"{outer}_{inner}")
                 tree.extend(data)
-        entry = {"key": key, "size": tmp.stat().st_size, "sha256": _sha256(tmp),
-                 "entries": entries, "generated": generated}
+        entry = {"key": key, "tune": tune_digest(process, variation),
+                 "size": tmp.stat().st_size, "sha256": _sha256(tmp), "entries": entries,
+                 "generated": generated}
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -1647,6 +1658,7 @@ def _build(out_dir: Path, params: DatasetParams, cfg: AnalysisConfig, progress: 
         rel = _relpath(p, v, i)
         entry = old.get(rel) if reuse else None
         if (isinstance(entry, dict) and entry.get("key") == _file_key(params, p, v, i)
+                and entry.get("tune") == tune_digest(p, v)
                 and _file_ok(out_dir / rel, entry, params.tree, checksum)):
             files[rel] = entry
         else:
@@ -1737,9 +1749,10 @@ def ensure_dataset(out_dir: str | Path | None = None, events_per_file: int | Non
                    status: Callable[[], str] | None = None) -> Path:
     """The embedded dataset, generated on first use and cached.
 
-    Files whose manifest entry matches the parameters and the generator version, with the
-    recorded size and entry count (and SHA-256 when ``checksum``), are reused; missing,
-    damaged or outdated files are regenerated.
+    Files whose manifest entry matches the parameters, the generator version and the
+    sample's generator knobs (:func:`tune_digest`), with the recorded size and entry count
+    (and SHA-256 when ``checksum``), are reused; missing, damaged or outdated files are
+    regenerated.
 
     Args:
         out_dir: cache folder (default :func:`default_data_dir`).

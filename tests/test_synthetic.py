@@ -370,6 +370,26 @@ def test_ensure_dataset_reuses_and_repairs(tmp_path, cfg):
     assert json.loads((tmp_path / synthetic.MANIFEST_NAME).read_text())["params"]["seed"] == 12
 
 
+def test_changed_generator_knobs_regenerate_their_sample(tmp_path, cfg, monkeypatch):
+    """A tune changed without a version bump: that sample's cached files are regenerated,
+    the others reused."""
+    import dataclasses
+
+    kw = {"events_per_file": 300, "files_per_sample": 1, "seed": 12, "cfg": cfg,
+          "progress": False}
+    synthetic.ensure_dataset(tmp_path, **kw)
+    first = mtimes(tmp_path)
+    tune = synthetic.TUNES["single_top_s_chan"]
+    monkeypatch.setitem(synthetic.TUNES, "single_top_s_chan",
+                        dataclasses.replace(tune, fsr_prob=tune.fsr_prob + 0.01))
+    synthetic.ensure_dataset(tmp_path, **kw)
+    again = mtimes(tmp_path)
+    assert {k for k in first if again[k] != first[k]} == {"single_top_s_chan__nominal/0.root"}
+    entry = json.loads((tmp_path / synthetic.MANIFEST_NAME).read_text())["files"][
+        "single_top_s_chan__nominal/0.root"]
+    assert entry["tune"] == synthetic.tune_digest("single_top_s_chan", "nominal")
+
+
 def test_default_data_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("AGC_CORE_DATA", str(tmp_path / "x"))
     assert synthetic.default_data_dir() == tmp_path / "x"
