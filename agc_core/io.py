@@ -107,7 +107,7 @@ class FileInfo:
 def _zlib_backends() -> dict[str, Callable[[np.ndarray, np.ndarray], int]]:
     """Available zlib decompressors, fastest first: each writes into ``out``, returns bytes."""
     backends: dict[str, Callable[[np.ndarray, np.ndarray], int]] = {}
-    try:  # libdeflate: ~2x zlib's speed (optional; not installed by default)
+    try:  # libdeflate: ~2x zlib's speed (a dependency; the others stay as fallbacks)
         import deflate  # type: ignore[import-not-found]
 
         def _libdeflate(src: np.ndarray, out: np.ndarray) -> int:
