@@ -1654,11 +1654,12 @@ def _build(out_dir: Path, params: DatasetParams, cfg: AnalysisConfig, progress: 
         progress = sys.stderr.isatty()
     files: dict[str, Any] = {}
     todo = []
+    digests = {sample: tune_digest(*sample) for sample in cfg.samples}  # once per sample
     for p, v, i in jobs:
         rel = _relpath(p, v, i)
         entry = old.get(rel) if reuse else None
         if (isinstance(entry, dict) and entry.get("key") == _file_key(params, p, v, i)
-                and entry.get("tune") == tune_digest(p, v)
+                and entry.get("tune") == digests[(p, v)]
                 and _file_ok(out_dir / rel, entry, params.tree, checksum)):
             files[rel] = entry
         else:
