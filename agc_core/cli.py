@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "train": "agc_core.models.train",
     "bench": "agc_core.bench",
     "fit": "agc_core.fit",
+    "calibrate": "agc_core.calibration",
 }
 SUBCOMMAND_MODULES = tuple(SUBCOMMANDS.values())
 GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose")
