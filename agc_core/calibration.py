@@ -441,7 +441,7 @@ def add_cli(subparsers: Any) -> None:
         "calibrate", help="the embedded dataset against the real CMS histograms (issue 11)",
         description="Compare runs' histograms (--histograms) and/or datasets generated with "
                     "other seeds (--seeds: each generated, analysed without plots, checked, "
-                    "deleted; ~25 s a default-size dataset on 2 cores) with the AGC's "
+                    "deleted; ~15 s a default-size dataset on 2 cores) with the AGC's "
                     "published real-CMS histograms: yields, shapes, ttbar variations, b-tag "
                     "jet pts and the fitted ttbar_norm at equal MC precision. Prints each "
                     "item's worst case per dataset and item 4's spread. Exit code 1 if a "
