@@ -37,7 +37,7 @@ import boost_histogram as bh
 import numpy as np
 
 from agc_core.config import REGIONS, AnalysisConfig, load_analysis_config
-from agc_core.errors import AGCError, ConfigError
+from agc_core.errors import AGCError, ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +110,21 @@ class Calibration:
 
 def contents(hist: bh.Histogram, region: str, process: str, variation: str
              ) -> tuple[np.ndarray, np.ndarray]:
-    """(values, variances) of one cell with flow bins, summed over the classification."""
-    view = hist.view(flow=True)
-    idx = (slice(None), list(hist.axes[1]).index(region), list(hist.axes[2]).index(process),
-           list(hist.axes[3]).index(variation))
-    cell = view[idx]
+    """(values, variances) of one cell with flow bins, summed over the classification.
+
+    Raises:
+        InputError: the histogram has no such region, process or variation.
+    """
+    idx: list[Any] = [slice(None)]
+    for axis, kind, name in zip(hist.axes[1:4], ("region", "process", "variation"),
+                                (region, process, variation), strict=True):
+        names = list(axis)
+        if name not in names:
+            raise InputError(f"calibration: the histogram has no {kind} "
+                             f"'{name}' (it has {', '.join(map(str, names))}): the checks "
+                             f"need a run with every sample and systematic")
+        idx.append(names.index(name))
+    cell = hist.view(flow=True)[tuple(idx)]
     return np.asarray(cell.value).sum(axis=-1), np.asarray(cell.variance).sum(axis=-1)
 
 

@@ -221,3 +221,12 @@ def test_cli_generates_and_checks_other_seeds(tmp_path, shared_agc, capsys):
     assert "seed 3 (1/1)" in out and "1 datasets" in out and "item 4:" in out
     assert not (tmp_path / "seed3" / "dataset").exists()
     assert (tmp_path / "seed3" / "out" / "histograms_full.npz").is_file()
+
+
+def test_a_histogram_without_a_variation_is_named(ours, reference, cfg):
+    """A run without systematics has no variation to compare: one message names it."""
+    from agc_core.errors import InputError
+
+    nominal_only = ours[:, :, :, bh.loc("nominal"):bh.loc("nominal") + 1, :]
+    with pytest.raises(InputError, match="no variation 'ME_var'"):
+        calibration.variation_rows(nominal_only, reference, cfg)
