@@ -388,7 +388,8 @@ def dataset_histogram(seed: int, workdir: Path, events_per_file: int | None = No
     finally:
         shutil.rmtree(data, ignore_errors=True)
     if result.hist is None or not result.complete:
-        raise ConfigError(f"seed {seed}: the run on {data} did not complete")
+        raise InputError(f"seed {seed}: the run on its dataset did not complete (log: "
+                         f"{workdir / 'out'})")
     return result.hist
 
 
@@ -400,11 +401,20 @@ def _label(path: Path) -> str:
 
 
 def _cli_calibrate(args: Any) -> int:
+    package_log = logging.getLogger("agc_core")
+    level = package_log.level
+    if not getattr(args, "verbose", False):  # a line per fit or run step is noise here
+        package_log.setLevel(logging.WARNING)
+    try:
+        return _calibrate_command(args)
+    finally:  # the caller's logging as it was (the command may run inside another program)
+        package_log.setLevel(level)
+
+
+def _calibrate_command(args: Any) -> int:
     from agc_core.outputs import load_full_histogram
     from agc_core.reference_histograms import reference_histogram
 
-    if not getattr(args, "verbose", False):  # a line per fit or run step is noise here
-        logging.getLogger("agc_core").setLevel(logging.WARNING)
     cfg = load_analysis_config(args.config)
     ref = reference_histogram(args.reference, args.reference_fileset, cfg)
     results: list[tuple[str, Calibration]] = []

@@ -13,6 +13,7 @@ fits at equal MC statistical precision (see its test).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 
@@ -202,10 +203,13 @@ def test_cli_checks_runs_histograms(tmp_path, ours, shared_agc, capsys):
     assert rc == 0, out
     for item in calibration.ITEMS:
         assert f"{item}, " in out
+    before = logging.getLogger("agc_core").level
     rc = cli.main(["calibrate", "--histograms", *map(str, paths), *refs])
     out = capsys.readouterr().out
     assert rc == 0 and "run_a" in out and "run_b" in out
     assert "2 datasets, 2 meet every item" in out and "spread (std) 0.0000" in out
+    # the command quiets the package's log while it runs, not after
+    assert logging.getLogger("agc_core").level == before
 
 
 def test_cli_generates_and_checks_other_seeds(tmp_path, shared_agc, capsys):
