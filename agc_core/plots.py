@@ -31,7 +31,8 @@ Series = tuple[np.ndarray, np.ndarray]  # (edges, values)
 def _pyplot() -> Any:
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "matplotlib.pyplot" not in sys.modules:  # a notebook's pyplot keeps its (inline)
+        matplotlib.use("Agg")                   # backend: these figures are saved and closed
     import matplotlib.pyplot
 
     return matplotlib.pyplot
