@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import difflib
 import logging
@@ -26,6 +27,7 @@ import numpy as np
 import xxhash
 
 from agc_core import remote
+from agc_core.bytecache import ByteCache, file_key
 from agc_core.config import AnalysisConfig
 from agc_core.errors import ConfigError, InputError
 from agc_core.fileset import is_url
@@ -46,6 +48,20 @@ log = logging.getLogger(__name__)
 
 #: how many opened files each process keeps (opening costs ~4-10 ms, a chunk ~10-100 ms)
 OPEN_FILES_MAX = 8
+
+#: the byte cache remote reads go through in this process (None: none), see set_byte_cache
+_BYTE_CACHE: ByteCache | None = None
+
+
+def set_byte_cache(cache: ByteCache | None) -> None:
+    """Read remote files of this process through ``cache`` (None: straight from the network)."""
+    global _BYTE_CACHE
+    _BYTE_CACHE = cache
+
+
+def byte_cache() -> ByteCache | None:
+    """The byte cache in use by this process (:func:`set_byte_cache`)."""
+    return _BYTE_CACHE
 
 _KEY = struct.Struct(">ihiIhh")        # TKey: fNbytes, fVersion, fObjlen, fDatime, fKeylen, fCycle
 _BASKET = struct.Struct(">Hiiii")      # TBasket: fVersion, fBufferSize, fNevBufSize, fNevBuf, fLast
@@ -657,7 +673,9 @@ def _fetch(handle: _Handle, branches: list[Any], start: int, stop: int
     source = branches[0].file.source if ranges else None
     fsspec_source = _source_class("uproot.source.fsspec", "FSSpecSource")
     if fsspec_source is not None and isinstance(source, fsspec_source):  # remote: keep cause
-        raw = remote.cat_ranges(source, ranges)
+        f = branches[0].file
+        raw = remote.read_ranges(handle.path, ranges, _BYTE_CACHE,
+                                 file_key(handle.path, int(f.fEND), f.uuid.bytes))
     elif source is not None:
         for c in source.chunks(ranges, notifications=queue.Queue()):
             data = c.raw_data
@@ -849,25 +867,29 @@ def _file_key(local: str) -> list[int]:
 
 def file_layout(path: str | os.PathLike[str], branches: Iterable[str], tree: str = "events"
                 ) -> dict[str, Any] | None:
-    """Where the baskets of ``branches`` are in a local file: what :func:`read_chunk` needs to
-    read it without uproot parsing the file's TTree (~25 ms for the AGC's ~50 branches; the
-    planner records it once, the workers then skip it for every chunk).
+    """Where the baskets of ``branches`` are in a file: what :func:`read_chunk` needs to
+    read it without uproot parsing the file's TTree (~25 ms for the AGC's ~50 branches of a
+    local file, several round trips for a remote one; the planner records it once, the
+    workers then skip it for every chunk).
 
     Returns:
-        A JSON-ready record (the file's size and modification time, the tree's entries, per
-        branch its decoding plan, basket entry boundaries and byte ranges), or None where it
-        does not apply: remote files, RNTuple, embedded baskets, types the native decoders
-        do not read.
+        A JSON-ready record (the file's identity: size and modification time of a local file,
+        fEND and ROOT UUID of a remote one; the tree's entries, per branch its decoding plan,
+        basket entry boundaries and byte ranges), or None where it does not apply: RNTuple,
+        embedded baskets, types the native decoders do not read.
 
     Raises:
         InputError: the file, tree or a branch cannot be read (as :func:`read_chunk`).
     """
     path = os.fspath(path)
     local = _local_path(path)
-    if local is None:
-        return None
     names = list(dict.fromkeys(branches))
     with _opened(path) as handle:
+        if local is not None:
+            ident: list[Any] = _file_key(local)
+        else:
+            f = handle.directory.file
+            ident = [int(f.fEND), f.uuid.hex]
         t = _tree(handle, tree)
         if _is_rntuple(t):
             return None
@@ -884,8 +906,8 @@ def file_layout(path: str | os.PathLike[str], branches: Iterable[str], tree: str
             out[name] = {"name": b.name, "kind": plan.kind, "from": plan.from_dtype.str,
                          "to": plan.to_dtype.str, "header": int(plan.header), "entries": edges,
                          "ranges": [[int(r[0]), int(r[1])] for _, r in its]}
-        return {"version": LAYOUT_VERSION, "file": _file_key(local), "tree": tree,
-                "num_entries": int(t.num_entries), "branches": out}
+        return {"version": LAYOUT_VERSION, "file": ident, "remote": local is None,
+                "tree": tree, "num_entries": int(t.num_entries), "branches": out}
 
 
 class _StaleLayout(Exception):
@@ -906,20 +928,64 @@ def _basket_key_name(raw: np.ndarray) -> bytes:
     return value
 
 
+def _layout_baskets(layout: dict[str, Any], names: list[str], a: int, b: int
+                    ) -> dict[str, list[tuple[int, int, int, int]]]:
+    """Per branch the baskets of entries [a, b) in a :func:`file_layout` record:
+    (first entry, stop entry, byte start, byte stop) each."""
+    recs = layout["branches"]
+    out = {}
+    for name in names:
+        rec = recs[name]
+        edges = rec["entries"]
+        first = max(0, bisect.bisect_right(edges, a) - 1)
+        found = []
+        for k in range(first, len(edges) - 1 if b > a else first):
+            e0, e1 = int(edges[k]), int(edges[k + 1])
+            if e0 >= b:
+                break
+            if e1 <= a:
+                continue
+            lo, hi = rec["ranges"][k]
+            found.append((e0, e1, int(lo), int(hi)))
+        out[name] = found
+    return out
+
+
+def layout_byte_ranges(layout: dict[str, Any], branches: Iterable[str], entry_start: int,
+                       entry_stop: int) -> list[tuple[int, int]]:
+    """The byte ranges of the baskets that :func:`read_chunk` reads for entries
+    [entry_start, entry_stop) of a file with this :func:`file_layout` (what a read-ahead
+    fetches)."""
+    baskets = _layout_baskets(layout, list(dict.fromkeys(branches)), entry_start, entry_stop)
+    return sorted({(lo, hi) for found in baskets.values() for _, _, lo, hi in found})
+
+
+def layout_cache_key(path: str, layout: dict[str, Any]) -> str | None:
+    """The byte-cache key of a remote file described by ``layout`` (None for a local one)."""
+    if not layout.get("remote"):
+        return None
+    size, uuid_hex = layout["file"]
+    return file_key(path, int(size), bytes.fromhex(uuid_hex))
+
+
 def _read_laid_out(path: str, layout: dict[str, Any], names: list[str], start: Any,
                    stop: Any, tree: str) -> Chunk:
     """:func:`read_chunk` from a :func:`file_layout` record: the baskets straight from a
-    memory map of the file, decoded as :func:`_read` decodes them.
+    memory map of a local file, or fetched at once (through the byte cache) for a remote one,
+    decoded as :func:`_read` decodes them.
 
     Raises:
         _StaleLayout: the layout does not fit (the caller reads the file the usual way).
         ValueError: a basket does not decode (idem: the usual path reports it, or uproot
             reads it).
+        InputError: a remote file could not be read (network; named, transient ones retried).
     """
     local = _local_path(path)
     recs = layout.get("branches", {})
-    if (local is None or layout.get("version") != LAYOUT_VERSION or layout.get("tree") != tree
-            or any(n not in recs for n in names) or _file_key(local) != layout.get("file")):
+    is_remote = bool(layout.get("remote"))
+    if (layout.get("version") != LAYOUT_VERSION or layout.get("tree") != tree
+            or any(n not in recs for n in names) or is_remote != (local is None)
+            or (local is not None and _file_key(local) != layout.get("file"))):
         raise _StaleLayout
     n_entries = int(layout["num_entries"])
     a, b = _check_range(path, tree, n_entries, start, stop)
@@ -929,31 +995,38 @@ def _read_laid_out(path: str, layout: dict[str, Any], names: list[str], start: A
     owner: dict[str, str] = {}
     nbytes = 0
     where = f"{path}: tree '{tree}', entries [{a}, {b})"
-    with open(local, "rb") as fh:
-        # closed when the last view of it goes (the columns are copies: none escapes)
-        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-    view = np.frombuffer(mm, np.uint8)
-    try:
+    baskets = _layout_baskets(layout, names, a, b)
+    mm = None
+    if is_remote:
+        wanted = sorted({(lo, hi) for found in baskets.values() for _, _, lo, hi in found})
+        raw = remote.read_ranges(path, wanted, _BYTE_CACHE, layout_cache_key(path, layout))
+        size = int(layout["file"][0])
+
+        def take(lo: int, hi: int) -> np.ndarray:
+            return raw[(lo, hi)]
+    else:
+        assert local is not None
+        with open(local, "rb") as fh:
+            # closed when the last view of it goes (the columns are copies: none escapes)
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        view = np.frombuffer(mm, np.uint8)
         size = len(mm)
+
+        def take(lo: int, hi: int) -> np.ndarray:
+            return view[lo:hi]
+    try:
         for name in names:
             rec = recs[name]
             plan = _Plan(rec["kind"], np.dtype(rec["from"]), np.dtype(rec["to"]),
                          int(rec["header"]))
-            edges = np.asarray(rec["entries"], np.int64)
             key_name = str(rec["name"]).encode()
-            first = max(0, int(np.searchsorted(edges, a, side="right")) - 1)
             pieces = []
             used = []
-            for k in range(first, len(edges) - 1 if n > 0 else first):
-                e0, e1 = int(edges[k]), int(edges[k + 1])
-                if e0 >= b:
-                    break
-                if e1 <= a:
-                    continue
-                lo, hi = rec["ranges"][k]
-                if hi > size or _basket_key_name(view[lo:hi]) != key_name:
+            for e0, e1, lo, hi in baskets[name]:
+                data = take(lo, hi)
+                if hi > size or len(data) != hi - lo or _basket_key_name(data) != key_name:
                     raise _StaleLayout  # not this branch's basket: not this file's layout
-                basket = decode_basket(view[lo:hi])
+                basket = decode_basket(data)
                 if basket.num_entries != e1 - e0:
                     raise ValueError(f"basket holds {basket.num_entries} entries, the "
                                      f"layout says {e1 - e0}")
@@ -964,7 +1037,8 @@ def _read_laid_out(path: str, layout: dict[str, Any], names: list[str], start: A
                 columns[name], off = _read_scalar(pieces, plan, n), None
             else:
                 columns[name], off = _read_jagged(pieces, plan, n, a)
-            _drop_map_pages(mm, used)
+            if mm is not None:
+                _drop_map_pages(mm, used)
             if off is not None:
                 _add_offsets(offsets, owner, name, off, where, a)
     except _NeedsUproot:
@@ -1005,7 +1079,7 @@ def read_chunk(path: str | os.PathLike[str], branches: Iterable[str], entry_star
     if layout is not None:
         try:
             return _read_laid_out(path, layout, names, entry_start, entry_stop, tree)
-        except MemoryError:
+        except (MemoryError, InputError):  # a network problem is named as it is (retried)
             raise
         except Exception:  # stale, or a bad basket: the usual path reads it, or names it
             pass

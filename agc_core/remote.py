@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import itertools
 import logging
 import os
 import re
 import socket
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -218,6 +220,171 @@ def cat_ranges(source: Any, ranges: Sequence[tuple[int, int]]) -> dict[tuple[int
         s, _e, data = next(sp for sp in spans if sp[0] <= a <= sp[1])
         out[(a, b)] = data[a - s:b - s]
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# fetching byte ranges without uproot: concurrent requests, the byte cache, the header probe
+
+#: a span larger than this goes out as several concurrent requests (parallel streams)
+PIECE_BYTES = 4 * 1024 * 1024
+#: bytes of a ROOT file's start that hold its header (fEND, fUUID)
+HEADER_BYTES = 128
+
+_net_lock = threading.Lock()
+_net_bytes = 0
+
+
+def network_bytes() -> int:
+    """Bytes this process fetched from remote servers through :func:`read_ranges` and
+    :func:`probe` (a counter; take differences)."""
+    return _net_bytes
+
+
+def _count(n: int) -> None:
+    global _net_bytes
+    with _net_lock:
+        _net_bytes += n
+
+
+def filesystem(url: str) -> tuple[Any, str]:
+    """The fsspec filesystem (and the path within it) that reads ``url``, with this process's
+    timeouts (:func:`open_options`); fsspec keeps one instance per set of options.
+
+    Raises:
+        InputError: the packages for this protocol are missing.
+    """
+    import fsspec
+
+    options = open_options(url)
+    if url.lower().startswith(("root://", "roots://")):
+        options = {}
+    return fsspec.core.url_to_fs(url, **options)
+
+
+def split_spans(spans: Sequence[tuple[int, int]], piece: int = PIECE_BYTES
+                ) -> list[tuple[int, int]]:
+    """Spans cut into pieces of at most ``piece`` bytes (requests that can run concurrently)."""
+    out = []
+    for a, b in spans:
+        n = max(1, -(-(b - a) // piece))
+        bounds = [a + (b - a) * i // n for i in range(n + 1)]
+        out += list(itertools.pairwise(bounds))
+    return out
+
+
+def fetch_spans(url: str, spans: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    """The bytes of ``spans`` of a remote file, all requested at once.
+
+    Large spans go out as several concurrent range requests (:data:`PIECE_BYTES` each); http
+    sends them over fsspec's pool of kept-alive connections, ``root://`` as XRootD vector
+    reads. Every wait is bounded by the io timeout (:func:`set_io_timeout`).
+
+    Raises:
+        InputError: a network problem (:class:`TransientInputError`, retried) or a permanent
+            one, naming the URL and the cause; any other error as it came.
+    """
+    per_span = [split_spans([span]) for span in spans]
+    pieces = [p for ps in per_span for p in ps]
+    fs, fpath = filesystem(url)
+    try:
+        datas = fs.cat_ranges([fpath] * len(pieces), [a for a, _ in pieces],
+                              [b for _, b in pieces], on_error="raise")
+    except Exception as exc:
+        err = remote_error(exc, url, f"cannot read {len(spans)} byte ranges")
+        if err is not None:
+            raise err from exc
+        raise
+    for d in datas:
+        if isinstance(d, BaseException):  # an fsspec that returns errors in place
+            err = remote_error(d, url, "cannot read a byte range")
+            raise err if err is not None else d
+    _count(sum(len(d) for d in datas))
+    out = []
+    it = iter(datas)
+    for ps in per_span:
+        parts = []
+        short = False
+        for pa, pb in ps:
+            d = next(it)
+            if not short:
+                parts.append(np.frombuffer(d, np.uint8))
+                short = len(d) < pb - pa  # the file ends here: the span stays short
+        out.append(parts[0] if len(parts) == 1 else np.concatenate(parts))
+    return out
+
+
+def read_ranges(url: str, ranges: Sequence[tuple[int, int]], cache: Any = None,
+                key: str | None = None) -> dict[tuple[int, int], np.ndarray]:
+    """Byte ranges of a remote file: from the byte cache where it holds them, the rest fetched
+    at once (:func:`fetch_spans`) and stored in the cache.
+
+    Args:
+        url: the file's URL.
+        ranges: (start, stop) byte ranges; ranges closer than :data:`MAX_GAP` are fetched
+            (and cached) as one span.
+        cache: an :class:`agc_core.bytecache.ByteCache`, or None.
+        key: the file's cache key (:func:`agc_core.bytecache.file_key`); None: no caching.
+
+    Returns:
+        (start, stop) -> the bytes (``uint8``; shorter only where the file ends), per range.
+    """
+    spans = _coalesce(ranges)
+    got: dict[tuple[int, int], np.ndarray] = {}
+    missing = []
+    for span in spans:
+        data = cache.get(key, *span) if cache is not None and key is not None else None
+        if data is None:
+            missing.append(span)
+        else:
+            got[span] = data
+    if missing:
+        for span, data in zip(missing, fetch_spans(url, missing), strict=True):
+            got[span] = data
+            if cache is not None and key is not None:
+                cache.put(key, span[0], span[1], data)
+    out: dict[tuple[int, int], np.ndarray] = {}
+    for a, b in ranges:
+        s, _e = next(sp for sp in spans if sp[0] <= a <= sp[1])
+        out[(a, b)] = got[(s, _e)][a - s:b - s]
+    return out
+
+
+def parse_header(head: bytes, where: str) -> tuple[int, bytes]:
+    """(fEND, fUUID) of a ROOT file from its first bytes.
+
+    Raises:
+        InputError: not a ROOT file, or too short.
+    """
+    if len(head) < 4 or head[:4] != b"root":
+        raise InputError(f"{where}: not a ROOT file (no 'root' signature at its start)")
+    fmt = ">4siiqqiiiBiqiH16s" if len(head) >= 8 and int.from_bytes(head[4:8], "big") >= \
+        1000000 else ">4siiiiiiiBiiiH16s"
+    import struct
+
+    size = struct.calcsize(fmt)
+    if len(head) < size:
+        raise InputError(f"{where}: truncated file: {len(head)} bytes, shorter than a ROOT "
+                         f"header")
+    fields = struct.unpack(fmt, head[:size])
+    return int(fields[3]), bytes(fields[-1])
+
+
+def probe(url: str) -> tuple[int, bytes]:
+    """One small request: a remote ROOT file's (fEND, fUUID), its identity for the caches.
+
+    Raises:
+        InputError: network problems (transient or permanent, named), or not a ROOT file.
+    """
+    fs, fpath = filesystem(url)
+    try:
+        head = fs.cat_file(fpath, start=0, end=HEADER_BYTES)
+    except Exception as exc:
+        err = remote_error(exc, url, "cannot open")
+        if err is not None:
+            raise err from exc
+        raise InputError(f"{url}: cannot open ({type(exc).__name__}: {_short(exc)})") from exc
+    _count(len(head))
+    return parse_header(bytes(head), url)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -673,4 +673,5 @@ def test_stale_or_wrong_layout_is_not_used(tmp_path, small_file):
                       io.read_chunk(small_file, BRANCHES, 0, sum(EXTENDS)))
     with pytest.raises(InputError, match="out of bounds"):
         io.read_chunk(small_file, BRANCHES, 0, sum(EXTENDS) + 1, layout=wrong)
-    assert io.file_layout("root://127.0.0.1:1//f.root", BRANCHES) is None  # remote: none
+    with pytest.raises(InputError, match="127.0.0.1:1"):  # remote: needs the server
+        io.file_layout("root://127.0.0.1:1//f.root", BRANCHES)

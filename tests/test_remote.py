@@ -51,6 +51,36 @@ def test_read_chunk_equals_local(served_dataset, xrootd_server, cfg, scheme):
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
+def test_laid_out_remote_read_equals_local(served_dataset, xrootd_server, cfg, scheme, tmp_path):
+    """A remote file's layout (planned once) reads every chunk without opening the file with
+    uproot, through the byte cache: the same arrays as the local file; a second read comes
+    from the cache, not the network."""
+    from agc_core.bytecache import ByteCache
+
+    local = first_file(served_dataset)
+    url = xrootd_server.url(scheme, local.relative_to(xrootd_server.root))
+    branches = cfg.analysis_branches
+    layout = io.file_layout(url, branches)
+    assert layout is not None and layout["remote"]
+    assert layout["file"][0] == local.stat().st_size
+    ranges = [(0, EVENTS), (333, 1500), (EVENTS, EVENTS)]
+    expected = [io.read_chunk(local, branches, a, b) for a, b in ranges]
+    io.close_files()
+    cache = ByteCache(tmp_path / "cache")
+    io.set_byte_cache(cache)
+    try:
+        for (start, stop), want in zip(ranges, expected, strict=True):
+            assert_chunks_equal(io.read_chunk(url, branches, start, stop, layout=layout), want)
+        assert io.open_files() == 0  # never opened with uproot
+        before = remote.network_bytes()
+        hits = cache.stats.hits
+        assert_chunks_equal(io.read_chunk(url, branches, 0, EVENTS, layout=layout), expected[0])
+        assert remote.network_bytes() == before and cache.stats.hits > hits
+    finally:
+        io.set_byte_cache(None)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
 def test_missing_remote_file_is_permanent(xrootd_server, scheme):
     url = xrootd_server.url(scheme, "no/such/file.root")
     with pytest.raises(InputError, match=r"no such file|HTTP 404|not found") as info:
