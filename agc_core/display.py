@@ -1,0 +1,143 @@
+"""Short renderings of a run's and a fit's results: a few lines of text (``repr``) and a small
+HTML table (``_repr_html_``, what a notebook shows), instead of a dataclass's long repr."""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agc_core.api import FitSummary
+    from agc_core.results import RunResult
+
+#: at most this many output names listed in a run's summary
+OUTPUTS_SHOWN = 6
+
+
+def _table(title: str, rows: list[tuple[str, str]]) -> str:
+    """A two-column HTML table with a caption; the cells are escaped here."""
+    body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+                   f"<td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f"<table><caption style='text-align:left'><b>{html.escape(title)}</b></caption>" \
+           f"{body}</table>"
+
+
+def _axes(h: Any) -> str:
+    names = [getattr(a, "name", None) or (a.metadata if isinstance(a.metadata, str) else "?")
+             for a in h.axes]
+    return ", ".join(f"{n} ({len(a)})" for n, a in zip(names, h.axes, strict=True))
+
+
+def _fit_line(result: RunResult) -> str | None:
+    results = result.stage_results
+    inference = results.get("fit_result")
+    if inference is not None:
+        return inference.summary_line()
+    if results.get("fit_error"):
+        return f"FIT FAILED: {results['fit_error']}"
+    if results.get("fit_skipped"):
+        return f"skipped: {results['fit_skipped']}"
+    return None
+
+
+def run_rows(result: RunResult) -> list[tuple[str, str]]:
+    """The (name, value) rows of a run's summary."""
+    state = "complete" if result.complete else (
+        f"INCOMPLETE: {len(result.failures)} of {result.n_chunks} chunks failed"
+        + (f", {len(result.skipped_events)} events skipped" if result.skipped_events else ""))
+    workers = max(1, result.num_workers)
+    rate = result.event_rate
+    rows = [("state", state),
+            ("events", f"{result.n_events:,} in {result.n_chunks} chunks"),
+            ("processing", f"{result.walltime:.2f} s ({rate / 1e6:.2f} M events/s; "
+                           f"{rate / workers / 1e3:.0f} kHz per worker, {result.num_workers} "
+                           f"x {result.options.executor}); whole call "
+                           f"{result.total_walltime:.2f} s"),
+            ("read", f"{result.bytes_read / 1e6:,.1f} MB")]
+    if result.options.io_only:
+        rows.append(("mode", f"I/O only ({result.options.io_file_percent} % branch set)"))
+    fit = _fit_line(result)
+    if fit is not None:
+        rows.append(("fit", fit))
+    if result.accuracy:
+        overall = {r: a["overall"] for r, a in result.accuracy.items() if "overall" in a}
+        if overall:
+            rows.append(("MLP accuracy", ", ".join(f"{r} {v:.4f}" for r, v in overall.items())))
+    if result.hist is not None:
+        rows.append(("hist", f"{type(result.hist).__name__}: {_axes(result.hist)}"))
+    names = [n for n in result.outputs if not n.startswith("plots/") and n != "log"]
+    plots = len(result.outputs) - len(names) - ("log" in result.outputs)
+    shown = ", ".join(names[:OUTPUTS_SHOWN]) + (", ..." if len(names) > OUTPUTS_SHOWN else "")
+    rows.append(("outputs", f"{result.output_dir}: {shown}"
+                            + (f" and {plots} plots" if plots else "")))
+    return rows
+
+
+def run_text(result: RunResult) -> str:
+    """A run in a few lines (``repr`` of a :class:`~agc_core.results.RunResult`)."""
+    rows = run_rows(result)
+    width = max(len(k) for k, _ in rows)
+    return "RunResult\n" + "\n".join(f"  {k:<{width}} : {v}" for k, v in rows)
+
+
+def run_html(result: RunResult) -> str:
+    """A run as a small HTML table (a notebook's view of it)."""
+    return _table("agc-core run", run_rows(result))
+
+
+def poi_line(summary: FitSummary) -> str:
+    """``ttbar_norm = 1.0482 +- 0.0454 (HESSE), -0.0445 / +0.0462 (MINOS)``."""
+    r = summary.result
+    value, err = r.value(r.poi)
+    line = f"{r.poi} = {value:.4f} +- {err:.4f} (HESSE)"
+    if r.poi in r.minos:
+        lo, hi = r.minos[r.poi]
+        line += f", {lo:+.4f} / {hi:+.4f} (MINOS)"
+    return line
+
+
+def _nuisance_rows(summary: FitSummary) -> tuple[list[tuple[str, str]], int]:
+    """Rows of the named nuisance parameters (best fit +- HESSE), and how many per-bin
+    parameters (``staterror_...[i]``) were left out."""
+    r = summary.result
+    rows, per_bin = [], 0
+    for i, label in enumerate(r.labels):
+        if i == r.poi_index:
+            continue
+        if label.endswith("]"):
+            per_bin += 1
+            continue
+        rows.append((label, f"{r.bestfit[i]:+.3f} +- {r.uncertainty[i]:.3f}"))
+    return rows, per_bin
+
+
+def fit_rows(summary: FitSummary) -> list[tuple[str, str]]:
+    """The (name, value) rows of a fit's summary: the POI, the fit's state, the nuisance
+    parameters."""
+    d = summary.result.diagnostics
+    channels = [name for name, _ in summary.likelihood.channels]
+    state = "valid" if d.valid else "INVALID"
+    state += f", EDM {d.edm:.2g}" + (f"; {'; '.join(d.warnings)}" if d.warnings else "")
+    rows = [(summary.poi, poi_line(summary).split(" = ", 1)[1]),
+            ("minimum", state),
+            ("model", f"{len(channels)} channels ({', '.join(channels)}), "
+                      f"{len(summary.labels)} parameters")]
+    nuisance, per_bin = _nuisance_rows(summary)
+    rows += nuisance
+    if per_bin:
+        rows.append(("(per-bin parameters)", f"{per_bin} not shown"))
+    return rows
+
+
+def fit_text(summary: FitSummary) -> str:
+    """A fit in a few lines (``repr`` of a :class:`~agc_core.api.FitSummary`)."""
+    d = summary.result.diagnostics
+    channels = [name for name, _ in summary.likelihood.channels]
+    return (f"FitSummary: {poi_line(summary)}\n  {'valid' if d.valid else 'INVALID'} minimum, "
+            f"{len(channels)} channels ({', '.join(channels)}), {len(summary.labels)} "
+            "parameters")
+
+
+def fit_html(summary: FitSummary) -> str:
+    """A fit as a small HTML table (a notebook's view of it)."""
+    return _table("agc-core fit", fit_rows(summary))
