@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from agc_core.outputs import write_text_atomic
 
 if TYPE_CHECKING:
-    from agc_core.fit import InferenceResult
+    from agc_core.inference.results import InferenceResult
     from agc_core.results import RunResult
 
 log = logging.getLogger(__name__)

@@ -108,8 +108,9 @@ def _stage_plots(ctx: StageContext) -> dict[str, Path]:
 
 
 def _stage_fit(ctx: StageContext) -> dict[str, Path]:
-    """Workspace, fit, studies and fit plots (:func:`agc_core.fit.run_stage`; ``--no-fit``)."""
-    from agc_core.fit import run_stage
+    """Workspace, fit, studies and fit plots (:func:`agc_core.inference.run_stage`;
+    ``--no-fit``)."""
+    from agc_core.inference.stage import run_stage
 
     return run_stage(ctx)
 
@@ -405,14 +406,14 @@ def run_analysis(options: RunOptions | None = None) -> RunResult:
 
 
 def _prepare_fit(options: RunOptions) -> threading.Thread | None:
-    """:func:`agc_core.fit.prepare` in a thread while the workers start and process (this
+    """:func:`agc_core.inference.prepare` in a thread while the workers start and process (this
     process only waits then); best effort: a failure only leaves the loading to the fit."""
     if not options.fit or options.io_only:
         return None
 
     def prepare() -> None:
         try:
-            from agc_core.fit import prepare
+            from agc_core.inference.stage import prepare
 
             prepare()
         except Exception as exc:  # the fit stage loads (and reports) it again

@@ -63,7 +63,7 @@ def test_a_known_command_builds_only_its_parser():
 
     code = ("import sys; from agc_core.cli import build_parser; p = build_parser('run'); "
             "sub = next(a for a in p._actions if a.dest == 'command'); "
-            "print(sorted(sub.choices), [m for m in ('agc_core.fit', 'agc_core.bench', "
+            "print(sorted(sub.choices), [m for m in ('agc_core.inference', 'agc_core.bench', "
             "'agc_core.models.train') if m in sys.modules])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from fit_inputs import embedded_run, reference_inputs
 
-from agc_core import fit, report_html
+from agc_core import inference, report_html
 from agc_core.cli import main
 from agc_core.report import format_summary
 
@@ -56,11 +56,11 @@ def test_fit_cli_on_the_real_cms_histograms(tmp_path, capsys):
 
 def test_failed_fit_is_reported(monkeypatch, tmp_path):
     def fail(*args, **kwargs):
-        raise fit.FitError(f"{kwargs.get('what', args[-1])} did not converge: test")
+        raise inference.FitError(f"{kwargs.get('what', args[-1])} did not converge: test")
 
-    monkeypatch.setattr(fit, "_minimize", fail)
-    result = fit.run_inference(embedded_run().root, tmp_path, ranking=False, scan=False,
-                               plots=False)
+    monkeypatch.setattr(inference.mle, "minimize", fail)
+    result = inference.run_inference(embedded_run().root, tmp_path, ranking=False, scan=False,
+                                     plots=False)
     assert not result.ok and result.fit is None
     assert result.errors[0] == "the best fit did not converge: test"
     assert result.summary_line().startswith("FIT FAILED: the best fit did not converge")
@@ -89,8 +89,8 @@ def test_no_fit_and_user_errors(tmp_path, capsys):
 
 
 def test_inference_outputs(tmp_path):
-    result = fit.run_inference(embedded_run().full, tmp_path, ranking=False, scan=False,
-                               plots=True)
+    result = inference.run_inference(embedded_run().full, tmp_path, ranking=False, scan=False,
+                                     plots=True)
     assert result.ok
     assert len(result.channels) == 2
     names = {p.name for p in result.plots}

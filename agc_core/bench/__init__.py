@@ -9,7 +9,6 @@ Speed is never asserted in a test; this is where it is measured.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
 import logging
@@ -66,13 +65,16 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-SectionFn = Callable[[argparse.Namespace, AnalysisConfig], BenchTable]
+#: a section: ``fn(args, cfg) -> BenchTable``; ``args``: the bench options (the
+#: namespace :mod:`agc_core.cli.bench` parses)
+SectionFn = Callable[[Any, AnalysisConfig], BenchTable]
 
 #: registered sections: name -> (function, help)
 SECTIONS: dict[str, tuple[SectionFn, str]] = {}
 
 #: modules that may register more sections when imported (skipped if absent)
-SECTION_MODULES: tuple[str, ...] = ("agc_core.bench.mlp", "agc_core.bench.fit")
+SECTION_MODULES: tuple[str, ...] = ("agc_core.bench.mlp", "agc_core.bench.fit",
+                                     "agc_core.bench.remote")
 
 
 def register_section(name: str, help: str) -> Callable[[SectionFn], SectionFn]:
@@ -128,7 +130,7 @@ def _mix_weights(cfg: AnalysisConfig, fileset: str | None) -> dict[tuple[str, st
 
 
 @register_section("kernels", "numba kernels and the chunk processor vs the awkward reference")
-def bench_kernels(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
+def bench_kernels(args: Any, cfg: AnalysisConfig) -> BenchTable:
     """Time each kernel and the whole processor against the reference on the same events.
 
     Rows: the single kernels on ``--events`` events of ``--process`` (nominal); the chunk
@@ -381,7 +383,7 @@ def e2e_cli_runs(fileset: Any, tmp: str, repeat: int, first_run: bool
 
 @register_section("e2e", "python -m agc_core run end to end: processing vs I/O-only rate, "
                          "1 vs 2 workers, peak memory per worker, warm and first run")
-def bench_e2e(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
+def bench_e2e(args: Any, cfg: AnalysisConfig) -> BenchTable:
     """Time ``run_analysis`` (process pool) on the embedded dataset, processing and I/O only,
     and the ``python -m agc_core run`` command, warm and as a first run.
 
@@ -548,7 +550,7 @@ def uproot_with_libdeflate() -> Iterator[None]:
 
 @register_section("io", "the columnar reader vs plain uproot (library='ak'), uproot with zlib "
                         "and with libdeflate, on one file")
-def bench_io(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
+def bench_io(args: Any, cfg: AnalysisConfig) -> BenchTable:
     """Read the analysis branch set (and the I/O-benchmark sets) of one embedded-dataset file.
 
     One core, warm page cache, the file opened anew on every repeat; rates from the best wall
@@ -595,8 +597,21 @@ def bench_io(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
 # CLI
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    """``python -m agc_core bench``: run the selected sections and print their tables."""
+def section_names() -> list[str]:
+    """The registered sections' names (after :func:`load_section_modules`): the choices of
+    ``bench --what``."""
+    load_section_modules()
+    return list(SECTIONS)
+
+
+def run_bench(args: Any) -> int:
+    """``python -m agc_core bench``: run the selected sections and print their tables.
+
+    Args:
+        args: the bench options (``what``: section names or ``all``; the rest as the
+            sections read them: :mod:`agc_core.cli.bench` defines them).
+    """
+    load_section_modules()
     cfg = load_analysis_config(getattr(args, "config", None))
     names = list(SECTIONS) if "all" in args.what else args.what
     for name in names:
@@ -607,52 +622,11 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_section_modules() -> None:
+def load_section_modules() -> None:
+    """Import :data:`SECTION_MODULES` (those present), which register their sections."""
     for module in SECTION_MODULES:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
             if exc.name != module:
                 raise
-
-
-def add_cli(subparsers: Any) -> None:
-    """Register the ``bench`` subcommand."""
-    _load_section_modules()
-    p = subparsers.add_parser(
-        "bench", help="benchmark kernels and stages against the reference",
-        description="Time the numba kernels (and other stages) against the awkward reference "
-                    "on the same in-memory events; prints one table per section.")
-    p.add_argument("--what", nargs="+", default=["kernels"],
-                   choices=[*SECTIONS, "all"], help="sections to run (default: kernels)")
-    p.add_argument("--events", type=int, default=200_000,
-                   help="in-memory events of --process for the kernels (default 200000)")
-    p.add_argument("--reference-events", type=int, default=20_000,
-                   help="events given to the (slow) reference (default 20000)")
-    p.add_argument("--mix-events", type=int, default=50_000,
-                   help="events per sample for the per-sample rows and the mix (default "
-                        "50000; 0 skips them)")
-    p.add_argument("--mix-fileset", default=None,
-                   help="weight the sample mix by the nevts of this fileset JSON (e.g. the "
-                        "AGC's ntuples_merged.json); default: equal events per sample")
-    p.add_argument("--fileset", default=None,
-                   help="fileset JSON of the io and e2e sections (default: the embedded "
-                        "dataset)")
-    p.add_argument("--fit-histograms", nargs="+", default=None,
-                   help="histograms.root files of the fit section (default: the real CMS "
-                        "reference histograms and ./agc_output/histograms.root, if present)")
-    p.add_argument("--process", default="ttbar", help="sample process (nominal) to generate")
-    p.add_argument("--repeat", type=int, default=5, help="timed runs per kernel (best kept)")
-    p.add_argument("--seed", type=int, default=42, help="generator and JER seed")
-    p.add_argument("--no-first-run", dest="first_run", action="store_false",
-                   help="e2e: skip the first run (fresh dataset folder and numba cache, ~35 s)")
-    p.add_argument("--no-cli-runs", dest="cli_runs", action="store_false",
-                   help="e2e: skip the warm and first runs of the CLI")
-    p.add_argument("--big-file-events", type=int, default=BIG_FILE_EVENTS,
-                   help="e2e: events of the one-file dataset read in default-size chunks "
-                        "(generated once; 0 skips that row; default %(default)s)")
-    p.add_argument("--scaling-fileset", default=None,
-                   help="e2e: also time 1 and 2 workers (processing and I/O only) on this "
-                        "fileset, e.g. 9 x 1 M events: python -m agc_core generate --out "
-                        "DIR --events-per-file 1000000 --files-per-sample 1")
-    p.set_defaults(func=run_bench)

@@ -3,7 +3,6 @@ same workspace (``python -m agc_core bench --what fit``)."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import tempfile
 import time
@@ -26,7 +25,7 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
-def _inputs(args: argparse.Namespace, cfg: AnalysisConfig, tmp: Path) -> list[tuple[str, Path]]:
+def _inputs(args: Any, cfg: AnalysisConfig, tmp: Path) -> list[tuple[str, Path]]:
     """(label, histograms file) to benchmark: --histograms, else the real CMS reference
     histograms (when ../shared is there) and ./agc_output/histograms.root (when present)."""
     given = getattr(args, "fit_histograms", None)
@@ -60,14 +59,14 @@ def _pyhf_fit(spec: dict[str, Any]) -> tuple[Any, Any, Any]:
 
 
 @register_section("fit", "workspace + fit, MINOS, scan, ranking: ours vs pyhf.infer.mle.fit")
-def bench_fit(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
+def bench_fit(args: Any, cfg: AnalysisConfig) -> BenchTable:
     """Wall time of each inference step, ours and pyhf's (its MINUIT optimizer, numpy
     backend, default tolerance), on the same workspace, one run each; numba warm (one fit
     before the timings). pyhf's ranking is timed on a few parameters and scaled."""
     import numpy as np
     import pyhf
 
-    from agc_core import fit, workspace
+    from agc_core import inference, workspace
     from agc_core.config import load_fit_config
 
     fit_cfg = load_fit_config(cfg=cfg)
@@ -90,7 +89,7 @@ def bench_fit(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
                 table.notes.append("no inputs: pass --fit-histograms or run "
                                    "'python -m agc_core run' first")
             for label, path in inputs:
-                _rows(table, label, path, fit_cfg, cfg, fit, workspace, np, pyhf)
+                _rows(table, label, path, fit_cfg, cfg, inference, workspace, np, pyhf)
     finally:
         quiet.setLevel(level)
         pyhf_log.setLevel(pyhf_level)
@@ -108,18 +107,18 @@ def bench_fit(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
     return table
 
 
-def _rows(table: BenchTable, label: str, path: Path, fit_cfg: Any, cfg: Any, fit: Any,
+def _rows(table: BenchTable, label: str, path: Path, fit_cfg: Any, cfg: Any, inference: Any,
           workspace: Any, np: Any, pyhf: Any) -> None:
     spec0 = workspace.build(path, fit_cfg, cfg)
-    fit.fit(spec0, minos=None)  # numba warm
+    inference.fit(spec0, minos=None)  # numba warm
     t_build, spec = _timed(lambda: workspace.build(path, fit_cfg, cfg))
-    t_lh, lh = _timed(lambda: fit.Likelihood.from_spec(spec))
-    t_fit, best = _timed(lambda: fit.fit(lh, minos=None, fit_cfg=fit_cfg))
-    t_minos, best_m = _timed(lambda: fit.fit(lh, fit_cfg=fit_cfg))
-    t_scan, _ = _timed(lambda: fit.scan(lh, best=best, fit_cfg=fit_cfg))
-    t_rank, rank = _timed(lambda: fit.ranking(lh, best=best, fit_cfg=fit_cfg))
-    t_gof, _ = _timed(lambda: fit.goodness_of_fit(lh, best=best, fit_cfg=fit_cfg))
-    t_asimov, _ = _timed(lambda: fit.asimov_uncertainty(lh, fit_cfg=fit_cfg))
+    t_lh, lh = _timed(lambda: inference.Likelihood.from_spec(spec))
+    t_fit, best = _timed(lambda: inference.fit(lh, minos=None, fit_cfg=fit_cfg))
+    t_minos, best_m = _timed(lambda: inference.fit(lh, fit_cfg=fit_cfg))
+    t_scan, _ = _timed(lambda: inference.scan(lh, best=best, fit_cfg=fit_cfg))
+    t_rank, rank = _timed(lambda: inference.ranking(lh, best=best, fit_cfg=fit_cfg))
+    t_gof, _ = _timed(lambda: inference.goodness_of_fit(lh, best=best, fit_cfg=fit_cfg))
+    t_asimov, _ = _timed(lambda: inference.asimov_uncertainty(lh, fit_cfg=fit_cfg))
 
     t_pyhf, (model, data, (res, obj)) = _timed(lambda: _pyhf_fit(spec))
     poi_i = model.config.poi_index

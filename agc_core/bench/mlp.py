@@ -9,7 +9,6 @@ only), and the two inference paths alone on the selected events' feature rows.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from collections.abc import Callable
@@ -39,7 +38,7 @@ def _rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("inf")
 
 
-def _sample_mix(args: argparse.Namespace, cfg: AnalysisConfig, classifier: Any,
+def _sample_mix(args: Any, cfg: AnalysisConfig, classifier: Any,
                 timed: Callable[[Callable[[], Any]], float]) -> tuple[float, float]:
     """Seconds per event of the chunk processor without and with ``classifier`` on the sample
     mix of the ``kernels`` section (``--mix-events`` per sample, weighted like its mix)."""
@@ -61,7 +60,7 @@ def _sample_mix(args: argparse.Namespace, cfg: AnalysisConfig, classifier: Any,
 
 
 @register_section("mlp", "MLP inference (numba vs torch) and its cost in the chunk processor")
-def bench_mlp(args: argparse.Namespace, cfg: AnalysisConfig) -> BenchTable:
+def bench_mlp(args: Any, cfg: AnalysisConfig) -> BenchTable:
     """Time the chunk processor with and without the MLP, and the inference alone."""
     from agc_core.classifier import load_classifier
     from agc_core.processor import SampleInfo, analyse_chunk, process_chunk

@@ -1,5 +1,6 @@
-"""Tests of agc_core.fit: the likelihood equals pyhf's, the fit agrees with pyhf.infer.mle.fit,
-and scan, ranking, goodness of fit and the Asimov uncertainty run on real and embedded data."""
+"""Tests of agc_core.inference: the likelihood equals pyhf's, the fit agrees with
+pyhf.infer.mle.fit, and scan, ranking, goodness of fit and the Asimov uncertainty run on real
+and embedded data."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from fit_inputs import embedded_run, reference_inputs
 
-from agc_core import fit, workspace
+from agc_core import inference, workspace
 from agc_core.config import load_fit_config
 
 INPUTS = {"embedded": embedded_run, "cms": reference_inputs}
@@ -20,8 +21,8 @@ INPUTS = {"embedded": embedded_run, "cms": reference_inputs}
 def case(request):
     """(name, spec, compiled likelihood, best fit) of each input."""
     spec = workspace.build(INPUTS[request.param]().root)
-    lh = fit.Likelihood.from_spec(spec)
-    return request.param, spec, lh, fit.fit(lh)
+    lh = inference.Likelihood.from_spec(spec)
+    return request.param, spec, lh, inference.fit(lh)
 
 
 def _pyhf_model(spec):
@@ -74,7 +75,7 @@ def test_likelihood_equals_pyhf_logpdf(case):
         checked += 1
     assert checked >= 10
     # the pyhf fallback is the same function
-    slow = fit.Likelihood.from_spec(spec, force_pyhf=True)
+    slow = inference.Likelihood.from_spec(spec, force_pyhf=True)
     x_slow = np.array([x[lh.labels.index(n)] for n in slow.labels])
     assert slow.twice_nll(x_slow) == pytest.approx(lh.twice_nll(x), rel=1e-10)
 
@@ -111,7 +112,7 @@ def test_fit_agrees_with_pyhf(case):
     uncertainties are confirmed by MINOS."""
     name, spec, lh, _ = case
     settings = replace(load_fit_config().minimizer, tolerance=1e-3)
-    ours = fit.fit(lh, fit_cfg=settings, minos=None)
+    ours = inference.fit(lh, fit_cfg=settings, minos=None)
     model, res, obj = _pyhf_minuit_fit(spec, 1e-3)
     perm = [lh.labels.index(n) for n in model.config.par_names]
     assert ours.diagnostics.valid and ours.diagnostics.hesse_accurate
@@ -127,7 +128,7 @@ def test_fit_agrees_with_pyhf(case):
         # our HESSE uncertainties are the profile likelihood's: MINOS agrees
         worst = int(np.argmax(np.abs(res[:, 1] / ours.uncertainty[perm] - 1)))
         label = model.config.par_names[worst]
-        check = fit.fit(lh, fit_cfg=settings, minos=(label,))
+        check = inference.fit(lh, fit_cfg=settings, minos=(label,))
         lo, hi = check.minos[label]
         assert (hi - lo) / 2 == pytest.approx(check.value(label)[1], rel=0.1), name
 
@@ -163,32 +164,32 @@ def test_scaled_ttbar_pseudodata_fits_back(case):
     _, _, lh, _ = case
     by_sample = lh.expected_by_sample(lh.init)
     data = by_sample.sum(axis=0) + 0.2 * by_sample[lh.samples.index("ttbar")]
-    exact = fit.fit(lh.with_data(data), minos=None)
+    exact = inference.fit(lh.with_data(data), minos=None)
     assert exact.value("ttbar_norm")[0] == pytest.approx(1.2, abs=1e-3)
     fluctuated = np.random.default_rng(12).poisson(data).astype(float)
-    r = fit.fit(lh.with_data(fluctuated), minos=None)
+    r = inference.fit(lh.with_data(fluctuated), minos=None)
     value, err = r.value("ttbar_norm")
     assert abs(value - 1.2) < 2 * err
 
 
 def test_scan_gof_asimov(case):
     name, _, lh, best = case
-    s = fit.scan(lh, best=best)
+    s = inference.scan(lh, best=best)
     assert len(s.values) == load_fit_config().minimizer.scan_points
     assert s.delta_twice_nll.min() >= -1e-3
     # +-1 HESSE sigma costs ~1 unit of -2 ln L (on average: the profile may be asymmetric),
     # and the MINOS crossings exactly 1
     sigma = best.uncertainty[0]
-    near = fit.scan(lh, values=[s.bestfit - sigma, s.bestfit + sigma], best=best)
+    near = inference.scan(lh, values=[s.bestfit - sigma, s.bestfit + sigma], best=best)
     assert near.delta_twice_nll.mean() == pytest.approx(1.0, abs=0.15)
     lo, hi = best.minos["ttbar_norm"]
-    cross = fit.scan(lh, values=[s.bestfit + lo, s.bestfit + hi], best=best)
+    cross = inference.scan(lh, values=[s.bestfit + lo, s.bestfit + hi], best=best)
     # (the small embedded data set's profile has shallow local minima: a refit from the best
     # fit may stop a few hundredths above the minimum the warm-started crossing search found)
     np.testing.assert_allclose(cross.delta_twice_nll, 1.0, atol=0.01 if name == "cms" else 0.1)
-    g = fit.goodness_of_fit(lh, best=best)
+    g = inference.goodness_of_fit(lh, best=best)
     assert 0.0 <= g.p_value <= 1.0 and g.ndof == len(lh.data) - 1
-    a = fit.asimov_uncertainty(lh)
+    a = inference.asimov_uncertainty(lh)
     assert a.fit.value("ttbar_norm")[0] == pytest.approx(1.0, abs=1e-3)
     assert 0 < a.hesse < 1 and a.minos_down < 0 < a.minos_up
 
@@ -199,7 +200,7 @@ def test_ranking_completes(case):
     name, _, lh, best = case
     params = None if name == "cms" else ["Jet energy scale", "ME variation", "Luminosity",
                                          "staterror_4j2b-SR[2]"]
-    r = fit.ranking(lh, best=best, parameters=params)
+    r = inference.ranking(lh, best=best, parameters=params)
     n = lh.n_pars - 1 if params is None else len(params)
     assert len(r.labels) == n
     post = np.maximum(np.abs(r.postfit_up), np.abs(r.postfit_down))
@@ -223,13 +224,13 @@ def test_profile_fit_reaches_the_conditional_minimum(case):
             lo, hi = lh.bounds[i]
             v = min(hi, max(lo, best.bestfit[i] + shift))
             fix = {lh.labels[i]: v}
-            x, twice_nll, method = fit.profile_fit(lh, fix, best, settings, "a test fit")
+            x, twice_nll, method = inference.profile_fit(lh, fix, best, settings, "a test fit")
             methods.append(method)
             assert x[i] == v and twice_nll == pytest.approx(lh.twice_nll(x), rel=1e-12)
             try:
-                ref = fit.fit(lh, minos=None, fit_cfg=tight, init=best.bestfit, fix=fix,
+                ref = inference.fit(lh, minos=None, fit_cfg=tight, init=best.bestfit, fix=fix,
                               hesse=False, quiet=True)
-            except fit.FitError:
+            except inference.FitError:
                 continue
             assert twice_nll <= ref.best_twice_nll + 1e-5
             assert x[lh.poi_index] == pytest.approx(ref.bestfit[lh.poi_index], abs=3e-3)
@@ -238,7 +239,7 @@ def test_profile_fit_reaches_the_conditional_minimum(case):
 
 def test_split_by_classification_fit():
     spec = workspace.build(embedded_run().hist, split_by_classification=True)
-    r = fit.fit(spec, minos=None)
+    r = inference.fit(spec, minos=None)
     assert r.diagnostics.valid
     assert len([lab for lab in r.labels if lab.startswith("staterror")]) == 44
 
@@ -246,16 +247,16 @@ def test_split_by_classification_fit():
 def test_failed_fit_is_named(case):
     _, _, lh, _ = case
     settings = replace(load_fit_config().minimizer, max_calls=5)
-    with pytest.raises(fit.FitError, match=r"the best fit did not converge: MIGRAD minimum "
+    with pytest.raises(inference.FitError, match=r"the best fit did not converge: MIGRAD minimum "
                                            r"invalid after strategies 1, 2, 0, 1, 2 .*call "
                                            "limit reached"):
-        fit.fit(lh.with_data(lh.data * 3.0), fit_cfg=settings, minos=None)
+        inference.fit(lh.with_data(lh.data * 3.0), fit_cfg=settings, minos=None)
 
 
 def test_results_file(tmp_path, case):
     _, _, lh, best = case
-    path = fit.write_results(tmp_path / "fit_results.json", best,
-                             gof=fit.goodness_of_fit(lh, best=best).as_dict())
+    path = inference.write_results(tmp_path / "fit_results.json", best,
+                             gof=inference.goodness_of_fit(lh, best=best).as_dict())
     record = json.loads(path.read_text())
     assert record["fit"]["labels"][0] == "ttbar_norm"
     assert record["fit"]["minos"]["ttbar_norm"][0] < 0
@@ -266,8 +267,8 @@ def test_results_file(tmp_path, case):
 def test_real_cms_measurement(capsys):
     """The one fit on real data (CMS 2015 Open Data, the AGC's reference histograms): its
     ttbar_norm, uncertainties and pulls are printed into the test report."""
-    lh = fit.Likelihood.from_spec(workspace.build(reference_inputs().root))
-    best = fit.fit(lh)
+    lh = inference.Likelihood.from_spec(workspace.build(reference_inputs().root))
+    best = inference.fit(lh)
     value, err = best.value("ttbar_norm")
     lo, hi = best.minos["ttbar_norm"]
     assert 0.9 < value < 1.05 and 0.04 < err < 0.08
@@ -289,9 +290,9 @@ def test_prepare_fits_its_warm_up_model():
     two-bin model with every modifier type; pyhf's own fit agrees."""
     import pyhf
 
-    r = fit.prepare()
+    r = inference.prepare()
     assert r.diagnostics.valid and r.minos["mu"][0] < 0 < r.minos["mu"][1]
-    ws = pyhf.Workspace(fit._warmup_spec())
+    ws = pyhf.Workspace(inference.stage._warmup_spec())
     model = ws.model()
     theirs = pyhf.infer.mle.fit(ws.data(model), model)
     ours = {name: r.bestfit[r.labels.index(name)] for name in model.config.par_names}
@@ -305,6 +306,7 @@ def test_chi2_sf_equals_scipys():
     for k in (1, 2, 3, 5, 10, 21, 22, 44, 100, 300):
         for x in (0.0, 1e-6, 0.1, 1.0, 2.0, 10.0, 21.0, 50.0, 200.0, 1000.0):
             want = float(special.chdtrc(k, x))
-            assert fit.chi2_sf(k, x) == pytest.approx(want, rel=1e-12, abs=1e-300), (k, x)
+            assert inference.chi2_sf(k, x) == pytest.approx(want, rel=1e-12, abs=1e-300), (k, x)
     n = np.array([0.0, 1.0, 5.0, 3.5, 1e3, 123456.0])
-    np.testing.assert_allclose(fit._lgamma(n + 1), special.gammaln(n + 1), rtol=1e-14)
+    np.testing.assert_allclose(inference.likelihood._lgamma(n + 1), special.gammaln(n + 1),
+                               rtol=1e-14)

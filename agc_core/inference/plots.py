@@ -12,7 +12,8 @@ from agc_core.plots import Job, PlotPool, _save, fixed_layout, plt, text_inches
 
 if TYPE_CHECKING:
     from agc_core.config import AnalysisConfig, FitConfig
-    from agc_core.fit import FitResult, Likelihood, RankingResult, ScanResult
+    from agc_core.inference.likelihood import Likelihood
+    from agc_core.inference.results import FitResult, RankingResult, ScanResult
 
 log = logging.getLogger(__name__)
 

@@ -1,98 +1,17 @@
-"""Command-line interface: a thin layer of subcommands over the Python API.
-
-Each subcommand lives in the module of its pipeline stage, which provides
-``add_cli(subparsers)`` registering a parser whose ``func(args) -> int`` runs it.
-"""
+"""``python -m agc_core run``: process a fileset into histograms, fit, write the report
+(:func:`agc_core.runner.run_analysis`)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from agc_core.errors import AGCError
+from agc_core.cli.formatting import HelpFormatter
 
-log = logging.getLogger(__name__)
-
-# modules that register subcommands with their own ``add_cli``, in the order they appear in
-# --help after ``run`` (defined here, over :func:`agc_core.runner.run_analysis`)
-SUBCOMMANDS = {
-    "generate": "agc_core.synthetic",
-    "train": "agc_core.models.train",
-    "bench": "agc_core.bench",
-    "fit": "agc_core.fit",
-    "calibrate": "agc_core.calibration",
-}
-SUBCOMMAND_MODULES = tuple(SUBCOMMANDS.values())
-GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose")
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows an option's default in --help unless its help text already explains it."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
-            return text
-        return super()._get_help_string(action)
-
-
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """Build the top-level parser with every available subcommand, or with ``only`` that one
-    (what :func:`main` does for a known command: the other stages' modules are not imported,
-    ~0.25 s saved before a run starts)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m agc_core",
-        description="AGC CMS 2015 ttbar analysis: uproot + numba kernels + pyhf/iminuit.",
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug output")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    if only in (None, "run"):
-        add_run_cli(sub)
-    for command, name in SUBCOMMANDS.items():
-        if only is not None and command != only:
-            continue
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # stage not built yet
-                continue
-            raise
-        module.add_cli(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; user errors become one line on stderr and exit code 2."""
-    from agc_core import forkserver
-
-    argv = sys.argv[1:] if argv is None else list(argv)
-    forkserver.start_for_cli(argv)  # before the imports
-    command = next((a for a in argv if a not in GLOBAL_FLAGS), None)
-    parser = build_parser(command if command in ("run", *SUBCOMMANDS) else None)
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except AGCError as exc:
-        print(f"agc_core {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"agc_core {args.command}: interrupted", file=sys.stderr)
-        return 130
-
-
-# ---------------------------------------------------------------------------------------------
-# run
 
 def options_from_args(args: argparse.Namespace) -> Any:
     """Build :class:`agc_core.results.RunOptions` from the parsed ``run`` arguments."""
@@ -131,7 +50,7 @@ def options_from_args(args: argparse.Namespace) -> Any:
     )
 
 
-def _cli_run(args: argparse.Namespace) -> int:
+def run_command(args: argparse.Namespace) -> int:
     """``python -m agc_core run``: run, print the summary, exit 0 only when complete."""
     from agc_core.report import format_summary
     from agc_core.runner import run_analysis
@@ -151,7 +70,7 @@ def _cli_run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def add_run_cli(subparsers: Any) -> None:
+def add_parser(subparsers: Any) -> None:
     """Register the ``run`` subcommand."""
     from agc_core import executors
     from agc_core.classifier import INFERENCE_KINDS
@@ -239,4 +158,4 @@ def add_run_cli(subparsers: Any) -> None:
                    help="fit each region as two channels by MLP classification")
     g.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                    help="debug output (also in agc.log)")
-    parser.set_defaults(func=_cli_run)
+    parser.set_defaults(func=run_command)
