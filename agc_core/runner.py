@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -220,11 +219,11 @@ def _dataset_source(samples: Sequence[SampleFiles]) -> str:
 
 
 def _progress_bar(total: int, enabled: bool | None) -> Any:
-    from tqdm import tqdm
+    """The chunks' bar: in a terminal or a notebook by default (:mod:`agc_core.progress`)."""
+    from agc_core.progress import progress_bar
 
-    disable = (not sys.stderr.isatty()) if enabled is None else not enabled
-    return tqdm(total=total, unit="chunk", disable=disable, dynamic_ncols=True,
-                desc="chunks", leave=False)
+    return progress_bar(total, enabled, unit="chunk", dynamic_ncols=True, desc="chunks",
+                        leave=False)
 
 
 def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOptions,
