@@ -132,9 +132,10 @@ class SampleYield:
         return asdict(self)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class RunResult:
-    """The result of :func:`run_analysis`.
+    """The result of :func:`run_analysis` (shown as a few lines, or a small table in a notebook:
+    :mod:`agc_core.display`).
 
     Attributes:
         options: the options of the run.
@@ -208,3 +209,15 @@ class RunResult:
         if self.stage_results.get("fit_error"):
             return 1
         return 0 if self.complete or self.options.allow_partial else 1
+
+    def __repr__(self) -> str:
+        """A few lines: state, events, rates, the fit, the histogram's axes, the outputs."""
+        from agc_core.display import run_text
+
+        return run_text(self)
+
+    def _repr_html_(self) -> str:
+        """The same as a small HTML table (what a notebook shows)."""
+        from agc_core.display import run_html
+
+        return run_html(self)
