@@ -1,6 +1,7 @@
 """``report.html``: one self-contained page of a run or a fit (images embedded, works offline).
 
-It shows ttbar_norm with its HESSE and MINOS uncertainties and the fit diagnostics, the goodness
+It opens with ttbar_norm and the pictures a physicist looks at first, the post-fit data/MC of
+each channel and the pulls; then the fit diagnostics, the goodness
 of fit and expected uncertainty, pre- and post-fit yields per channel and sample, the events
 processed and the event rate, the MLP accuracies, any failure, and every plot (PNG files
 embedded as base64 data URIs: the file opens in any browser without its folder).
@@ -37,6 +38,7 @@ th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 figure { display: inline-block; margin: .5em; vertical-align: top; }
 figure img { max-width: 32em; border: 1px solid #ddd; }
 figcaption { font-size: .8em; color: #555; text-align: center; }
+.headline figure img { max-width: 36em; }
 """
 
 
@@ -176,6 +178,15 @@ def _run_section(run: RunResult, metrics: dict[str, Any]) -> list[str]:
     return parts
 
 
+def headline_plots(inference: InferenceResult) -> list[Path]:
+    """The pictures a physicist looks at first, shown above the tables: the post-fit data/MC
+    of every channel, then the pulls (those the fit stage drew)."""
+    plots = [Path(p) for p in inference.plots]
+    first = [p for p in plots if p.name.startswith("fit_postfit_")]
+    first += [p for p in plots if p.name == "fit_pulls.png"]
+    return [p for p in first if p.exists()]
+
+
 def write_report(path: str | Path, inference: InferenceResult | None = None,
                  run: RunResult | None = None, metrics: dict[str, Any] | None = None,
                  plots: Iterable[Path] = ()) -> Path:
@@ -196,8 +207,15 @@ def write_report(path: str | Path, inference: InferenceResult | None = None,
              f"<style>{_STYLE}</style></head><body>",
              f"<h1>{title}: CMS 2015 Open Data ttbar (AGC)</h1>",
              f"<p>written {_e(time.strftime('%Y-%m-%d %H:%M:%S'))}</p>"]
+    headline = headline_plots(inference) if inference is not None else []
     if inference is not None:
-        parts += _fit_section(inference)
+        section = _fit_section(inference)
+        # the post-fit pictures right under the ttbar_norm line, above every table
+        at = next((i + 1 for i, part in enumerate(section)
+                   if part.startswith("<p class='poi'>")), len(section))
+        section[at:at] = ["<div class='headline'>" + "".join(_img(p) for p in headline)
+                          + "</div>"] if headline else []
+        parts += section
     elif run is not None:
         reason = run.stage_results.get("fit_error") or run.stage_results.get("fit_skipped")
         if reason:
@@ -209,12 +227,12 @@ def write_report(path: str | Path, inference: InferenceResult | None = None,
     if run is not None:
         parts += _run_section(run, metrics or {})
     images = list(plots) + (list(inference.plots) if inference is not None else [])
-    seen: set[Path] = set()
+    seen: set[Path] = set(headline)  # shown at the top already
     unique = [p for p in images if not (p in seen or seen.add(p)) and Path(p).exists()]
     if unique:
         parts.append("<h2>Plots</h2>")
         parts += [_img(Path(p)) for p in unique]
     parts.append("</body></html>")
     write_text_atomic(path, "\n".join(parts) + "\n")
-    log.info("wrote %s (%d plots embedded)", path, len(unique))
+    log.info("wrote %s (%d plots embedded)", path, len(unique) + len(headline))
     return Path(path)

@@ -98,3 +98,16 @@ def test_inference_outputs(tmp_path):
     assert len([n for n in names if n.startswith("fit_postfit_")]) == len(result.channels)
     for table in result.postfit.values():
         assert table["sum_unc"] > 0 and len(table["total"]) == 11
+
+
+def test_report_opens_with_the_postfit_pictures_and_the_pulls(tmp_path):
+    result = inference.run_inference(embedded_run().full, tmp_path, ranking=False, scan=False,
+                               plots=True)
+    text = report_html.write_report(tmp_path / "report.html", inference=result).read_text()
+    images = re.findall(r'<img alt="([^"]+)"', text)
+    first = images[:len(result.channels) + 1]
+    assert sorted(first) == sorted([f"fit_postfit_{c.replace(' ', '_')}.png"
+                                    for c in result.channels] + ["fit_pulls.png"])
+    # above every table, right under the ttbar_norm line; each picture embedded once
+    assert text.index("class='poi'") < text.index("<img") < text.index("<table")
+    assert len(images) == len(set(images)) == len(result.plots)
