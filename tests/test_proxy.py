@@ -137,6 +137,8 @@ def test_peak_open_counts_concurrent_connections(echo_port):
                 assert recv_exactly(conn, 1) == b"x"
             assert wait_for(lambda: proxy.open == 0), proxy.open
         assert (proxy.accepted, proxy.peak_open) == (5, 3)
+        proxy.reset_counts()  # counting again, from the connections open now (none)
+        assert (proxy.accepted, proxy.peak_open, proxy.bytes_forwarded) == (0, 0, 0)
 
 
 def test_target_down_closes_the_client_and_close_is_idempotent():

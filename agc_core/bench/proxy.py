@@ -262,6 +262,17 @@ class DelayProxy:
         else:
             self.bytes_down += n
 
+    def reset_counts(self) -> None:
+        """Start counting again: ``accepted`` and the bytes from 0, ``peak_open`` from the
+        connections open now (in the loop's thread, so no update is lost)."""
+
+        def reset() -> None:
+            self.accepted = self.bytes_up = self.bytes_down = 0
+            self.peak_open = self.open
+
+        self.loop.call_soon_threadsafe(reset)
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self.loop).result(10)
+
     async def _shutdown(self) -> None:
         self._server.close()
         for side in list(self._sides):

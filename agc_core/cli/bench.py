@@ -51,6 +51,16 @@ def add_parser(subparsers: Any) -> None:
                    help="e2e: also time 1 and 2 workers (processing and I/O only) on this "
                         "fileset, e.g. 9 x 1 M events: python -m agc_core generate --out "
                         "DIR --events-per-file 1000000 --files-per-sample 1")
+    p.add_argument("--schemes", nargs="+", choices=("http", "root"), default=["http", "root"],
+                   help="remote: URL schemes read through the delaying proxy")
+    p.add_argument("--rtt-ms", nargs="+", type=float, default=[0.0, 20.0, 100.0],
+                   help="remote: round-trip times the proxy adds (ms)")
+    p.add_argument("--remote-repeat", type=int, default=1,
+                   help="remote: cold + warm runs per configuration (the median is shown)")
+    p.add_argument("--workers", type=int, default=2, help="remote: worker processes per run")
+    p.add_argument("--copies", type=int, default=5,
+                   help="remote: planning table: also plan the files under this many names "
+                        "each (1: only once; 0: no planning table)")
     p.set_defaults(func=bench_command)
 
 

@@ -1,0 +1,127 @@
+"""``bench --what remote`` (:mod:`agc_core.bench.remote`): a tiny run against the session's
+XRootD server (one scheme, RTT 0) has the table's structure and the local run's histograms;
+the command passes its flags. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from conftest import SMALL_CHUNK
+
+from agc_core.bench import remote as bench_remote_module
+from agc_core.bench.remote import (
+    PLAN_COLUMNS,
+    RUN_COLUMNS,
+    bench_remote,
+    format_table,
+    histogram_digest,
+)
+from agc_core.cli import main
+
+
+def files_under(folder):
+    return sorted(p.relative_to(folder) for p in folder.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def tiny_rows(xrootd_server, served_dataset):
+    """The benchmark on the served small dataset: local and http at RTT 0, 2 names per file in
+    the planning table; in process, the options of the session's clean local run."""
+    before = files_under(served_dataset.parent)
+    rows = bench_remote(served_dataset, schemes=("http",), rtts_ms=(0.0,), copies=2,
+                        server=xrootd_server,
+                        options={"chunksize": SMALL_CHUNK, "inference": "none",
+                                 "executor": "iterative"})
+    assert files_under(served_dataset.parent) == before  # its copies removed
+    assert xrootd_server.running()  # a server it was given is left running
+    return rows
+
+
+def test_run_rows_equal_the_local_run(tiny_rows, small_run):
+    runs = [r for r in tiny_rows if r["table"] == "run"]
+    assert [(r["input"], r["rtt_ms"], r["cache"]) for r in runs] == [
+        ("local", None, "cold"), ("local", None, "warm"), ("http", 0.0, "cold"),
+        ("http", 0.0, "warm")]
+    want = histogram_digest(small_run.hist)  # the session's own local run, not the bench's
+    for r in runs:
+        assert r["complete"] and r["events"] == small_run.n_events, r
+        assert r["hist_sha256"] == want, r
+        assert r["same_hist"] is True
+        assert r["rate_hz"] > 0 and r["plan_s"] > 0 and r["process_s"] > 0
+        assert r["repeat"] == 1
+    local_cold, local_warm, http_cold, _ = runs
+    assert local_cold["local_fraction"] == local_warm["local_fraction"] == 1.0
+    assert local_cold["connections"] is None and local_cold["proxy_bytes"] is None
+    # the remote run went through the proxy
+    assert http_cold["connections"] >= 1 and http_cold["peak_open"] >= 1
+    assert http_cold["proxy_bytes"] > 0
+
+
+def served_files(served_dataset) -> int:
+    data = json.loads(served_dataset.read_text())
+    return sum(len(body["files"]) for process in data.values() for body in process.values())
+
+
+def test_plan_rows(tiny_rows, served_dataset):
+    plans = [r for r in tiny_rows if r["table"] == "plan"]
+    n = served_files(served_dataset)
+    assert [(r["input"], r["rtt_ms"], r["files"]) for r in plans] == [
+        ("http", 0.0, n), ("http", 0.0, 2 * n)]
+    assert all(r["failed"] == 0 and r["connections"] >= 1 for r in plans)
+    assert plans[1]["tasks"] == 2 * plans[0]["tasks"] > 0
+
+
+def test_table_layout(tiny_rows, served_dataset):
+    text = format_table(tiny_rows)
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("input") and "cache" in
+                  line)
+    assert re.split(r"\s{2,}", lines[header].strip()) == RUN_COLUMNS
+    runs = lines[header + 2: header + 6]
+    assert [line.split()[:3] for line in runs] == [
+        ["local", "-", "cold"], ["local", "-", "warm"], ["http", "0", "cold"],
+        ["http", "0", "warm"]]
+    assert all(line.split()[-1] == "=" for line in runs)  # the same histograms
+    assert "planning alone" in text
+    n = served_files(served_dataset)
+    plan_header = next(i for i, line in enumerate(lines) if line.startswith("input")
+                       and "files" in line)
+    assert re.split(r"\s{2,}", lines[plan_header].strip()) == PLAN_COLUMNS
+    assert [line.split()[:3] for line in lines[plan_header + 2: plan_header + 4]] == [
+        ["http", "0", str(n)], ["http", "0", str(2 * n)]]
+
+
+def test_digest_sees_one_bin(small_run):
+    """The histogram check means something: one bin changed changes the digest."""
+    hist = small_run.hist.copy()
+    assert histogram_digest(hist) == histogram_digest(small_run.hist)
+    view = hist.view(flow=True)
+    view.value[(0,) * view.value.ndim] += 1.0
+    assert histogram_digest(hist) != histogram_digest(small_run.hist)
+
+
+def test_command_passes_its_flags(monkeypatch, capsys):
+    """``bench --what remote`` calls bench_remote with the flags and prints its table (the
+    benchmark itself faked)."""
+    seen = {}
+    row = {"table": "run", "input": "local", "rtt_ms": None, "cache": "cold", "events": 10,
+           "plan_s": 0.5, "process_s": 1.5, "rate_hz": 5.0, "local_fraction": 1.0,
+           "bytes_network": 0, "bytes_cache": 0, "proxy_bytes": None, "connections": None,
+           "peak_open": None, "same_hist": True, "repeat": 2}
+
+    def fake(fileset, **kwargs):
+        seen.update(kwargs, fileset=fileset)
+        return [row]
+
+    monkeypatch.setattr(bench_remote_module, "bench_remote", fake)
+    rc = main(["bench", "--what", "remote", "--schemes", "root", "--rtt-ms", "0", "5",
+               "--remote-repeat", "2", "--workers", "1", "--copies", "0", "--fileset", "x.json"])
+    assert rc == 0
+    assert seen["fileset"] == "x.json" and list(seen["schemes"]) == ["root"]
+    assert list(seen["rtts_ms"]) == [0.0, 5.0]
+    assert (seen["repeat"], seen["workers"], seen["copies"]) == (2, 1, 0)
+    out = capsys.readouterr().out
+    assert "remote inputs" in out and "median of 2 run(s)" in out
+    assert "planning alone" not in out
