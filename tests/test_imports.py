@@ -30,7 +30,6 @@ LONG_MODULES = {
     "agc_core/io.py": "split into io/ after the remote-reading work",
     "agc_core/remote.py": "split into io/ after the remote-reading work",
     # being split (issue 19)
-    "agc_core/synthetic.py": "being split into synthetic/",
     "agc_core/config.py": "being split",
 }
 #: cycles tolerated for now, each exactly this set of modules, with the reason

@@ -105,7 +105,7 @@ def test_file_content_equals_in_memory_events(dataset, cfg):
 
 @pytest.mark.parametrize("compression", synthetic.COMPRESSIONS)
 def test_compressions(tmp_path, cfg, compression):
-    params = synthetic._resolve_params(cfg, 300, 1, 5, compression, None)
+    params = synthetic.resolve_params(cfg, 300, 1, 5, compression, None)
     path = tmp_path / "x.root"
     entry = synthetic.write_sample_file(path, "ttbar", "nominal", 0, params, cfg)
     assert entry["size"] == path.stat().st_size
@@ -120,7 +120,7 @@ def test_fast_zlib_writes_standard_zlib_blocks():
     import zlib
 
     data = np.random.default_rng(3).normal(size=50_000).astype(np.float32).tobytes()
-    fast = synthetic._compression("zlib", 1)
+    fast = synthetic.writer._compression("zlib", 1)
     assert fast.code == uproot.ZLIB(1).code
     block = uproot.compression.compress(data, fast)
     assert zlib.decompress(block[9:]) == data  # after the 9-byte ROOT block header
@@ -132,7 +132,7 @@ def test_regenerated_files_keep_their_uuid(tmp_path, cfg):
     and different files different ones."""
     from agc_core.planning import file_identity
 
-    params = synthetic._resolve_params(cfg, 200, 1, 5, "zlib", None)
+    params = synthetic.resolve_params(cfg, 200, 1, 5, "zlib", None)
     paths = [tmp_path / "a.root", tmp_path / "b.root", tmp_path / "c.root"]
     synthetic.write_sample_file(paths[0], "ttbar", "nominal", 0, params, cfg)
     synthetic.write_sample_file(paths[1], "ttbar", "nominal", 0, params, cfg)
@@ -250,10 +250,10 @@ def test_btag_rates_by_flavour():
     rng = np.random.default_rng(1)
     n = 200_000
     flavour = np.repeat(np.array([[5, 4, 0]], dtype=np.int8), n, axis=0)
-    partons = synthetic._Partons(np.full(flavour.shape, 200.0), np.zeros(flavour.shape),
+    partons = synthetic.partons._Partons(np.full(flavour.shape, 200.0), np.zeros(flavour.shape),
                                  np.zeros(flavour.shape), np.zeros(flavour.shape), flavour,
                                  np.ones(flavour.shape, bool))
-    _, jets = synthetic._reco_jets(rng, [(partons, 1.0, 0.0)], 1.0, det)
+    _, jets = synthetic.detector._reco_jets(rng, [(partons, 1.0, 0.0)], 1.0, det)
     tagged = (jets["btag"] >= 0.5).reshape(n, 3).mean(axis=0)
     assert tagged[0] == pytest.approx(det.btag_eff_b, abs=0.01)
     assert tagged[1] == pytest.approx(det.btag_eff_c, abs=0.01)
@@ -271,9 +271,9 @@ def test_close_partons_make_one_jet():
     eta = np.array([[0.0, 0.2, 1.5]])
     phi = np.array([[0.0, 0.1, 2.0]])
     flavour = np.array([[0, 5, 0]], dtype=np.int8)
-    partons = synthetic._Partons(pt, eta, phi, np.zeros_like(pt), flavour,
+    partons = synthetic.partons._Partons(pt, eta, phi, np.zeros_like(pt), flavour,
                                  np.ones(pt.shape, bool))
-    jets = synthetic._cluster(partons)
+    jets = synthetic.partons._cluster(partons)
     assert jets.valid.tolist() == [[True, False, True]]
     assert jets.flavour[0, 0] == 5
     px = 100.0 + 30.0 * np.cos(0.1)
@@ -324,12 +324,12 @@ def test_ensure_dataset_reuses_and_repairs(tmp_path, cfg):
     assert {rel: e["mtime_ns"] for rel, e in recorded.items()} == first
     touched = tmp_path / "ttbar__scaleup" / "0.root"
     os.utime(touched, ns=(first["ttbar__scaleup/0.root"] + 10**9,) * 2)
-    real_open = synthetic.uproot.open
-    synthetic.uproot.open = lambda *a, **k: (_ for _ in ()).throw(OSError("opened"))
+    real_open = synthetic.dataset.uproot.open
+    synthetic.dataset.uproot.open = lambda *a, **k: (_ for _ in ()).throw(OSError("opened"))
     try:
         synthetic.ensure_dataset(tmp_path, **kw)
     finally:
-        synthetic.uproot.open = real_open
+        synthetic.dataset.uproot.open = real_open
     regenerated = mtimes(tmp_path)
     assert {k for k in first if regenerated[k] != first[k]} == {"ttbar__scaleup/0.root"}
     first = regenerated
@@ -360,7 +360,7 @@ def test_ensure_dataset_reuses_and_repairs(tmp_path, cfg):
     assert target.stat().st_mtime_ns != before
     entry = json.loads((tmp_path / synthetic.MANIFEST_NAME).read_text())["files"][
         "single_top_tW__nominal/0.root"]
-    assert synthetic._sha256(target) == entry["sha256"]
+    assert synthetic.writer._sha256(target) == entry["sha256"]
 
     # another parameter: everything is regenerated
     before = mtimes(tmp_path)

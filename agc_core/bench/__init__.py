@@ -311,7 +311,7 @@ def _big_fileset(cfg: AnalysisConfig, events: int) -> Any:
 
     import uproot
 
-    from agc_core.synthetic import _resolve_params, default_data_dir, write_sample_file
+    from agc_core.synthetic import default_data_dir, resolve_params, write_sample_file
 
     folder = default_data_dir().with_name(default_data_dir().name + f"-bench-{events}")
     path = folder / "ttbar__nominal" / "0.root"
@@ -322,7 +322,7 @@ def _big_fileset(cfg: AnalysisConfig, events: int) -> Any:
         ok = False
     if not ok:
         log.warning("e2e: generating one %d-event file in %s (once)", events, folder)
-        params = _resolve_params(cfg, events, 1, None, None, None)
+        params = resolve_params(cfg, events, 1, None, None, None)
         write_sample_file(path, "ttbar", "nominal", 0, params, cfg)
     fileset = folder / "fileset.json"
     fileset.write_text(json.dumps({"ttbar": {"nominal": {"files": [
