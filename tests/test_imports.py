@@ -29,8 +29,6 @@ LONG_MODULES = {
     # (decompression and baskets, layouts, the open-file cache, RNTuple, remote) after it
     "agc_core/io.py": "split into io/ after the remote-reading work",
     "agc_core/remote.py": "split into io/ after the remote-reading work",
-    # being split (issue 19)
-    "agc_core/config.py": "being split",
 }
 #: cycles tolerated for now, each exactly this set of modules, with the reason
 KNOWN_CYCLES = {
