@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -419,7 +420,9 @@ def inspect_workspace(source: str | Path | dict[str, Any]) -> str:
             path = Path(source)
             if not path.exists():
                 raise InputError(f"{path}: workspace file not found")
-        outcome = CliRunner().invoke(pyhf_cli, ["inspect", str(path)])
+        with warnings.catch_warnings():  # pyhf's schema validation uses a deprecated
+            warnings.simplefilter("ignore", DeprecationWarning)  # jsonschema API
+            outcome = CliRunner().invoke(pyhf_cli, ["inspect", str(path)])
     if outcome.exit_code != 0:
         raise InputError(f"{path}: pyhf inspect failed ({outcome.exception or outcome.output})")
     return outcome.output
