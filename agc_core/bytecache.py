@@ -57,6 +57,19 @@ def default_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "agc-core"
 
 
+def format_bytes(n: float) -> str:
+    """Bytes in decimal units: ``3.44 TB``, ``12.3 MB``, ``512 B``."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{int(n)} B"
+
+
+def cache_folder(folder: str | os.PathLike[str] | None = None) -> Path:
+    """``folder`` if given, else :func:`default_dir`."""
+    return Path(folder).expanduser() if folder is not None else default_dir()
+
+
 def parse_size(text: str | int | None) -> int | None:
     """A size such as ``20GB``, ``500 MB``, ``1.5e9`` or ``0`` in bytes (None stays None).
 
@@ -127,8 +140,6 @@ class CacheSummary:
 
     def describe(self) -> str:
         """A few lines for the ``cache`` command."""
-        from agc_core.planning import format_bytes
-
         return (f"cache folder : {self.folder}\n"
                 f"byte ranges  : {self.entries:,} from {self.files:,} remote files, "
                 f"{format_bytes(self.bytes)} of {format_bytes(self.max_bytes)} "

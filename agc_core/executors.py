@@ -143,7 +143,8 @@ class Executor(ABC):
     @abstractmethod
     def run(self, fn: Callable[[Any], Any], items: Sequence[Any],
             initializer: Callable[..., None] | None = None,
-            initargs: tuple[Any, ...] = ()) -> Iterator[Outcome]:
+            initargs: tuple[Any, ...] = (),
+            ready: Callable[[int], Any] | None = None) -> Iterator[Outcome]:
         """Run ``fn`` on every item; yield outcomes in completion order.
 
         Args:
@@ -151,6 +152,9 @@ class Executor(ABC):
             items: picklable items.
             initializer: run once per worker process before its first item.
             initargs: arguments of the initializer.
+            ready: called with an item's index before its first submission, blocks until
+                the item may go (its input was fetched ahead: :mod:`agc_core.prefetch`);
+                Dask submits everything at once and does not wait.
         """
 
     def close(self) -> None:  # noqa: B027 (nothing to release by default)
@@ -185,10 +189,13 @@ class IterativeExecutor(Executor):
 
     def run(self, fn: Callable[[Any], Any], items: Sequence[Any],
             initializer: Callable[..., None] | None = None,
-            initargs: tuple[Any, ...] = ()) -> Iterator[Outcome]:
+            initargs: tuple[Any, ...] = (),
+            ready: Callable[[int], Any] | None = None) -> Iterator[Outcome]:
         if initializer is not None:
             initializer(*initargs)
         for index, item in enumerate(items):
+            if ready is not None:
+                ready(index)
             attempts = 0
             outcome = None
             while outcome is None:
@@ -239,7 +246,8 @@ class ProcessesExecutor(Executor):
 
     def run(self, fn: Callable[[Any], Any], items: Sequence[Any],
             initializer: Callable[..., None] | None = None,
-            initargs: tuple[Any, ...] = ()) -> Iterator[Outcome]:
+            initargs: tuple[Any, ...] = (),
+            ready: Callable[[int], Any] | None = None) -> Iterator[Outcome]:
         pool = self._new_pool(initializer, initargs)
         todo: deque[int] = deque(range(len(items)))
         suspects: deque[int] = deque()  # in flight when a worker died: re-run one at a time
@@ -259,6 +267,8 @@ class ProcessesExecutor(Executor):
                 else:
                     while todo and len(running) < window:
                         index = todo.popleft()
+                        if ready is not None and attempts[index] == 0:
+                            ready(index)
                         attempts[index] += 1
                         running[pool.submit(guarded_call, fn, items[index],
                                             delays.pop(index, 0.0))] = index
@@ -364,7 +374,8 @@ class DaskExecutor(Executor):
 
     def run(self, fn: Callable[[Any], Any], items: Sequence[Any],
             initializer: Callable[..., None] | None = None,
-            initargs: tuple[Any, ...] = ()) -> Iterator[Outcome]:
+            initargs: tuple[Any, ...] = (),
+            ready: Callable[[int], Any] | None = None) -> Iterator[Outcome]:
         from distributed import as_completed
 
         client = self._connect()

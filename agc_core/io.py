@@ -400,6 +400,19 @@ def _check_local(path: str, local: str) -> os.stat_result:
     return st
 
 
+def check_local_file(path: str) -> os.stat_result:
+    """Check a local file as :func:`read_chunk` does before opening it (exists, not empty, a
+    ROOT file, not shorter than its header says): its ``os.stat``.
+
+    Raises:
+        InputError: naming the file and the problem.
+    """
+    local = _local_path(path)
+    if local is None:
+        raise InputError(f"{path}: not a local file")
+    return _check_local(path, local)
+
+
 def _acquire(path: str) -> _Handle:
     """Open ``path`` (local path or URL) or take the cached handle; the caller must release it.
 

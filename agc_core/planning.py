@@ -7,21 +7,24 @@ import itertools
 import json
 import logging
 import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agc_core.bytecache import format_bytes
 from agc_core.errors import AGCError, ConfigError
 from agc_core.fileset import SampleFiles, is_url
 
 log = logging.getLogger(__name__)
 
-ENTRIES_CACHE_NAME = "entries_cache.json"
-ENTRIES_CACHE_VERSION = 2  # 2: each file's identity (JER key) from its ROOT UUID
+ENTRIES_CACHE_VERSION = 3  # 3: one record per file, keyed by its identity (with the UUID)
+#: files planned at once: local files (CPU: TTree parsing) and remote ones (round trips)
 PLAN_THREADS = 8
+PLAN_THREADS_REMOTE = 64
 
 
 @dataclass(frozen=True)
@@ -79,37 +82,106 @@ class ChunkFailure:
 
 
 
-def _file_key(path: str, tree: str) -> str:
-    """Cache key of a file: path, tree, size and mtime (local) or path and tree (URL)."""
-    local = path[len("file://"):] if path.startswith("file://") else path
-    if is_url(path) and not path.startswith("file://"):
-        return json.dumps([path, tree])
-    try:
-        st = os.stat(local)
-    except OSError:
-        return json.dumps([path, tree, None, None])
-    return json.dumps([os.path.abspath(local), tree, st.st_size, st.st_mtime_ns])
+def _local(path: str) -> str | None:
+    """The local path of ``path``, None for a remote URL."""
+    if path.startswith("file://"):
+        return path[len("file://"):]
+    return None if is_url(path) else path
+
+
+@dataclass(frozen=True)
+class FileProbe:
+    """Who a file is, learned cheaply (a stat and a header read, or one small remote request).
+
+    Attributes:
+        key: the plan cache's key: a digest of the path or URL, the tree, the size (``fEND``
+            for a remote file), the ROOT UUID and, for a local file, its modification time.
+        uuid: the file's ROOT UUID (``TFile::fUUID``, 16 bytes): it keys its JER draws.
+    """
+
+    key: str
+    uuid: bytes
+
+
+def probe_file(path: str, tree: str) -> FileProbe:
+    """The :class:`FileProbe` of a file: local (stat + its first bytes) or remote (one request
+    for its header: :func:`agc_core.remote.probe`).
+
+    Raises:
+        InputError: missing or unreadable, not a ROOT file (network problems named, transient
+            ones retried).
+    """
+    from agc_core import remote
+    from agc_core.errors import InputError
+
+    local = _local(path)
+    if local is None:
+        size, uuid = remote.probe(path)
+        ident: list[Any] = [path, tree, size, uuid.hex()]
+    else:
+        from agc_core import io
+
+        st = io.check_local_file(path)  # missing, empty, not ROOT, truncated: named
+        try:
+            with open(local, "rb") as fh:
+                head = fh.read(remote.HEADER_BYTES)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
+        size, uuid = remote.parse_header(head, path)
+        ident = [os.path.abspath(local), tree, st.st_size, uuid.hex(), st.st_mtime_ns]
+    key = hashlib.blake2b(json.dumps(ident).encode(), digest_size=16).hexdigest()
+    return FileProbe(key, uuid)
 
 
 class EntriesCache:
-    """Entry counts and chunk ranges of files, kept in a JSON file between runs."""
+    """Entry counts, chunk ranges and basket layouts of files, kept between runs.
 
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
+    One small JSON record per file in ``folder`` (the user's cache folder's ``plans/``, see
+    :mod:`agc_core.bytecache`), keyed by the file's identity (:func:`probe_file`), so that a
+    run into another output folder plans nothing again, and a file that changed (another size,
+    UUID or modification time) is planned anew. Records are written atomically; concurrent
+    runs at worst both write the same record.
+
+    Args:
+        folder: the records' folder; None keeps them in memory only (``--no-cache``).
+    """
+
+    def __init__(self, folder: Path | None) -> None:
+        self.path = folder
         self.data: dict[str, dict[str, Any]] = {}
-        self.dirty = False
+        self._dirty: set[str] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def dirty(self) -> bool:
+        """Whether records changed since the last :meth:`save`."""
+        return bool(self._dirty)
+
+    def _file(self, key: str) -> Path | None:
+        return None if self.path is None else self.path / key[:2] / f"{key}.json"
+
+    def _record(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            if key in self.data:
+                return self.data[key]
+        rec = None
+        path = self._file(key)
         if path is not None and path.is_file():
             try:
                 raw = json.loads(path.read_text())
                 if raw.get("version") == ENTRIES_CACHE_VERSION:
-                    self.data = raw.get("files", {})
+                    rec = raw.get("file")
             except (OSError, ValueError, AttributeError):
-                log.warning("ignoring unreadable entries cache %s", path)
+                log.warning("ignoring unreadable plan cache record %s", path)
+        with self._lock:
+            if rec is not None:
+                self.data.setdefault(key, rec)
+            return self.data.get(key)
 
     def get(self, key: str, ranges_key: str
             ) -> tuple[int, list[tuple[int, int]], int, int] | None:
         """Cached (entries, ranges, identity, compressed bytes of the branches) or None."""
-        rec = self.data.get(key)
+        rec = self._record(key)
         if (rec is None or ranges_key not in rec.get("ranges", {}) or "identity" not in rec
                 or ranges_key not in rec.get("bytes", {})):
             return None
@@ -119,35 +191,52 @@ class EntriesCache:
     def put(self, key: str, ranges_key: str, entries: int,
             ranges: list[tuple[int, int]], identity: int, nbytes: int = 0) -> None:
         """Remember a file's entries, ranges, identity and compressed bytes of the branches."""
-        rec = self.data.setdefault(key, {"entries": entries, "ranges": {}})
-        rec["entries"] = entries
-        rec["identity"] = identity
-        rec["ranges"][ranges_key] = [list(r) for r in ranges]
-        rec.setdefault("bytes", {})[ranges_key] = int(nbytes)
-        self.dirty = True
+        self._record(key)
+        with self._lock:
+            rec = self.data.setdefault(key, {"entries": entries, "ranges": {}})
+            rec["entries"] = entries
+            rec["identity"] = identity
+            rec.setdefault("ranges", {})[ranges_key] = [list(r) for r in ranges]
+            rec.setdefault("bytes", {})[ranges_key] = int(nbytes)
+            self._dirty.add(key)
 
     def get_layout(self, key: str, branches_key: str) -> dict[str, Any] | None:
         """The cached :func:`agc_core.io.file_layout` of a file's branches, or None."""
-        return self.data.get(key, {}).get("layout", {}).get(branches_key)
+        rec = self._record(key)
+        return None if rec is None else rec.get("layout", {}).get(branches_key)
 
     def put_layout(self, key: str, branches_key: str, layout: dict[str, Any]) -> None:
         """Remember a file's layout (of one branch set)."""
-        rec = self.data.get(key)
-        if rec is not None:
-            rec.setdefault("layout", {})[branches_key] = layout
-            self.dirty = True
+        with self._lock:
+            rec = self.data.get(key)
+            if rec is not None:
+                rec.setdefault("layout", {})[branches_key] = layout
+                self._dirty.add(key)
 
     def save(self) -> None:
-        """Write the cache (atomically) if it changed."""
-        if self.path is None or not self.dirty:
+        """Write the changed records (each atomically)."""
+        if self.path is None:
+            self._dirty.clear()
             return
         from agc_core.outputs import write_text_atomic
 
-        try:
-            write_text_atomic(self.path, json.dumps(
-                {"version": ENTRIES_CACHE_VERSION, "files": self.data}))
-        except OSError as exc:
-            log.warning("cannot write entries cache %s: %s", self.path, exc)
+        with self._lock:
+            todo = {k: self.data[k] for k in self._dirty if k in self.data}
+            self._dirty.clear()
+        for key, rec in todo.items():
+            path = self._file(key)
+            assert path is not None
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(path, json.dumps({"version": ENTRIES_CACHE_VERSION,
+                                                    "file": rec}))
+            except OSError as exc:
+                log.warning("cannot write plan cache record %s: %s", path, exc)
+
+
+def identity_of_uuid(uuid: bytes) -> int:
+    """A file's identity from its ROOT UUID: 63 bits of a hash (keys its JER draws)."""
+    return int.from_bytes(hashlib.blake2b(uuid, digest_size=8).digest(), "little") >> 1
 
 
 def file_identity(path: str) -> int:
@@ -161,8 +250,7 @@ def file_identity(path: str) -> int:
     """
     from agc_core import io
 
-    uuid = io.file_uuid(path)  # the reader's cached handle (opened for the entries)
-    return int.from_bytes(hashlib.blake2b(uuid.bytes, digest_size=8).digest(), "little") >> 1
+    return identity_of_uuid(io.file_uuid(path).bytes)  # the reader's handle (planning's)
 
 
 def _inspect_file(path: str, branches: Sequence[str], chunksize: int, tree: str
@@ -192,21 +280,88 @@ def even_ranges(n: int, chunksize: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(bounds))
 
 
+class _FirstContact:
+    """Per server: one file makes the first contact, the others wait for it (then all go)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: dict[str, threading.Event] = {}
+
+    def claim(self, server: str) -> threading.Event | None:
+        """None: the caller goes first; else the event to wait for."""
+        with self._lock:
+            ev = self._events.get(server)
+            if ev is None:
+                self._events[server] = threading.Event()
+            return ev
+
+    def reached_callback(self, server: str) -> Callable[[], None]:
+        """What the first file calls once the server answered."""
+        return self._events[server].set
+
+    def release(self, server: str) -> None:
+        """The first file is done (reached or given up)."""
+        self._events[server].set()
+
+
+def _plan_file(path: str, branches: Sequence[str], chunksize: int, tree: str,
+               cache: EntriesCache, on_probe: Callable[[], None] | None = None,
+               ) -> tuple[int, list[tuple[int, int]], int, int, dict[str, Any] | None]:
+    """(entries, chunk ranges, identity, compressed bytes, basket layout) of one file: from
+    the plan cache after a cheap :func:`probe_file`, else inspected (and remembered)."""
+    from agc_core import io
+
+    probe = probe_file(path, tree)
+    if on_probe is not None:
+        on_probe()
+    ranges_key = f"{chunksize}|{','.join(branches)}"
+    branches_key = ",".join(branches)
+    hit = cache.get(probe.key, ranges_key)
+    if hit is not None:
+        return (*hit, cache.get_layout(probe.key, branches_key) if hit[1] else None)
+    n, ranges, identity, nbytes = _inspect_file(path, branches, chunksize, tree)
+    cache.put(probe.key, ranges_key, n, ranges, identity, nbytes)
+    layout = None
+    if ranges:
+        try:  # the file is still open from its inspection: no new reads
+            layout = io.file_layout(path, branches, tree)
+        except Exception as exc:  # the worker reads it the usual way (and reports problems)
+            log.debug("%s: no basket layout (%s)", path, exc)
+        if layout is not None:
+            cache.put_layout(probe.key, branches_key, layout)
+    return n, ranges, identity, nbytes, layout
+
+
 def _inspect_with_retries(path: str, branches: Sequence[str], chunksize: int, tree: str,
                           max_retries: int, retry_backoff: float,
                           down: dict[str, str] | None = None,
-                          ) -> tuple[tuple[int, list[tuple[int, int]], int, int] | Exception,
-                                     int]:
-    """:func:`_inspect_file`, retrying transient (network) errors: (result or error, attempts).
+                          cache: EntriesCache | None = None,
+                          contact: _FirstContact | None = None,
+                          on_probe: Callable[[], None] | None = None,
+                          ) -> tuple[Any, int]:
+    """:func:`_plan_file`, retrying transient (network) errors: (result or error, attempts).
 
     ``down`` (server -> error, shared by the planning threads) remembers the servers whose
     files failed for good on a network error: their other files fail at once, so a server that
-    is down costs one file's retries, not every file's.
+    is down costs one file's retries, not every file's. ``contact`` lets one file of each
+    server go first: the others wait until it reached the server (or gave up on it), then all
+    go at once.
     """
     from agc_core.executors import is_retryable, retry_delay
     from agc_core.remote import TransientInputError, is_remote, server_of
 
     server = server_of(path) if is_remote(path) else None
+    reached = None
+    if server is not None and contact is not None:
+        reached = contact.claim(server)
+        if reached is None:  # the first file of this server: the others wait for its probe
+            try:
+                return _inspect_with_retries(path, branches, chunksize, tree, max_retries,
+                                             retry_backoff, down, cache, None,
+                                             contact.reached_callback(server))
+            finally:
+                contact.release(server)
+        reached.wait()
     attempts = 0
     while True:
         if down is not None and server in down:
@@ -214,7 +369,8 @@ def _inspect_with_retries(path: str, branches: Sequence[str], chunksize: int, tr
                                        f"({down[server]})"), attempts
         attempts += 1
         try:
-            result = _inspect_file(path, branches, chunksize, tree), attempts
+            result = _plan_file(path, branches, chunksize, tree,
+                                cache or EntriesCache(None), on_probe), attempts
             if down is not None and server is not None:
                 down.pop(server, None)
             return result
@@ -250,36 +406,25 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
     if chunksize < 1:
         raise ConfigError(f"--chunksize must be at least 1, got {chunksize}")
     cache = cache or EntriesCache(None)
-    ranges_key = f"{chunksize}|{','.join(branches)}"
     files = [(s, f) for s in samples for f in s.files]
-    keys = [_file_key(f.path, tree) for _, f in files]
-    known: dict[int, tuple[int, list[tuple[int, int]], int, int] | Exception] = {}
+    known: dict[int, Any] = {}
     tries: dict[int, int] = {}
-    missing = []
-    for i, key in enumerate(keys):
-        hit = cache.get(key, ranges_key)
-        if hit is None:
-            missing.append(i)
-        else:
-            known[i] = hit
-    if missing:
-        log.info("reading entry counts of %d files", len(missing))
+    down: dict[str, str] = {}  # servers that failed for good (dict ops are thread-safe)
+    contact = _FirstContact()
 
-        down: dict[str, str] = {}  # servers that failed for good (dict ops are thread-safe)
+    def plan_one(i: int) -> tuple[int, Any, int]:
+        return i, *_inspect_with_retries(files[i][1].path, branches, chunksize, tree,
+                                         max_retries, retry_backoff, down, cache, contact)
 
-        def inspect(i: int) -> tuple[int, Any, int]:
-            return i, *_inspect_with_retries(files[i][1].path, branches, chunksize, tree,
-                                             max_retries, retry_backoff, down)
-
-        with ThreadPoolExecutor(min(PLAN_THREADS, len(missing))) as pool:
-            for i, res, n_tries in pool.map(inspect, missing):
+    if files:
+        remote_files = sum(1 for _, f in files if _local(f.path) is None)
+        threads = PLAN_THREADS_REMOTE if remote_files else PLAN_THREADS
+        with ThreadPoolExecutor(min(threads, len(files))) as pool:
+            for i, res, n_tries in pool.map(plan_one, range(len(files))):
                 known[i] = res
                 tries[i] = n_tries
-                if not isinstance(res, Exception):
-                    cache.put(keys[i], ranges_key, *res)
     tasks: list[ChunkTask] = []
     failures: list[ChunkFailure] = []
-    branches_key = ",".join(branches)
     for i, (s, f) in enumerate(files):
         res = known[i]
         if isinstance(res, Exception):
@@ -288,41 +433,18 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
                                          tries.get(i, 1)))
             log.error("cannot plan %s/%s file %s: %s", s.process, s.variation, f.path, msg)
             continue
-        n, ranges, identity, nbytes = res
+        n, ranges, identity, nbytes, layout = res
         if n == 0:
             log.warning("%s: no entries in tree '%s' (file skipped)", f.path, tree)
         elif n != f.expected_entries:
             declared = "entries" if f.entries is not None else "nevts"
             log.warning("%s: %d entries, but the fileset declares %s = %d (normalization "
                         "uses the fileset's nevts)", f.path, n, declared, f.expected_entries)
-        layout = _layout(f.path, branches, tree, cache, keys[i], branches_key) if ranges \
-            else None
         for a, b in ranges:
             share = nbytes * b // n - nbytes * a // n if n else 0  # (adds up exactly)
             tasks.append(ChunkTask(len(tasks), s.process, s.variation, s.sample_id, identity,
                                    f.path, a, b, s.xsec_weight, share, layout))
     return tasks, failures
-
-
-def _layout(path: str, branches: Sequence[str], tree: str, cache: EntriesCache, key: str,
-            branches_key: str) -> dict[str, Any] | None:
-    """A local file's basket layout: cached, or read now (the file is usually still open from
-    its inspection); None for remote files or when it cannot be had (the worker then reads
-    the usual way)."""
-    from agc_core import io
-
-    if is_url(path) and not path.startswith("file://"):
-        return None
-    layout = cache.get_layout(key, branches_key)
-    if layout is None:
-        try:
-            layout = io.file_layout(path, branches, tree)
-        except Exception as exc:  # the worker reads it the usual way (and reports problems)
-            log.debug("%s: no basket layout (%s)", path, exc)
-            return None
-        if layout is not None:
-            cache.put_layout(key, branches_key, layout)
-    return layout
 
 
 @dataclass(frozen=True)
@@ -347,9 +469,3 @@ def summarize_plan(tasks: Sequence[ChunkTask]) -> PlanSummary:
                        sum(t.compressed_bytes for t in tasks), len(tasks))
 
 
-def format_bytes(n: float) -> str:
-    """Bytes in decimal units: ``3.44 TB``, ``12.3 MB``, ``512 B``."""
-    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.3g} {unit}"
-    return f"{int(n)} B"

@@ -232,18 +232,20 @@ HEADER_BYTES = 128
 
 _net_lock = threading.Lock()
 _net_bytes = 0
+_net_thread = threading.local()
 
 
-def network_bytes() -> int:
-    """Bytes this process fetched from remote servers through :func:`read_ranges` and
-    :func:`probe` (a counter; take differences)."""
-    return _net_bytes
+def network_bytes(this_thread: bool = False) -> int:
+    """Bytes fetched from remote servers through :func:`read_ranges` and :func:`probe` by this
+    process, or by the calling thread only (counters; take differences)."""
+    return getattr(_net_thread, "n", 0) if this_thread else _net_bytes
 
 
 def _count(n: int) -> None:
     global _net_bytes
     with _net_lock:
         _net_bytes += n
+    _net_thread.n = getattr(_net_thread, "n", 0) + n
 
 
 def filesystem(url: str) -> tuple[Any, str]:

@@ -40,7 +40,8 @@ METRICS_FIELDS = (
     "total_walltime", "cputime", "event_rate_hz", "event_rate_per_worker_hz",
     "event_rate_processtime_hz", "event_rate_steady_hz", "event_rate_cputime_hz",
     "read_rate_mb_s", "stage_times_s", "workers",
-    "chunks_failed", "failed_chunks", "input_warnings", "yields", "accuracy", "outputs", "fit",
+    "chunks_failed", "bytes_from_network", "bytes_from_cache", "prefetch",
+    "failed_chunks", "input_warnings", "yields", "accuracy", "outputs", "fit",
     "versions",
     "git_commit", "host",
 )
@@ -178,6 +179,9 @@ def build_metrics(result: RunResult) -> dict[str, Any]:
         "stage_times_s": dict(result.stage_times),
         "workers": [w.as_dict() for w in result.workers],
         "chunks_failed": len(result.failures),
+        "bytes_from_network": result.bytes_from_network,
+        "bytes_from_cache": result.bytes_from_cache,
+        "prefetch": result.prefetch,
         "failed_chunks": [f.as_dict() for f in result.failures],
         "input_warnings": list(result.input_warnings),
         "yields": [y.as_dict() for y in result.yields],
@@ -240,6 +244,10 @@ def format_summary(result: RunResult) -> str:
                      f"run {result.total_walltime:.2f} s)")
         lines.append(f"  data read        : {result.bytes_read / 1e6:.1f} MB "
                      f"({result.bytes_read / 1e6 / wall:.1f} MB/s)")
+    if result.bytes_from_network or result.bytes_from_cache:
+        lines.append(f"  remote inputs    : {result.bytes_from_network / 1e6:,.1f} MB from the "
+                     f"network, {result.bytes_from_cache / 1e6:,.1f} MB from the cache "
+                     f"({'--no-cache' if not o.cache else 'cache folder ' + str(_cache_dir(o))})")
     if result.stage_times.get("compile"):
         wait = result.stage_times.get("compile_wait")
         how = ("alongside the dataset generation and planning, then waited "
@@ -296,3 +304,9 @@ def format_summary(result: RunResult) -> str:
         if plots:
             lines.append(f"    {'plots':<20} {plots[0].parent} ({len(plots)} PNG files)")
     return "\n".join(lines)
+
+
+def _cache_dir(options: Any) -> Any:
+    from agc_core.bytecache import cache_folder
+
+    return cache_folder(options.cache_dir)

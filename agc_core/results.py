@@ -61,6 +61,15 @@ class RunOptions:
         split_by_classification: fit each region as two channels by MLP classification.
         fit_ranking: rank the nuisance parameters by impact (None: when plots are drawn).
         fit_scan: profile-likelihood scan of the POI (None: when plots are drawn).
+        cache: keep what remote inputs cost to fetch in the user's cache folder: their plans
+            (entries, basket layouts) and the bytes of their baskets (``--no-cache``: neither
+            is read or written; read-ahead still works, through a spool deleted at the end).
+        cache_dir: the cache folder (None: ``$AGC_CORE_CACHE``, else ``~/.cache/agc-core``).
+        read_ahead: fetch the next remote chunks' baskets while the workers process the
+            current ones (:mod:`agc_core.prefetch`); ``--no-read-ahead``: each worker fetches
+            its own chunk when it starts it.
+        cache_size: the byte cache's bound in bytes (None: ``$AGC_CORE_CACHE_SIZE``, else
+            :data:`agc_core.bytecache.DEFAULT_MAX_BYTES`); the least recently used go first.
     """
 
     fileset: str | Path | None = None
@@ -93,6 +102,10 @@ class RunOptions:
     split_by_classification: bool = False
     fit_ranking: bool | None = None
     fit_scan: bool | None = None
+    cache: bool = True
+    cache_dir: str | Path | None = None
+    cache_size: int | None = None
+    read_ahead: bool = True
 
 
 @dataclass(frozen=True)
@@ -168,6 +181,12 @@ class RunResult:
         skipped_events: events skipped for an absurd multiplicity (file, entry, collection,
             count), in task order; a run with skipped events is not complete.
         metrics: the metrics.json record.
+        bytes_from_network: bytes of remote inputs fetched from their servers (planning's
+            header probes not included; the read-ahead's fetches included).
+        bytes_from_cache: bytes of remote inputs the workers took from the byte cache that
+            earlier runs had filled (what this run's own read-ahead fetched is not counted).
+        prefetch: what the read-ahead did (:class:`agc_core.prefetch.PrefetchStats`), None
+            without remote inputs.
     """
 
     options: RunOptions
@@ -196,6 +215,9 @@ class RunResult:
     input_warnings: tuple[str, ...] = ()
     metrics: dict[str, Any] = field(default_factory=dict)
     skipped_events: tuple[str, ...] = ()
+    bytes_from_network: int = 0
+    bytes_from_cache: int = 0
+    prefetch: dict[str, Any] | None = None
 
     @property
     def event_rate(self) -> float:

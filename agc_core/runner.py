@@ -20,7 +20,7 @@ from typing import Any
 
 import boost_histogram as bh
 
-from agc_core import executors, forkserver, mainguard
+from agc_core import bytecache, executors, forkserver, mainguard
 from agc_core.accuracy import accuracy_by_process
 from agc_core.classifier import INFERENCE_KINDS, load_classifier
 from agc_core.compilation import compile_kernels, kernels_cached, start_background_compile
@@ -38,7 +38,6 @@ from agc_core.outputs import (
     write_fit_histograms,
 )
 from agc_core.planning import (
-    ENTRIES_CACHE_NAME,
     ChunkFailure,
     ChunkTask,
     EntriesCache,
@@ -274,10 +273,16 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
                     else contextlib.nullcontext())
         warm = (forkserver_warmup(todo, setup, Path(options.output_dir), early)
                 if options.executor == "processes" else contextlib.nullcontext())
-        with executor, redirect, warm, _sigterm_interrupts():
-            for outcome in executor.run(fn, todo, init_worker, (setup,)):
+        read_ahead = _prefetcher(todo, setup, options, executor.workers)
+        ready = read_ahead.wait if read_ahead is not None and read_ahead.active else None
+        with executor, redirect, warm, _sigterm_interrupts(), read_ahead or \
+                contextlib.nullcontext():
+            for outcome in executor.run(fn, todo, init_worker, (setup,), ready=ready):
                 task = todo[outcome.index]
                 done.add(task.index)
+                if read_ahead is not None:
+                    read_ahead.finished(outcome.index, outcome.value.t_read
+                                        + outcome.value.t_process if outcome.ok else 0.0)
                 if outcome.ok:
                     r: ChunkResult = outcome.value
                     if journal is not None:
@@ -313,7 +318,68 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
         bar.close()
     order = {(t.path, t.entry_start): t.index for t in tasks}
     failures.sort(key=lambda f: order.get((f.path, f.entry_start), -1))  # task order
+    if read_ahead is not None:
+        PREFETCH_STATS.append(read_ahead.stats)
     return merger, results, failures, time.perf_counter() - t0, n_workers, first or 0.0
+
+
+#: the read-ahead's statistics of the last :func:`process_tasks` calls (read by the run)
+PREFETCH_STATS: list[Any] = []
+
+
+def _byte_cache_dir(tasks: Sequence[ChunkTask], options: RunOptions, cache_root: Path,
+                    out: Path) -> tuple[str | None, bool]:
+    """The byte cache folder the workers read remote files through, and whether it is a
+    private spool of this run (``--no-cache``: deleted at the end); (None, False) for a run
+    without remote inputs, or without cache and read-ahead."""
+    from agc_core.remote import is_remote
+
+    if not any(is_remote(t.path) for t in tasks):
+        return None, False
+    if options.cache:
+        return str(cache_root), False
+    if not options.read_ahead:
+        return None, False  # every read from the network
+    import tempfile
+
+    return tempfile.mkdtemp(prefix=".agc-spool-", dir=out), True
+
+
+def _close_byte_cache(byte_dir: str | None, spool: bool, options: RunOptions) -> None:
+    """After processing: the spool deleted, or the cache trimmed to its bound."""
+    if byte_dir is None:
+        return
+    if spool:
+        import shutil
+
+        shutil.rmtree(byte_dir, ignore_errors=True)
+        return
+    try:
+        removed = bytecache.ByteCache(byte_dir, options.cache_size).trim()
+    except OSError as exc:
+        log.warning("cannot trim the byte cache %s: %s", byte_dir, exc)
+        return
+    if removed:
+        log.info("byte cache %s: removed %.1f MB of the least recently used ranges (bound "
+                 "%.1f GB)", byte_dir, removed / 1e6,
+                 bytecache.ByteCache(byte_dir, options.cache_size).max_bytes / 1e9)
+
+
+def _prefetcher(todo: Sequence[ChunkTask], setup: WorkerSetup, options: RunOptions,
+                workers: int) -> Any:
+    """The read-ahead of the remote chunks (:mod:`agc_core.prefetch`), None where there is
+    nothing to fetch ahead or the workers do not share this machine's cache folder (Dask with
+    a scheduler elsewhere)."""
+    from agc_core import prefetch
+    from agc_core.bytecache import ByteCache
+
+    if not options.read_ahead or setup.cache_dir is None or options.scheduler_address \
+            is not None or not any(
+            prefetch.eligible(t) for t in todo):
+        return None
+    return prefetch.Prefetcher(todo, setup.branches,
+                               ByteCache(setup.cache_dir, setup.cache_max_bytes), workers,
+                               spool=not options.cache)
 
 
 @contextlib.contextmanager
@@ -455,7 +521,8 @@ def _run_with(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: Lo
         samples = [s for s in samples if s.variation == "nominal"]
     branches = (tuple(cfg.io_branch_sets[options.io_file_percent]) if options.io_only
                 else tuple(cfg.analysis_branches))
-    cache = EntriesCache(out / ENTRIES_CACHE_NAME)
+    cache_root = bytecache.cache_folder(options.cache_dir)
+    cache = EntriesCache(cache_root / bytecache.PLANS_DIR if options.cache else None)
     set_io_timeout(options.io_timeout)  # here and (inherited, and in init_worker) in workers
     tasks, plan_failures = plan_tasks(samples, branches, options.chunksize, options.tree, cache,
                                       options.max_retries, options.retry_backoff)
@@ -464,6 +531,7 @@ def _run_with(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: Lo
 
     io.close_files()
     stage_times["plan"] = time.perf_counter() - t
+    byte_dir, spool = _byte_cache_dir(tasks, options, cache_root, out)
     log.info("plan: %s: %d samples, %s to read (chunks of up to %d entries), executor %s",
              fileset, len(samples), summarize_plan(tasks).describe(), options.chunksize,
              options.executor)
@@ -473,7 +541,7 @@ def _run_with(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: Lo
                         options.io_only,
                         branches, options.tree, options.systematics == "none", log_setup,
                         BACKENDS.get(options.processor, options.processor), classifier,
-                        options.io_timeout)
+                        options.io_timeout, byte_dir, options.cache_size)
     if compile_first:
         t = time.perf_counter()
         if background is not None and background.wait():
@@ -491,9 +559,14 @@ def _run_with(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: Lo
             "processor": setup.processor, "branches": branches, "tree": options.tree}),
             options.resume)
     prepared = _prepare_fit(options)
-    merger, results, failures, walltime, n_workers, first = process_tasks(tasks, setup,
-                                                                          options, journal,
-                                                                          early)
+    PREFETCH_STATS.clear()
+    try:
+        merger, results, failures, walltime, n_workers, first = process_tasks(tasks, setup,
+                                                                              options, journal,
+                                                                              early)
+    finally:
+        _close_byte_cache(byte_dir, spool, options)
+    prefetched = PREFETCH_STATS[-1] if PREFETCH_STATS else None
     if prepared is not None:
         prepared.join()
     failures = plan_failures + failures
@@ -578,6 +651,11 @@ def _run_with(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: Lo
         n_chunks=len(tasks) + len(plan_failures),
         n_events=sum(r.n_events for r in results),
         bytes_read=sum(r.bytes_read for r in results),
+        bytes_from_network=sum(r.bytes_network for r in results) + (
+            prefetched.bytes_network if prefetched is not None else 0),
+        bytes_from_cache=max(0, sum(r.bytes_cache for r in results) - (
+            prefetched.bytes_network if prefetched is not None else 0)),
+        prefetch=prefetched.as_dict() if prefetched is not None else None,
         walltime=walltime,
         total_walltime=0.0,
         processtime=stage_times["read"] + stage_times["process"],

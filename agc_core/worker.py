@@ -61,6 +61,10 @@ class ChunkResult:
     max_rss_mb: float
     input_warnings: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
+    #: bytes of remote inputs this chunk fetched from the network and took from the byte cache
+    bytes_network: int = 0
+    bytes_cache: int = 0
+
 
 @dataclass(frozen=True)
 class WorkerSetup:
@@ -83,6 +87,9 @@ class WorkerSetup:
     processor: str = "agc_core.processor:process_chunk"
     classifier: Any = field(default=None, compare=False, repr=False)
     io_timeout: float = DEFAULT_IO_TIMEOUT
+    #: the byte cache folder remote reads go through (None: none) and its bound
+    cache_dir: str | None = None
+    cache_max_bytes: int | None = None
 
 
 def load_function(spec: str) -> Callable[..., Any]:
@@ -150,6 +157,11 @@ def init_worker(setup: WorkerSetup) -> None:
     state = _WorkerState(setup)
     try:
         set_io_timeout(setup.io_timeout)
+        from agc_core import io
+        from agc_core.bytecache import ByteCache
+
+        io.set_byte_cache(None if setup.cache_dir is None
+                          else ByteCache(setup.cache_dir, setup.cache_max_bytes))
         state.cfg = load_analysis_config(setup.config_path)
         if not setup.io_only:
             state.classifier = (setup.classifier if setup.classifier is not None
@@ -226,11 +238,18 @@ def run_chunk(setup: WorkerSetup, task: ChunkTask) -> ChunkResult:
     assert state is not None
     if state.error is not None:
         raise type(state.error)(str(state.error))
+    from agc_core import remote
+
+    cache = io.byte_cache()
+    net0 = remote.network_bytes(this_thread=True)
+    hit0 = cache.stats.bytes_from_cache if cache is not None else 0
     c0 = time.process_time()
     t0 = time.perf_counter()
     chunk = io.read_chunk(task.path, setup.branches, task.entry_start, task.entry_stop,
                           setup.tree, getattr(task, "layout", None))
     t1 = time.perf_counter()
+    bytes_network = remote.network_bytes(this_thread=True) - net0
+    bytes_cache = (cache.stats.bytes_from_cache if cache is not None else 0) - hit0
     hist = None
     warnings: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
@@ -264,7 +283,8 @@ def run_chunk(setup: WorkerSetup, task: ChunkTask) -> ChunkResult:
     bytes_read = chunk.bytes_read
     del chunk
     return ChunkResult(task.index, hist, n_events, bytes_read, t1 - t0, t2 - t1,
-                       time.process_time() - c0, _WORKER_ID, _max_rss_mb(), warnings, skipped)
+                       time.process_time() - c0, _WORKER_ID, _max_rss_mb(), warnings, skipped,
+                       bytes_network, bytes_cache)
 
 
 def split_absurd_events(chunk: Any, cfg: AnalysisConfig, path: str

@@ -20,6 +20,10 @@ SHARED = REPO.parent / "shared"
 # aiohttp (which builds its default SSL context at import)
 from xrootd_server import BUNDLE_FILE, CERT_DIR, XRootDServer, session_certificate  # noqa: E402
 
+# the byte and plan caches of remote inputs: the session's own, never the user's
+os.environ["AGC_CORE_CACHE"] = tempfile.mkdtemp(prefix="agc-core-test-cache-")
+atexit.register(shutil.rmtree, os.environ["AGC_CORE_CACHE"], True)
+
 if shutil.which("xrootd") and session_certificate():
     os.environ["SSL_CERT_FILE"] = str(BUNDLE_FILE)
     atexit.register(shutil.rmtree, CERT_DIR, True)

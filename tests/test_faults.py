@@ -166,9 +166,12 @@ def test_server_killed_mid_run_and_restarted(served_dataset, server, clean_run, 
     _KILL.update(server=server, process="wjets", down_s=0.5)
     try:
         t0 = time.perf_counter()
+        # each worker fetches its own chunk from the server here (the read-ahead or the byte
+        # cache would have had them all before the kill; test_prefetch_fails_and_the_worker_
+        # retries kills the server while the read-ahead fetches)
         r = run_analysis(replace(clean_run.options, fileset=fileset,
                                  output_dir=tmp_path / "out", max_retries=4,
-                                 retry_backoff=0.5,
+                                 retry_backoff=0.5, read_ahead=False, cache=False,
                                  processor=f"{__name__}:kill_server_once"))
         elapsed = time.perf_counter() - t0
         error = _KILL.get("error")

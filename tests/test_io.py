@@ -673,5 +673,5 @@ def test_stale_or_wrong_layout_is_not_used(tmp_path, small_file):
                       io.read_chunk(small_file, BRANCHES, 0, sum(EXTENDS)))
     with pytest.raises(InputError, match="out of bounds"):
         io.read_chunk(small_file, BRANCHES, 0, sum(EXTENDS) + 1, layout=wrong)
-    with pytest.raises(InputError, match="127.0.0.1:1"):  # remote: needs the server
+    with pytest.raises(InputError, match=r"127\.0\.0\.1:1"):  # remote: needs the server
         io.file_layout("root://127.0.0.1:1//f.root", BRANCHES)
