@@ -176,3 +176,14 @@ def test_module_length(path):
         return
     assert lines <= MAX_LINES, (f"{relative} has {lines} lines (at most {MAX_LINES}): split it "
                                 "by responsibility")
+
+
+def test_every_subpackage_is_installed():
+    """pyproject's explicit package list names every package folder (a wheel leaves out any
+    it does not name, though an editable install would still find it)."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"])
+    found = {name for name, path in modules().items() if path.name == "__init__.py"}
+    assert found <= listed, sorted(found - listed)
