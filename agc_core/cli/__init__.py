@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     "bench": "agc_core.cli.bench",
     "fit": "agc_core.cli.fit",
     "calibrate": "agc_core.cli.calibrate",
+    "cache": "agc_core.cli.cache",
 }
 GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose")
 

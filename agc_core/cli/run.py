@@ -47,6 +47,10 @@ def options_from_args(args: argparse.Namespace) -> Any:
         fit=not args.no_fit,
         fit_config=args.fit_config,
         split_by_classification=args.split_by_classification,
+        cache=not args.no_cache,
+        cache_dir=args.cache_dir,
+        cache_size=args.cache_size,
+        read_ahead=not args.no_read_ahead,
     )
 
 
@@ -73,6 +77,7 @@ def run_command(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> None:
     """Register the ``run`` subcommand."""
     from agc_core import executors
+    from agc_core.bytecache import parse_size
     from agc_core.classifier import INFERENCE_KINDS
     from agc_core.config import load_analysis_config
     from agc_core.remote import DEFAULT_IO_TIMEOUT
@@ -130,6 +135,18 @@ def add_parser(subparsers: Any) -> None:
     g.add_argument("--io-timeout", type=float, default=DEFAULT_IO_TIMEOUT,
                    help="seconds a remote read (https, http, root://) may wait for a "
                         "connection or the next bytes before it fails and is retried")
+    g.add_argument("--cache-dir", type=Path, default=None,
+                   help="the cache of remote inputs (plans and fetched bytes; default: "
+                        "$AGC_CORE_CACHE or ~/.cache/agc-core); see `python -m agc_core cache`")
+    g.add_argument("--no-cache", action="store_true",
+                   help="remote inputs: neither read nor write the cache (plan every file, "
+                        "fetch every byte; read-ahead goes through a spool deleted at the end)")
+    g.add_argument("--cache-size", type=parse_size, default=None, metavar="SIZE",
+                   help="bound of the byte cache, e.g. 50GB (default: $AGC_CORE_CACHE_SIZE or "
+                        "20GB); the least recently used ranges go first")
+    g.add_argument("--no-read-ahead", action="store_true",
+                   help="remote inputs: each worker fetches its chunk when it starts it, "
+                        "instead of the next chunks being fetched while the workers compute")
     g.add_argument("--start-method", choices=("forkserver", "spawn", "fork"), default=None,
                    help="multiprocessing start method of the process pool (default: "
                         "forkserver on Linux)")
