@@ -60,3 +60,22 @@ def progress_bar(total: int, enabled: bool | None = None, **kwargs: Any) -> Any:
     if cls.__module__.startswith("tqdm.notebook"):
         kwargs.pop("dynamic_ncols", None)  # a text-bar option
     return cls(total=total, disable=not show, **kwargs)
+
+
+def redirect_logging(bar: Any) -> Any:
+    """A context in which the root logger's console output goes through ``bar`` (tqdm's
+    ``logging_redirect_tqdm``), or a no-op context for a disabled bar.
+
+    ``tqdm.contrib`` imports ``tqdm.auto``, which in a Jupyter kernel without ipywidgets warns
+    "IProgress not found" although no bar of it is made: that warning is silenced here.
+    """
+    import contextlib
+    import logging
+    import warnings
+
+    if bar.disable:
+        return contextlib.nullcontext()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        from tqdm.contrib.logging import logging_redirect_tqdm
+    return logging_redirect_tqdm(loggers=[logging.getLogger()], tqdm_class=type(bar))

@@ -241,7 +241,7 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
         (merger, successful results without histograms, failures in task order, processing
         wall time, workers used, start-up seconds: until the first chunk began).
     """
-    from tqdm.contrib.logging import logging_redirect_tqdm
+    from agc_core.progress import redirect_logging
 
     merger = OrderedMerger(tasks)
     results: list[ChunkResult] = []
@@ -269,8 +269,7 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
     n_workers = executor.workers
     t0 = time.perf_counter()
     try:
-        redirect = (logging_redirect_tqdm(loggers=[logging.getLogger()]) if not bar.disable
-                    else contextlib.nullcontext())
+        redirect = redirect_logging(bar)
         warm = (forkserver_warmup(todo, setup, Path(options.output_dir), early)
                 if options.executor == "processes" else contextlib.nullcontext())
         read_ahead = _prefetcher(todo, setup, options, executor.workers)
