@@ -125,3 +125,48 @@ def test_command_passes_its_flags(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "remote inputs" in out and "median of 2 run(s)" in out
     assert "planning alone" not in out
+
+
+def test_incomplete_runs_are_marked():
+    base = {"table": "run", "rtt_ms": None, "cache": "cold", "events": 10, "plan_s": 0.5,
+            "process_s": 1.5, "rate_hz": 5.0, "local_fraction": 1.0, "bytes_network": 0,
+            "bytes_cache": 0, "proxy_bytes": None, "connections": None, "peak_open": None,
+            "same_hist": True, "complete": True}
+    rows = [{**base, "input": "local"}, {**base, "input": "http", "rtt_ms": 20.0,
+                                         "complete": False, "same_hist": False},
+            {**base, "input": "root", "rtt_ms": 20.0, "same_hist": False}]
+    cells = [line.split()[-1] for line in format_table(rows).splitlines()[4:7]]
+    assert cells == ["=", "incomplete", "DIFFERS"]
+
+
+def test_proxies_never_reuse_a_port(monkeypatch):
+    """This process's XRootD client keeps state per host:port: a proxy on a port an earlier
+    one had is replaced (and closed)."""
+    from types import SimpleNamespace
+
+    import agc_core.bench.proxy as proxy_module
+
+    ports = iter([7001, 7001, 7002])
+    closed = []
+
+    class FakeProxy:
+        def __init__(self, target, rtt):
+            self.port = next(ports)
+
+        def close(self):
+            closed.append(self.port)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.close()
+
+    monkeypatch.setattr(proxy_module, "DelayProxy", FakeProxy)
+    monkeypatch.setattr(bench_remote_module, "_USED_PORTS", set())
+    server = SimpleNamespace(port=1)
+    with bench_remote_module._proxy(server, 20.0) as first:
+        assert first.port == 7001
+    with bench_remote_module._proxy(server, 20.0) as second:
+        assert second.port == 7002
+    assert closed == [7001, 7001, 7002]

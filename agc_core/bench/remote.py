@@ -192,8 +192,8 @@ def proxy_counts(proxy: Any) -> dict[str, Any]:
 
 
 def plan_seconds(fileset: Path, cfg: AnalysisConfig) -> tuple[float, int, int]:
-    """Plan ``fileset`` as a run does (the analysis branches, the default chunk size), with no
-    cache, in this process: (seconds, tasks, files that failed)."""
+    """Plan ``fileset`` as a run does (the analysis branches, the default chunk size and
+    retries), with no cache, in this process: (seconds, tasks, files that failed)."""
     from agc_core import io
     from agc_core.fileset import load_fileset
     from agc_core.planning import plan_tasks
@@ -201,10 +201,12 @@ def plan_seconds(fileset: Path, cfg: AnalysisConfig) -> tuple[float, int, int]:
     from agc_core.results import DEFAULT_CHUNKSIZE, RunOptions
 
     samples = load_fileset(fileset, cfg)
-    set_io_timeout(RunOptions().io_timeout)
+    defaults = RunOptions()
+    set_io_timeout(defaults.io_timeout)
     t0 = time.perf_counter()
     tasks, failures = plan_tasks(samples, tuple(cfg.analysis_branches), DEFAULT_CHUNKSIZE,
-                                 "events", None)
+                                 "events", None, max_retries=defaults.max_retries,
+                                 retry_backoff=defaults.retry_backoff)
     io.close_files()
     return time.perf_counter() - t0, len(tasks), len(failures)
 
@@ -219,15 +221,29 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {**ranked[(len(ranked) - 1) // 2], "repeat": len(runs)}
 
 
+#: ports the proxies of this process had: never reused, as this process's XRootD client
+#: keeps its state (connections, file handles) per host:port
+_USED_PORTS: set[int] = set()
+
+
 @contextlib.contextmanager
 def _proxy(server: Any, rtt_ms: float | None) -> Iterator[Any]:
-    """A fresh delaying proxy in front of ``server`` (None for local runs)."""
+    """A fresh delaying proxy in front of ``server`` (None for local runs), on a port no
+    earlier proxy of this process had."""
     if rtt_ms is None:
         yield None
         return
     from agc_core.bench.proxy import DelayProxy
 
-    with DelayProxy(server.port, rtt_ms / 1e3) as proxy:
+    proxy = DelayProxy(server.port, rtt_ms / 1e3)
+    for _ in range(20):
+        if proxy.port not in _USED_PORTS:
+            break
+        replacement = DelayProxy(server.port, rtt_ms / 1e3)  # before closing: another port
+        proxy.close()
+        proxy = replacement
+    _USED_PORTS.add(proxy.port)
+    with proxy:
         yield proxy
 
 
@@ -400,6 +416,14 @@ def _rtt(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
 
+def _hist_cell(row: Mapping[str, Any]) -> str:
+    """'=' (histograms equal the local run's), 'DIFFERS', 'incomplete' (failed chunks)."""
+    if row.get("complete") is False:
+        return "incomplete"
+    same = row.get("same_hist")
+    return "-" if same is None else "=" if same else "DIFFERS"
+
+
 def run_table(rows: Sequence[Mapping[str, Any]]) -> BenchTable:
     """The runs' table; the planning rows (if any) as a second table in its notes."""
     runs = [r for r in rows if r["table"] == "run"]
@@ -409,19 +433,18 @@ def run_table(rows: Sequence[Mapping[str, Any]]) -> BenchTable:
         if runs else "remote inputs", RUN_COLUMNS)
     for r in runs:
         frac = r.get("local_fraction")
-        same = r.get("same_hist")
         table.rows.append([
             r["input"], _rtt(r["rtt_ms"]), r["cache"], f"{r['events']:,}", r["plan_s"],
             r["process_s"], r["rate_hz"], "-" if frac is None else f"{100 * frac:.0f} %",
             _mb(r["bytes_network"]), _mb(r["bytes_cache"]), _mb(r["proxy_bytes"]),
             _opt(r["connections"]), _opt(r["peak_open"]),
-            ("=" if same else "DIFFERS") if same is not None else "-"])
+            _hist_cell(r)])
     table.notes += [
         f"median of {repeat} run(s) by rate; cold: new output and cache folders, warm: the "
         "same folders again; 'of local': of the local run in the same cache state",
         "network/cache MB: the run's metrics (bytes_from_network, bytes_from_cache); proxy MB: "
         "what the delaying proxy forwarded server -> client; conns: connections it accepted; "
-        "hist: the histograms equal the local run's ('=')",
+        "hist: the histograms equal the local run's ('='), or 'incomplete' (failed chunks)",
     ]
     plans = [r for r in rows if r["table"] == "plan"]
     if plans:
