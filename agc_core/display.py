@@ -141,3 +141,33 @@ def fit_text(summary: FitSummary) -> str:
 def fit_html(summary: FitSummary) -> str:
     """A fit as a small HTML table (a notebook's view of it)."""
     return _table("agc-core fit", fit_rows(summary))
+
+
+def inference_rows(inference: Any) -> list[tuple[str, str]]:
+    """The (name, value) rows of the fit stage's result (``InferenceResult``)."""
+    rows = [("fit", inference.summary_line())]
+    if inference.fit is not None:
+        d = inference.fit.diagnostics
+        rows.append(("minimum", ("valid" if d.valid else "INVALID") + f", EDM {d.edm:.2g}"))
+    if inference.gof is not None:
+        g = inference.gof
+        rows.append(("goodness of fit", f"p = {g.p_value:.3f} ({g.ndof} dof)"))
+    rows.append(("channels", ", ".join(inference.channels)
+                 + (" (split by MLP classification)" if inference.split else "")))
+    if inference.study_errors:
+        rows.append(("studies", f"{len(inference.study_errors)} fits did not converge"))
+    rows.append(("outputs", f"{inference.workspace}, {inference.results_file.name} and "
+                            f"{len(inference.plots)} plots"))
+    return rows
+
+
+def inference_text(inference: Any) -> str:
+    """The fit stage's result in a few lines."""
+    rows = inference_rows(inference)
+    width = max(len(k) for k, _ in rows)
+    return "InferenceResult\n" + "\n".join(f"  {k:<{width}} : {v}" for k, v in rows)
+
+
+def inference_html(inference: Any) -> str:
+    """The fit stage's result as a small HTML table."""
+    return _table("agc-core fit stage", inference_rows(inference))

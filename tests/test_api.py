@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -207,7 +208,17 @@ def test_inspect_workspace_summarizes_the_spec():
         api.inspect_workspace(embedded_run().folder / "nothing.json")
 
 
-def test_hist_plots_out_of_the_box(tmp_path):
+def test_the_fit_stage_result_renders_short():
+    inference = embedded_run().run.stage_results["fit_result"]
+    lines = repr(inference).splitlines()
+    assert lines[0] == "InferenceResult" and len(lines) < 10
+    assert lines[1].endswith(inference.summary_line())
+    html = inference._repr_html_()
+    assert html.startswith("<table") and html.count("<tr>") == len(lines) - 1
+    assert all(channel in html for channel in inference.channels)
+
+
+def test_hist_plots_out_of_the_box(tmp_path, cfg):
     """The seed's first plot: hist's stack plot needs mplhep, a dependency."""
     import matplotlib
 
@@ -216,7 +227,8 @@ def test_hist_plots_out_of_the_box(tmp_path):
 
     h = api.load_histograms(embedded_run().full)
     fig = plt.figure()
-    artists = h[120j::hist.rebin(2), "4j1b", :, "nominal", sum].stack("process")[::-1].plot(
+    low, rebin = cfg.binning.fit_low * 1j, hist.rebin(cfg.binning.fit_rebin)  # the seed's
+    artists = h[low::rebin, "4j1b", :, "nominal", sum].stack("process")[::-1].plot(  # 120j, 2
         stack=True, histtype="fill", linewidth=1, edgecolor="grey")
     assert len(artists) == len(h.axes["process"])
     fig.savefig(tmp_path / "stack.png")
@@ -239,6 +251,26 @@ def test_progress_bar_suits_where_it_is_shown(monkeypatch):
     pytest.importorskip("ipywidgets")
     assert progress.bar_class(notebook=True).__module__ == "tqdm.notebook"
     assert progress.bar_class(notebook=False) is text_bar
+
+
+def test_logging_goes_through_a_shown_bar_only():
+    import contextlib
+    import io
+
+    hidden = progress.progress_bar(2, False)
+    assert isinstance(progress.redirect_logging(hidden), contextlib.nullcontext)
+    shown = progress.progress_bar(2, True, file=io.StringIO())
+    root = logging.getLogger()
+    console = logging.StreamHandler(sys.stderr)
+    root.addHandler(console)
+    try:
+        with progress.redirect_logging(shown):  # the console handler writes through the bar
+            assert console not in root.handlers
+            assert any(getattr(h, "tqdm_class", None) is type(shown) for h in root.handlers)
+        assert console in root.handlers
+    finally:
+        root.removeHandler(console)
+        shown.close()
 
 
 def test_metrics_json_of_the_run_is_what_the_result_holds():

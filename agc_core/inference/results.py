@@ -220,9 +220,10 @@ class ExpectedUncertainty:
                 "bestfit": float(self.fit.bestfit[self.fit.poi_index])}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class InferenceResult:
-    """Everything the inference stage produced (see :func:`run_inference`).
+    """Everything the inference stage produced (see :func:`run_inference`); shown as a few
+    lines, or a small table in a notebook (:mod:`agc_core.display`).
 
     Attributes:
         workspace: path of ``workspace.json``; results_file: path of ``fit_results.json``.
@@ -256,6 +257,16 @@ class InferenceResult:
     def ok(self) -> bool:
         """The best fit converged (the studies may still have failed fits: study_errors)."""
         return not self.errors
+
+    def __repr__(self) -> str:
+        from agc_core.display import inference_text
+
+        return inference_text(self)
+
+    def _repr_html_(self) -> str:
+        from agc_core.display import inference_html
+
+        return inference_html(self)
 
     def summary_line(self) -> str:
         """``ttbar_norm = 0.976 +- 0.059 (HESSE), -0.058 / +0.061 (MINOS)``, or the failure."""
