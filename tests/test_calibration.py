@@ -150,7 +150,7 @@ def test_item4_fitted_ttbar_norm(ours, reference, cfg):
     the reference's own precision is printed beside it, and how far the reference's own MC
     fluctuations move its ttbar_norm (:func:`mc_noise_toys`): the comparison's floor. A
     single default-size dataset scatters by about the target (``python -m agc_core calibrate
-    --seeds 42-56``: the README)."""
+    --seeds 42-56``: docs/dataset.md)."""
     rows, norm = calibration.fit_rows(ours, reference, cfg)
     check("item4", rows)
     toys = mc_noise_toys(reference, cfg, NOISE_TOYS)
