@@ -93,7 +93,7 @@ def test_notebook_runs_top_to_bottom(executed):
     assert re.search(rf"channels\s+{len(spec['channels'])}\n\s+samples\s+{len(samples)}\n",
                      text)
     for name in ("histograms.root", "histograms_full.npz", "workspace.json", "report.html",
-                 "plots/fit_pulls.png"):
+                 "plots/fit_pulls.png", "notebook/fit_pulls.png"):
         assert (out / name).exists(), name
     # no progress-bar warning (tqdm.auto's "IProgress not found"), nor any other warning
     stderr = "".join(o.get("text", "") for c in _code_cells(nb)
@@ -126,3 +126,4 @@ def test_notebook_fit_equals_the_cli(executed, cli_fit):
             if "text/html" in o.data]
     assert any("agc-core run" in h and "complete" in h for h in html)
     assert any("agc-core fit" in h and "ttbar_norm" in h for h in html)
+    assert any("agc-core fit stage" in h for h in html)  # the run's own fit stage
