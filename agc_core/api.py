@@ -294,8 +294,9 @@ class FitSummary:
 
     def pulls(self) -> PlotImage:
         """The nuisance parameters' pulls, ``(best fit - nominal) / pre-fit width``, with
-        their post-fit uncertainties (``fit_pulls.png``; the POI and the unconstrained
-        parameters are left out, as cabinetry's ``visualize.pulls(exclude="ttbar_norm")``)."""
+        their post-fit uncertainties: the report's ``fit_pulls.png`` (the POI and the other
+        unconstrained parameters left out; unlike cabinetry's ``visualize.pulls``, the per-bin
+        ``staterror`` parameters are shown too)."""
         return self._draw(["fit_pulls.png"])[0]
 
     def data_mc(self, postfit: bool = True) -> list[PlotImage]:
