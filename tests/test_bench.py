@@ -57,8 +57,8 @@ def test_e2e_section_table(capsys, tiny_fileset, monkeypatch):
                                                         else 150.0)] * w)
 
     monkeypatch.setattr(runner, "run_analysis", fake_run)
-    monkeypatch.setattr(bench, "_big_fileset", lambda cfg, events: "one.json")
-    monkeypatch.setattr(bench, "e2e_cli_runs", lambda fileset, tmp, repeat, first: (
+    monkeypatch.setattr(bench.e2e, "_big_fileset", lambda cfg, events: "one.json")
+    monkeypatch.setattr(bench.e2e, "e2e_cli_runs", lambda fileset, tmp, repeat, first: (
         3.2, 31.5, {"plan": 24.0, "compile": 10.0, "compile_wait": 0.0}))
     rc = main(["bench", "--what", "e2e", "--fileset", str(tiny_fileset), "--repeat", "1"])
     out = capsys.readouterr().out
@@ -110,8 +110,8 @@ def test_warm_run_reuses_the_output_folder_of_a_run_before(monkeypatch, tmp_path
         calls.append((argv, env))
         return 3.0 + 0.1 * len(calls), {"stage_times_s": {"plan": 1.0}}
 
-    monkeypatch.setattr(bench, "_timed_cli", fake)
-    warm, first, stages = bench.e2e_cli_runs("fs.json", str(tmp_path), 2, True)
+    monkeypatch.setattr(bench.e2e, "_timed_cli", fake)
+    warm, first, stages = bench.e2e.e2e_cli_runs("fs.json", str(tmp_path), 2, True)
     assert len(calls) == 4 and len({tuple(a) for a, _ in calls[:3]}) == 1
     assert warm == 3.2 and first == 3.4 and stages == {"plan": 1.0}
     assert "AGC_CORE_DATA" in calls[3][1] and "NUMBA_CACHE_DIR" in calls[3][1]
@@ -122,7 +122,7 @@ def test_repeated_fileset_keeps_the_declared_entries(tmp_path):
     bench's bigger dataset keeps both, so its planning checks entries, without warnings."""
     import json
 
-    from agc_core.bench import _repeated_fileset
+    from agc_core.bench.e2e import _repeated_fileset
 
     src = tmp_path / "fileset.json"
     src.write_text(json.dumps({"wjets": {"nominal": {"files": [

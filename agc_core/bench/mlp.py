@@ -42,7 +42,7 @@ def _sample_mix(args: Any, cfg: AnalysisConfig, classifier: Any,
                 timed: Callable[[Callable[[], Any]], float]) -> tuple[float, float]:
     """Seconds per event of the chunk processor without and with ``classifier`` on the sample
     mix of the ``kernels`` section (``--mix-events`` per sample, weighted like its mix)."""
-    from agc_core.bench import _mix_weights
+    from agc_core.bench.kernels import _mix_weights
     from agc_core.processor import SampleInfo, process_chunk
 
     weights = _mix_weights(cfg, args.mix_fileset)
