@@ -221,8 +221,8 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {**ranked[(len(ranked) - 1) // 2], "repeat": len(runs)}
 
 
-#: ports the proxies of this process had: never reused, as this process's XRootD client
-#: keeps its state (connections, file handles) per host:port
+#: ports the proxies of this process had: never reused (a precaution: this process's XRootD
+#: client keeps its connections and file handles per host:port, and a cold run should find none)
 _USED_PORTS: set[int] = set()
 
 
@@ -233,7 +233,7 @@ def _proxy(server: Any, rtt_ms: float | None) -> Iterator[Any]:
     if rtt_ms is None:
         yield None
         return
-    from agc_core.bench.proxy import DelayProxy
+    from agc_core.bench.proxy import DelayProxyProcess as DelayProxy
 
     proxy = DelayProxy(server.port, rtt_ms / 1e3)
     for _ in range(20):
