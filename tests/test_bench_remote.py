@@ -162,7 +162,8 @@ def test_proxies_never_reuse_a_port(monkeypatch):
         def __exit__(self, *exc):
             self.close()
 
-    monkeypatch.setattr(proxy_module, "DelayProxy", FakeProxy)
+    for name in ("DelayProxy", "DelayProxyProcess"):  # in this process or its own
+        monkeypatch.setattr(proxy_module, name, FakeProxy, raising=False)
     monkeypatch.setattr(bench_remote_module, "_USED_PORTS", set())
     server = SimpleNamespace(port=1)
     with bench_remote_module._proxy(server, 20.0) as first:
