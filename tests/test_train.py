@@ -12,17 +12,14 @@ import pytest
 from agc_core.classifier import load_classifier
 from agc_core.cli import build_parser
 from agc_core.config import AnalysisConfig
+from agc_core.models.features import LabelledFeatures
+from agc_core.models.metrics import balanced_weights, roc_auc, roc_curve, weighted_accuracy
 from agc_core.models.train import (
     TRAINING_DATA_SEED,
-    LabelledFeatures,
     TrainSettings,
-    balanced_weights,
     plot_training,
-    roc_auc,
-    roc_curve,
     split_indices,
     train_region,
-    weighted_accuracy,
 )
 from agc_core.models.weights import load_weights, save_weights
 
@@ -205,7 +202,7 @@ def test_run_says_the_accuracy_is_held_out(cfg: AnalysisConfig, tmp_path: Path) 
 def test_generated_features_use_the_training_seed(cfg: AnalysisConfig) -> None:
     """Training events come from the generator with their own seed: other events than the
     embedded dataset's, with the physical weight xsec / events."""
-    from agc_core.models.train import generated_features
+    from agc_core.models.features import generated_features
 
     a = generated_features(cfg, 5, 1500)
     b = generated_features(cfg, cfg.dataset.seed, 1500)
@@ -228,7 +225,7 @@ def tiny_fileset(tmp_path_factory: pytest.TempPathFactory, cfg: AnalysisConfig) 
 
 
 def test_collect_features_from_fileset(tiny_fileset: Path, cfg: AnalysisConfig) -> None:
-    from agc_core.models.train import collect_features
+    from agc_core.models.features import collect_features
 
     data = collect_features(tiny_fileset, cfg, max_events_per_sample=1000)
     for r in cfg.regions:
@@ -245,7 +242,7 @@ def test_collect_features_from_fileset(tiny_fileset: Path, cfg: AnalysisConfig) 
 def test_collect_features_adds_generated_events(tiny_fileset: Path, cfg: AnalysisConfig
                                                  ) -> None:
     """Events generated in memory join the sample: more events, weight xsec / (read + made)."""
-    from agc_core.models.train import collect_features
+    from agc_core.models.features import collect_features
 
     base = collect_features(tiny_fileset, cfg, max_events_per_sample=1000)
     more = collect_features(tiny_fileset, cfg, max_events_per_sample=1000,
@@ -266,7 +263,7 @@ def test_shipped_networks_separate_signal_on_fresh_events(tiny_fileset: Path,
                                                           cfg: AnalysisConfig) -> None:
     """The shipped MLPs, run on events of a freshly generated dataset through our kernels,
     rank ttbar above the backgrounds (an untrained or mis-wired network gives AUC ~ 0.5)."""
-    from agc_core.models.train import collect_features
+    from agc_core.models.features import collect_features
 
     clf = load_classifier("numba", cfg=cfg)
     data = collect_features(tiny_fileset, cfg, max_events_per_sample=1500)
