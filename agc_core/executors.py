@@ -16,15 +16,17 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-from agc_core.errors import AGCError, ConfigError
+from agc_core.errors import ConfigError
+from agc_core.retry import (  # the policy, also offered here
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_RETRY_BACKOFF,
+    is_retryable,
+    retry_delay,
+)
 
 log = logging.getLogger(__name__)
 
 EXECUTORS = ("iterative", "processes", "dask")
-DEFAULT_MAX_RETRIES = 2
-#: seconds before the first retry of a failed item; doubled for each further one
-DEFAULT_RETRY_BACKOFF = 1.0
-MAX_RETRY_DELAY = 30.0
 # the processes executor keeps this many items per worker submitted (bounds what a crash touches)
 IN_FLIGHT_PER_WORKER = 2
 DEFAULT_START_METHOD = "forkserver" if sys.platform.startswith("linux") else "spawn"
@@ -62,18 +64,6 @@ class _Failed:
     error: str
     retryable: bool
     detail: str
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """Whether retrying may help: not for ``AGCError`` (bad input, deterministic) unless it says
-    so (``retryable = True``: :class:`agc_core.remote.TransientInputError`, a network problem);
-    every other exception is retried."""
-    return bool(getattr(exc, "retryable", not isinstance(exc, AGCError)))
-
-
-def retry_delay(backoff: float, attempts: int) -> float:
-    """Seconds to wait before the next try after ``attempts`` failed ones (doubling, capped)."""
-    return min(MAX_RETRY_DELAY, backoff * 2.0 ** max(0, attempts - 1)) if backoff > 0 else 0.0
 
 
 def guarded_call(fn: Callable[[Any], Any], item: Any, delay: float = 0.0) -> Any:

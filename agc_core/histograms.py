@@ -5,15 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import boost_histogram as bh
 import numpy as np
 
 from agc_core.config import REGIONS, AnalysisConfig
-
-if TYPE_CHECKING:
-    from agc_core.planning import ChunkTask
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +124,19 @@ def from_boost(hist: bh.Histogram, process: str) -> HistArray:
     return HistArray(variations, sumw, sumw2)
 
 
+class _Task(Protocol):
+    """What the merger needs of a chunk task (:class:`agc_core.planning.ChunkTask`)."""
+
+    sample_id: int
+
+
 class OrderedMerger:
     """Adds chunk histograms per sample strictly in task-index order, whatever the arrival.
 
     Results that arrive early wait in a buffer (bounded by how far completion runs ahead).
     """
 
-    def __init__(self, tasks: Sequence[ChunkTask]) -> None:
+    def __init__(self, tasks: Sequence[_Task]) -> None:
         self.tasks = tasks
         self.next = 0
         self.pending: dict[int, HistArray | None] = {}

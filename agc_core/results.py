@@ -9,9 +9,9 @@ from typing import Any
 
 import boost_histogram as bh
 
-from agc_core import executors
 from agc_core.planning import ChunkFailure
 from agc_core.remote import DEFAULT_IO_TIMEOUT
+from agc_core.retry import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BACKOFF
 
 DEFAULT_CHUNKSIZE = 500_000
 DEFAULT_SEED = 0
@@ -87,8 +87,8 @@ class RunOptions:
     config: str | Path | None = None
     io_only: bool = False
     io_file_percent: int = 4
-    max_retries: int = executors.DEFAULT_MAX_RETRIES
-    retry_backoff: float = executors.DEFAULT_RETRY_BACKOFF
+    max_retries: int = DEFAULT_MAX_RETRIES
+    retry_backoff: float = DEFAULT_RETRY_BACKOFF
     io_timeout: float = DEFAULT_IO_TIMEOUT
     resume: bool = False
     plots: bool = True

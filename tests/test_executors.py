@@ -9,7 +9,7 @@ import pytest
 
 from agc_core import executors
 from agc_core.errors import ConfigError, InputError
-from agc_core.executors import Outcome, make_executor, retry_delay
+from agc_core.executors import Outcome, make_executor
 from agc_core.remote import TransientInputError
 
 # --- work functions (module level: picklable for the worker processes) ----------------------
@@ -150,12 +150,6 @@ def test_persistent_network_error_names_url_and_cause(tmp_path, local_executor):
     assert not got[0].ok and got[0].attempts == 3
     assert got[0].error == ("TransientInputError: root://127.0.0.1:1//f.root: cannot open: "
                             "connection refused by 127.0.0.1:1")
-
-
-def test_retry_delay_doubles_and_is_capped():
-    assert [retry_delay(1.0, a) for a in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
-    assert retry_delay(1.0, 50) == executors.MAX_RETRY_DELAY
-    assert retry_delay(0.0, 3) == 0.0
 
 
 def test_initializer_runs_in_every_worker():
