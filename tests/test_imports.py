@@ -30,15 +30,6 @@ LONG_MODULES = {
     "agc_core/io.py": "split into io/ after the remote-reading work",
     "agc_core/remote.py": "split into io/ after the remote-reading work",
 }
-#: cycles tolerated for now, each exactly this set of modules, with the reason
-KNOWN_CYCLES = {
-    # temporary, the remote-reading work in progress: bytecache -> planning (format_bytes),
-    # planning -> io, io -> bytecache; to go when io.py is split into io/
-    frozenset({"agc_core.bytecache", "agc_core.io", "agc_core.planning"}):
-        "remote reading, being reworked",
-}
-
-
 def modules() -> dict[str, Path]:
     """Every module of the installed packages, by dotted name."""
     found: dict[str, Path] = {}
@@ -146,7 +137,7 @@ def test_the_walk_sees_the_package():
 
 def test_no_import_cycle():
     graph = import_graph()
-    found = [c for c in cycles(graph) if frozenset(c) not in KNOWN_CYCLES]
+    found = cycles(graph)
     assert not found, "import cycles: " + " | ".join(_describe(c, graph) for c in found)
 
 
