@@ -124,6 +124,9 @@ class CacheStats:
     misses: int = 0
     corrupt: int = 0
     bytes_from_cache: int = 0
+    #: of bytes_from_cache, those of entries written since the cache's ``since`` (this run's
+    #: read-ahead fetched them: they came from the network, not from an earlier run)
+    bytes_fresh: int = 0
     bytes_written: int = 0
 
 
@@ -150,12 +153,19 @@ class CacheSummary:
 class ByteCache:
     """Byte ranges of remote files on local disk (see the module's docstring).
 
+    An entry's modification time is when it was written, its access time when it was last
+    used (set explicitly on every hit; :meth:`trim` goes by it).
+
     Args:
         folder: the cache folder (its ``bytes/`` subfolder holds the ranges).
         max_bytes: the bound; :meth:`trim` removes the least recently used beyond it.
+        since: entries written at or after this time (``time.time()``) count as fresh in
+            :attr:`stats` (a run's own read-ahead wrote them).
     """
 
-    def __init__(self, folder: str | os.PathLike[str], max_bytes: int | None = None) -> None:
+    def __init__(self, folder: str | os.PathLike[str], max_bytes: int | None = None,
+                 since: float | None = None) -> None:
+        self.since = since
         self.folder = Path(folder)
         self.root = self.folder / BYTES_DIR
         self.max_bytes = default_max_bytes() if max_bytes is None else int(max_bytes)
@@ -186,6 +196,11 @@ class ByteCache:
             self._listing[key] = found
         return found
 
+    def has(self, key: str, start: int, stop: int) -> bool:
+        """Whether an entry holds [start, stop) of the file ``key`` (not read nor verified:
+        :meth:`get` does that when it is used)."""
+        return any(a <= start and stop <= b for a, b in self._spans(key))
+
     def get(self, key: str, start: int, stop: int) -> np.ndarray | None:
         """The bytes [start, stop) of the file ``key``, or None (not cached, or a bad entry:
         deleted, so that it is fetched again).
@@ -194,20 +209,25 @@ class ByteCache:
         """
         for a, b in [(start, stop)] + [s for s in self._spans(key)
                                         if s[0] <= start and stop <= s[1] and s != (start, stop)]:
-            data = self._read_entry(key, a, b)
-            if data is not None:
+            found = self._read_entry(key, a, b)
+            if found is not None:
+                data, written = found
                 with self._lock:
                     self.stats.hits += 1
                     self.stats.bytes_from_cache += stop - start
+                    if self.since is not None and written >= self.since:
+                        self.stats.bytes_fresh += stop - start
                 return data[start - a:stop - a]
         with self._lock:
             self.stats.misses += 1
         return None
 
-    def _read_entry(self, key: str, a: int, b: int) -> np.ndarray | None:
+    def _read_entry(self, key: str, a: int, b: int) -> tuple[np.ndarray, float] | None:
+        """(the verified content, when it was written) of an entry, None if absent or bad."""
         path = self._dir(key) / self._name(a, b)
         try:
             with open(path, "rb") as fh:
+                written = os.fstat(fh.fileno()).st_mtime
                 head = fh.read(_HEADER.size)
                 body = fh.read()
         except OSError:
@@ -229,8 +249,8 @@ class ByteCache:
                 path.unlink()
             return None
         with contextlib.suppress(OSError):
-            os.utime(path)  # least recently used goes first
-        return np.frombuffer(body, np.uint8)
+            os.utime(path, (time.time(), written))  # used now (trim: least recently used first)
+        return np.frombuffer(body, np.uint8), written
 
     def put(self, key: str, start: int, stop: int, data: bytes | np.ndarray) -> None:
         """Store the bytes [start, stop) of the file ``key`` (atomically; errors only logged:
@@ -260,7 +280,7 @@ class ByteCache:
                 spans.append((start, stop))
 
     def entries(self) -> Iterable[tuple[Path, int, float]]:
-        """Every entry: (path, size on disk, last use)."""
+        """Every entry: (path, size on disk, last use: its access or modification time)."""
         if not self.root.is_dir():
             return
         for sub in self.root.iterdir():
@@ -277,7 +297,7 @@ class ByteCache:
                                     os.unlink(entry.path)
                             continue
                         st = entry.stat()
-                        yield Path(entry.path), st.st_size, st.st_mtime
+                        yield Path(entry.path), st.st_size, max(st.st_atime, st.st_mtime)
 
     def trim(self, max_bytes: int | None = None) -> int:
         """Remove the least recently used entries until the cache holds at most ``max_bytes``

@@ -206,10 +206,11 @@ class Prefetcher:
         net0 = remote.network_bytes(this_thread=True)
         ok = False
         try:
-            if not self._stop:
-                remote.read_ranges(task.path, ranges, self.cache,
-                                   io.layout_cache_key(task.path, task.layout))
-                ok = True
+            key = io.layout_cache_key(task.path, task.layout)
+            if not self._stop and not all(self.cache.has(key, a, b)
+                                          for a, b in remote._coalesce(ranges)):
+                remote.read_ranges(task.path, ranges, self.cache, key)
+            ok = True
         except Exception as exc:  # the worker fetches it itself (retries, named errors)
             log.info("prefetch of %s failed, its worker reads it: %s", task.name, exc)
         dt = time.perf_counter() - t0

@@ -143,7 +143,7 @@ def open_options(path: str) -> dict[str, Any]:
             raise InputError(f"{path}: reading root:// needs fsspec-xrootd and the xrootd "
                              f"client (pip install fsspec-xrootd xrootd, or reinstall "
                              f"agc-core)") from exc
-        forget_xrootd_handles()
+        forget_xrootd_handles(path)
     return {}
 
 
@@ -152,8 +152,9 @@ def forget_xrootd_handles(url: str | None = None) -> None:
 
     fsspec-xrootd keeps one open ``XRootD.client.File`` per URL; after the connection was lost
     (a server restart) that handle stays closed and every later read of the URL would fail with
-    "I/O operation on closed file". Called before each root:// open and after each root://
-    network error.
+    "I/O operation on closed file". Called before each root:// open (of that URL: other files'
+    handles may be in use by other threads, e.g. planning many files at once) and after each
+    root:// network error.
     """
     try:
         from fsspec_xrootd import XRootDFileSystem

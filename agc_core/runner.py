@@ -507,6 +507,7 @@ def _run_with(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: Lo
               t_start: float, early: Path | None) -> RunResult:
     stage_times: dict[str, float] = {}
     t = time.perf_counter()
+    run_started = time.time()
     # loaded once here (fails early on missing weights) and handed to the workers
     classifier = None if options.io_only else load_classifier(options.inference, options.model_dir,
                                                                  cfg)
@@ -540,7 +541,7 @@ def _run_with(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: Lo
                         options.io_only,
                         branches, options.tree, options.systematics == "none", log_setup,
                         BACKENDS.get(options.processor, options.processor), classifier,
-                        options.io_timeout, byte_dir, options.cache_size)
+                        options.io_timeout, byte_dir, options.cache_size, run_started)
     if compile_first:
         t = time.perf_counter()
         if background is not None and background.wait():
@@ -652,8 +653,7 @@ def _run_with(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: Lo
         bytes_read=sum(r.bytes_read for r in results),
         bytes_from_network=sum(r.bytes_network for r in results) + (
             prefetched.bytes_network if prefetched is not None else 0),
-        bytes_from_cache=max(0, sum(r.bytes_cache for r in results) - (
-            prefetched.bytes_network if prefetched is not None else 0)),
+        bytes_from_cache=sum(r.bytes_cache for r in results),
         prefetch=prefetched.as_dict() if prefetched is not None else None,
         walltime=walltime,
         total_walltime=0.0,

@@ -61,7 +61,8 @@ class ChunkResult:
     max_rss_mb: float
     input_warnings: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
-    #: bytes of remote inputs this chunk fetched from the network and took from the byte cache
+    #: bytes of remote inputs this chunk fetched from the network, and took from the byte cache
+    #: that earlier runs filled
     bytes_network: int = 0
     bytes_cache: int = 0
 
@@ -90,6 +91,8 @@ class WorkerSetup:
     #: the byte cache folder remote reads go through (None: none) and its bound
     cache_dir: str | None = None
     cache_max_bytes: int | None = None
+    #: when the run started (``time.time()``): cache entries written since are its own
+    run_started: float | None = None
 
 
 def load_function(spec: str) -> Callable[..., Any]:
@@ -161,7 +164,8 @@ def init_worker(setup: WorkerSetup) -> None:
         from agc_core.bytecache import ByteCache
 
         io.set_byte_cache(None if setup.cache_dir is None
-                          else ByteCache(setup.cache_dir, setup.cache_max_bytes))
+                          else ByteCache(setup.cache_dir, setup.cache_max_bytes,
+                                         setup.run_started))
         state.cfg = load_analysis_config(setup.config_path)
         if not setup.io_only:
             state.classifier = (setup.classifier if setup.classifier is not None
@@ -242,14 +246,15 @@ def run_chunk(setup: WorkerSetup, task: ChunkTask) -> ChunkResult:
 
     cache = io.byte_cache()
     net0 = remote.network_bytes(this_thread=True)
-    hit0 = cache.stats.bytes_from_cache if cache is not None else 0
+    hit0 = cache.stats.bytes_from_cache - cache.stats.bytes_fresh if cache is not None else 0
     c0 = time.process_time()
     t0 = time.perf_counter()
     chunk = io.read_chunk(task.path, setup.branches, task.entry_start, task.entry_stop,
                           setup.tree, getattr(task, "layout", None))
     t1 = time.perf_counter()
     bytes_network = remote.network_bytes(this_thread=True) - net0
-    bytes_cache = (cache.stats.bytes_from_cache if cache is not None else 0) - hit0
+    bytes_cache = (cache.stats.bytes_from_cache - cache.stats.bytes_fresh
+                   if cache is not None else 0) - hit0
     hist = None
     warnings: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()

@@ -186,6 +186,40 @@ def test_server_killed_mid_run_and_restarted(served_dataset, server, clean_run, 
           f"{retried[0].split(': ', 1)[1]}")
 
 
+def test_prefetch_fails_and_the_worker_retries(served_dataset, server, clean_run, tmp_path,
+                                               caplog):
+    """The server is killed while the read-ahead fetches the next chunks (through a proxy
+    adding 300 ms to each round trip, so that fetches are in flight then): those prefetches
+    fail and are named, their chunks are fetched by the worker (retried while the server is
+    down), and nothing is lost or counted twice."""
+    from agc_core.bench.proxy import DelayProxy
+
+    _KILL.clear()
+    _KILL.update(server=server, process="ttbar", down_s=1.0)
+    proxy = DelayProxy(server.port, 0.3)
+    try:
+        fileset = url_fileset(served_dataset, server, "http", tmp_path, port=proxy.port)
+        with caplog.at_level("INFO", logger="agc_core"):
+            r = run_analysis(replace(clean_run.options, fileset=fileset,
+                                     output_dir=tmp_path / "out", max_retries=6,
+                                     retry_backoff=0.3, io_timeout=3.0,
+                                     processor=f"{__name__}:kill_server_once"))
+        error = _KILL.get("error")
+    finally:
+        _KILL.clear()
+        proxy.close()
+    assert error is None, f"the server did not restart: {error}"
+    assert_identical(r, clean_run)  # every chunk once: the same events and histograms
+    assert r.prefetch is not None and r.prefetch["failed"] >= 1, r.prefetch
+    assert r.prefetch["chunks"] + r.prefetch["failed"] == r.n_chunks
+    named = [m for m in caplog.messages if m.startswith("prefetch of ")]
+    assert len(named) == r.prefetch["failed"]
+    assert all(" file http://127.0.0.1:" in m and "entries [" in m and "its worker reads it"
+               in m for m in named)
+    assert r.bytes_from_network > 0 and r.bytes_from_cache == 0  # a cold cache: all fetched
+    print(f"\nread-ahead with the server killed: {r.prefetch}; {named[0]}")
+
+
 def test_proxy_dropping_connections(served_dataset, server, clean_run, tmp_path):
     proxy = DroppingProxy(server.port, every=10)
     try:

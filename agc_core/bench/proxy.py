@@ -304,3 +304,91 @@ class DelayProxy:
     def __repr__(self) -> str:
         return (f"DelayProxy(127.0.0.1:{self.port} -> 127.0.0.1:{self.target}, "
                 f"rtt {self.rtt_s * 1e3:g} ms, {self.accepted} accepted)")
+
+
+def _serve_in_child(target_port: int, rtt_s: float, handshake: bool, conn: Any) -> None:
+    """The body of :class:`DelayProxyProcess`'s process: a :class:`DelayProxy` that answers
+    ``counts``, ``reset`` and ``close`` on ``conn``."""
+    proxy = DelayProxy(target_port, rtt_s, handshake)
+    conn.send(proxy.port)
+    try:
+        while True:
+            cmd = conn.recv()
+            if cmd == "reset":
+                proxy.reset_counts()
+            if cmd in ("counts", "reset", "close"):
+                conn.send({k: getattr(proxy, k) for k in _COUNTS})
+            if cmd == "close":
+                break
+    except EOFError:
+        pass
+    finally:
+        proxy.close()
+
+
+_COUNTS = ("accepted", "open", "peak_open", "bytes_up", "bytes_down")
+
+
+class DelayProxyProcess:
+    """A :class:`DelayProxy` in a process of its own: forwarding hundreds of MB costs CPU,
+    which must not take the GIL of the process whose client it measures (the benchmark runs
+    the analysis in its own process). Same attributes as :class:`DelayProxy` (read from the
+    child when asked)."""
+
+    def __init__(self, target_port: int, rtt_s: float, handshake: bool = True) -> None:
+        import multiprocessing
+
+        if rtt_s < 0:
+            raise ValueError(f"rtt_s must be >= 0, got {rtt_s}")
+        self.target = target_port
+        self.rtt_s = float(rtt_s)
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve_in_child, args=(target_port, rtt_s, handshake,
+                                                               child), daemon=True,
+                                 name="delay-proxy")
+        self._proc.start()
+        if not self._conn.poll(30):
+            self._proc.kill()
+            raise RuntimeError("the delaying proxy's process did not start")
+        self.port = int(self._conn.recv())
+        self._last: dict[str, int] = dict.fromkeys(_COUNTS, 0)
+        self._closed = False
+
+    def _ask(self, cmd: str) -> dict[str, int]:
+        if not self._closed:
+            self._conn.send(cmd)
+            self._last = self._conn.recv()
+        return self._last
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _COUNTS:
+            return self._ask("counts")[name]
+        raise AttributeError(name)
+
+    @property
+    def bytes_forwarded(self) -> int:
+        """Bytes forwarded in both directions."""
+        c = self._ask("counts")
+        return c["bytes_up"] + c["bytes_down"]
+
+    def reset_counts(self) -> None:
+        """As :meth:`DelayProxy.reset_counts`."""
+        self._ask("reset")
+
+    def close(self) -> None:
+        """Stop the proxy and its process (idempotent; the last counts stay readable)."""
+        if self._closed:
+            return
+        with contextlib.suppress(Exception):
+            self._ask("close")
+        self._closed = True
+        self._proc.join(10)
+        if self._proc.is_alive():
+            self._proc.kill()
+
+    def __enter__(self) -> DelayProxyProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
