@@ -159,3 +159,31 @@ def test_target_down_closes_the_client_and_close_is_idempotent():
 def test_negative_rtt_is_refused():
     with pytest.raises(ValueError, match="rtt_s"):
         DelayProxy(free_port(), -0.1)
+
+
+def test_proxy_in_its_own_process(echo_port):
+    """DelayProxyProcess (what the benchmark uses: the forwarding takes no CPU from the
+    measured process) delays, forwards and counts as DelayProxy; its counts stay readable
+    after close."""
+    from agc_core.bench.proxy import DelayProxyProcess
+
+    rtt = 0.04
+    with DelayProxyProcess(echo_port, rtt) as proxy:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=20) as conn:
+            times = []
+            for i in range(3):
+                t0 = time.perf_counter()
+                conn.sendall(b"ping %d" % i)
+                assert recv_exactly(conn, 6) == b"ping %d" % i
+                times.append(time.perf_counter() - t0)
+        assert min(times) >= rtt and times[0] >= 2 * rtt, times
+        assert wait_for(lambda: proxy.open == 0)
+        assert (proxy.accepted, proxy.peak_open, proxy.bytes_up, proxy.bytes_down) == (1, 1, 18,
+                                                                                     18)
+        assert proxy.bytes_forwarded == 36
+        proxy.reset_counts()
+        assert (proxy.accepted, proxy.peak_open, proxy.bytes_forwarded) == (0, 0, 0)
+        payload = os.urandom(2 << 20)
+        assert echo_through(proxy.port, payload) == payload
+    assert proxy.accepted == 1 and proxy.bytes_down == len(payload)
+    proxy.close()
