@@ -77,8 +77,8 @@ class Prefetcher:
         branches: the branches the workers read.
         cache: the byte cache the workers read through.
         workers: worker processes (the first depth is two per worker).
-        spool: the cache is a run's private spool (``--no-cache``): a chunk's entries are
-            deleted once its task is done.
+        spool: the cache is a run's private spool (``--no-cache``): a file's entries are
+            deleted once its tasks are done.
     """
 
     def __init__(self, tasks: Sequence[Any], branches: Sequence[str], cache: ByteCache,
@@ -92,7 +92,9 @@ class Prefetcher:
         self.stats = PrefetchStats()
         self._todo = [i for i, t in enumerate(self.tasks) if eligible(t)]
         self._done = {i: threading.Event() for i in self._todo}
-        self._ranges: dict[int, list[tuple[int, int]]] = {}
+        self._left: dict[str, int] = {}  # per file: its tasks not finished yet
+        for i in self._todo:
+            self._left[self.tasks[i].path] = self._left.get(self.tasks[i].path, 0) + 1
         self._sizes: dict[int, int] = {}
         self._cond = threading.Condition()
         self._in_flight: dict[int, int] = {}  # index -> bytes
@@ -145,19 +147,24 @@ class Prefetcher:
             if seconds > 0:
                 self._process_s.append(seconds)
             self._cond.notify_all()
-        if self.spool and index in self._ranges:
+        if self.spool and index in self._done:
             self._forget(index)
 
     def _forget(self, index: int) -> None:
-        import contextlib
+        """A spool forgets a file's bytes once all its tasks are done (a task's ranges may
+        be served by another task's entries: baskets that straddle two chunks)."""
+        import shutil
 
         from agc_core import io
 
         task = self.tasks[index]
+        with self._cond:
+            self._left[task.path] -= 1
+            if self._left[task.path] > 0:
+                return
         key = io.layout_cache_key(task.path, task.layout)
-        for a, b in remote._coalesce(self._ranges.pop(index)):
-            with contextlib.suppress(OSError):
-                (self.cache._dir(key) / self.cache._name(a, b)).unlink()
+        if key is not None:
+            shutil.rmtree(self.cache._dir(key), ignore_errors=True)
 
     def _adapt(self) -> None:
         """More chunks in flight when fetching a chunk takes longer than processing one."""
@@ -191,7 +198,6 @@ class Prefetcher:
                 self._in_flight[index] = size
                 self._ahead += size
                 self._sizes[index] = size
-                self._ranges[index] = ranges
                 self.stats.max_depth = max(self.stats.max_depth, len(self._in_flight))
             try:
                 futures.append(self._pool.submit(self._fetch, index, ranges, size))

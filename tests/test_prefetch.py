@@ -1,0 +1,111 @@
+"""Remote inputs at local speed, against the real XRootD server (and the delaying proxy):
+read-ahead, the byte cache across runs, plans remembered in the cache folder, changed files."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from xrootd_server import url_fileset
+
+from agc_core import io, planning, remote
+from agc_core.bench.proxy import DelayProxy
+from agc_core.fileset import load_fileset
+from agc_core.runner import run_analysis
+
+
+def same_hist(a, b) -> bool:
+    return (a.axes == b.axes and np.array_equal(a.view(flow=True).value, b.view(flow=True).value)
+            and np.array_equal(a.view(flow=True).variance, b.view(flow=True).variance))
+
+
+@pytest.mark.parametrize("scheme", ["http", "root"])
+def test_second_run_reads_from_the_cache(served_dataset, xrootd_server, small_run, tmp_path,
+                                         scheme):
+    """Cold: every byte from the network, fetched ahead of the workers; warm (another output
+    folder, the same cache folder): nothing from the network but the planning probes, every
+    byte from the cache; both identical to the local run. --no-cache: from the network again,
+    through a spool that is gone afterwards."""
+    fileset = url_fileset(served_dataset, xrootd_server, scheme, tmp_path)
+    base = replace(small_run.options, fileset=fileset, cache_dir=tmp_path / "cache",
+                   executor="processes", workers=2)
+    cold = run_analysis(replace(base, output_dir=tmp_path / "cold"))
+    warm = run_analysis(replace(base, output_dir=tmp_path / "warm"))
+    off = run_analysis(replace(base, output_dir=tmp_path / "off", cache=False))
+    for r in (cold, warm, off):
+        assert r.complete and same_hist(r.hist, small_run.hist)
+    assert cold.prefetch["chunks"] == cold.n_chunks and cold.prefetch["failed"] == 0
+    assert cold.bytes_from_network > 0 and cold.bytes_from_cache == 0
+    assert warm.bytes_from_network == 0 and warm.bytes_from_cache >= cold.bytes_from_network
+    assert warm.metrics["bytes_from_cache"] == warm.bytes_from_cache
+    assert off.bytes_from_network > 0 and off.bytes_from_cache == 0
+    assert not list((tmp_path / "off").glob(".agc-spool-*"))  # the spool is deleted
+    assert (tmp_path / "cache" / "plans").is_dir() and not (tmp_path / "warm" /
+                                                            "entries_cache.json").exists()
+
+
+@pytest.mark.parametrize("scheme", ["http", "root"])
+def test_planning_is_concurrent_and_remembered(served_dataset, xrootd_server, cfg, tmp_path,
+                                               scheme):
+    """Planning opens the files at once (http: one connection each, seen by a proxy adding
+    100 ms), records their basket layouts, and a second planning with the same cache folder
+    only probes each file's header (no file opened, HEADER_BYTES a file from the network)."""
+    proxy = DelayProxy(xrootd_server.port, 0.1)
+    try:
+        fileset = url_fileset(served_dataset, xrootd_server, scheme, tmp_path, port=proxy.port)
+        samples = load_fileset(fileset, cfg)
+        n_files = sum(len(s.files) for s in samples)
+        cache = planning.EntriesCache(tmp_path / "plans")
+        tasks, failures = planning.plan_tasks(samples, cfg.analysis_branches, 700, cache=cache)
+        cache.save()
+        assert not failures and all(t.layout is not None and t.layout["remote"] for t in tasks)
+        if scheme == "http":
+            assert proxy.peak_open >= 4, proxy.peak_open  # files opened at once
+        io.close_files()
+        before = remote.network_bytes()
+        again, failures = planning.plan_tasks(samples, cfg.analysis_branches, 700,
+                                              cache=planning.EntriesCache(tmp_path / "plans"))
+        assert not failures and again == tasks
+        assert [t.layout for t in again] == [t.layout for t in tasks]
+        assert io.open_files() == 0
+        assert remote.network_bytes() - before == n_files * remote.HEADER_BYTES
+    finally:
+        proxy.close()
+
+
+def test_changed_remote_file_is_detected(small_dataset, xrootd_server, cfg, tmp_path):
+    """A remote file replaced by another one under the same URL (a new ROOT UUID and size):
+    planned anew, its bytes fetched anew, never taken from the cache of the old file."""
+    from agc_core.bytecache import ByteCache
+
+    files = sorted(p for p in small_dataset.parent.rglob("*.root"))
+    old, new = files[0], files[-1]
+    target = xrootd_server.root / "changing" / "f.root"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    url = xrootd_server.url("http", "changing/f.root")
+    cache_dir = tmp_path / "cache"
+    io.set_byte_cache(ByteCache(cache_dir))
+    try:
+        results = []
+        for src in (old, new):
+            shutil.copy(src, target)
+            xrootd_server.publish()
+            io.close_files()
+            probe = planning.probe_file(url, "events")
+            layout = io.file_layout(url, cfg.analysis_branches)
+            io.close_files()
+            before = remote.network_bytes()
+            chunk = io.read_chunk(url, cfg.analysis_branches, 0, 2000, layout=layout)
+            results.append((probe, layout, chunk, remote.network_bytes() - before))
+            want = io.read_chunk(src, cfg.analysis_branches, 0, 2000)
+            for k in want.columns:
+                assert np.array_equal(chunk.columns[k], want.columns[k]), k
+        (p_old, l_old, _, n_old), (p_new, l_new, _, n_new) = results
+        assert p_old.key != p_new.key and p_old.uuid != p_new.uuid
+        assert io.layout_cache_key(url, l_old) != io.layout_cache_key(url, l_new)
+        assert n_old > 0 and n_new > 0  # the new file's bytes came from the network
+    finally:
+        io.set_byte_cache(None)
+        io.close_files()
