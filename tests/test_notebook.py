@@ -101,6 +101,14 @@ def test_notebook_runs_top_to_bottom(executed):
     assert "IProgress" not in stderr and "Warning" not in stderr
 
 
+def test_notebook_seed_accuracy_equals_agc_cores(executed, cfg):
+    """The seed's accuracy formula on the notebook's hist.Hist, against agc_core.accuracy."""
+    text = _text(executed[0])
+    seed = dict(re.findall(r"total accuracy \((\w+), the seed's formula\): (\d\.\d{4})", text))
+    ours = dict(re.findall(r"agc-core's accuracy in (\w+): .*overall (\d\.\d{4})", text))
+    assert sorted(seed) == sorted(r.name for r in cfg.regions) and seed == ours
+
+
 def test_notebook_draws_every_plot_inline(executed):
     nb, _ = executed
     drawing = [c for c in _code_cells(nb) if DRAWS.search(c.source)]
