@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -44,8 +43,6 @@ if TYPE_CHECKING:
     from agc_core.inference.results import FitResult
 
 __all__ = ["FitSummary", "PlotImage", "fit", "inspect_workspace", "load_histograms", "run"]
-
-log = logging.getLogger(__name__)
 
 #: what :func:`fit` accepts: a histogram file or workspace file, a histogram, a workspace
 #: spec, or a run's result
@@ -219,7 +216,7 @@ class PlotImage:
         return f"PlotImage({str(self.path)!r})"
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, eq=False)
 class FitSummary:
     """The maximum-likelihood fit of :func:`fit`, with what its plots need.
 
