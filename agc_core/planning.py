@@ -9,7 +9,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -280,40 +280,37 @@ def even_ranges(n: int, chunksize: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(bounds))
 
 
-class _FirstContact:
-    """Per server: one file makes the first contact, the others wait for it (then all go)."""
+class _Retrier:
+    """Per server, the one file that retries after a network error (the others wait)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._events: dict[str, threading.Event] = {}
 
     def claim(self, server: str) -> threading.Event | None:
-        """None: the caller goes first; else the event to wait for."""
+        """None: the caller retries for the server; else the event of the file that does."""
         with self._lock:
             ev = self._events.get(server)
             if ev is None:
                 self._events[server] = threading.Event()
             return ev
 
-    def reached_callback(self, server: str) -> Callable[[], None]:
-        """What the first file calls once the server answered."""
-        return self._events[server].set
-
     def release(self, server: str) -> None:
-        """The first file is done (reached or given up)."""
-        self._events[server].set()
+        """The retrying file is done (got through or gave up): the others go on."""
+        with self._lock:
+            ev = self._events.pop(server, None)
+        if ev is not None:
+            ev.set()
 
 
 def _plan_file(path: str, branches: Sequence[str], chunksize: int, tree: str,
-               cache: EntriesCache, on_probe: Callable[[], None] | None = None,
+               cache: EntriesCache,
                ) -> tuple[int, list[tuple[int, int]], int, int, dict[str, Any] | None]:
     """(entries, chunk ranges, identity, compressed bytes, basket layout) of one file: from
     the plan cache after a cheap :func:`probe_file`, else inspected (and remembered)."""
     from agc_core import io
 
     probe = probe_file(path, tree)
-    if on_probe is not None:
-        on_probe()
     ranges_key = f"{chunksize}|{','.join(branches)}"
     branches_key = ",".join(branches)
     hit = cache.get(probe.key, ranges_key)
@@ -336,53 +333,51 @@ def _inspect_with_retries(path: str, branches: Sequence[str], chunksize: int, tr
                           max_retries: int, retry_backoff: float,
                           down: dict[str, str] | None = None,
                           cache: EntriesCache | None = None,
-                          contact: _FirstContact | None = None,
-                          on_probe: Callable[[], None] | None = None,
+                          retrier: _Retrier | None = None,
                           ) -> tuple[Any, int]:
     """:func:`_plan_file`, retrying transient (network) errors: (result or error, attempts).
 
-    ``down`` (server -> error, shared by the planning threads) remembers the servers whose
-    files failed for good on a network error: their other files fail at once, so a server that
-    is down costs one file's retries, not every file's. ``contact`` lets one file of each
-    server go first: the others wait until it reached the server (or gave up on it), then all
-    go at once.
+    Every file is tried at once. After a transient error only one file of the server retries
+    (``retrier``); the others wait for its outcome: when it gives up, ``down`` (server ->
+    error) makes them give up too, so a server that is down costs one file's retries, not
+    every file's; when it got through, they retry at once.
     """
     from agc_core.executors import is_retryable, retry_delay
     from agc_core.remote import TransientInputError, is_remote, server_of
 
     server = server_of(path) if is_remote(path) else None
-    reached = None
-    if server is not None and contact is not None:
-        reached = contact.claim(server)
-        if reached is None:  # the first file of this server: the others wait for its probe
-            try:
-                return _inspect_with_retries(path, branches, chunksize, tree, max_retries,
-                                             retry_backoff, down, cache, None,
-                                             contact.reached_callback(server))
-            finally:
-                contact.release(server)
-        reached.wait()
     attempts = 0
-    while True:
-        if down is not None and server in down:
-            return TransientInputError(f"{path}: given up, {server} failed for another file "
-                                       f"({down[server]})"), attempts
-        attempts += 1
-        try:
-            result = _plan_file(path, branches, chunksize, tree,
-                                cache or EntriesCache(None), on_probe), attempts
-            if down is not None and server is not None:
-                down.pop(server, None)
-            return result
-        except Exception as exc:
-            if not is_retryable(exc) or attempts > max_retries:
-                if down is not None and server is not None and is_retryable(exc):
-                    down.setdefault(server, str(exc).split(": ", 1)[-1])
-                return exc, attempts
-            delay = retry_delay(retry_backoff, attempts)
-            log.warning("%s: %s (attempt %d of %d), retrying in %.1f s", path, exc, attempts,
-                        max_retries + 1, delay)
-            time.sleep(delay)
+    leading = False
+    try:
+        while True:
+            if down is not None and server in down:
+                return TransientInputError(f"{path}: given up, {server} failed for another "
+                                           f"file ({down[server]})"), attempts
+            attempts += 1
+            try:
+                result = _plan_file(path, branches, chunksize, tree,
+                                    cache or EntriesCache(None)), attempts
+                if down is not None and server is not None:
+                    down.pop(server, None)
+                return result
+            except Exception as exc:
+                if not is_retryable(exc) or attempts > max_retries:
+                    if down is not None and server is not None and is_retryable(exc):
+                        down.setdefault(server, str(exc).split(": ", 1)[-1])
+                    return exc, attempts
+                if server is not None and retrier is not None and not leading:
+                    other = retrier.claim(server)
+                    if other is not None:  # another file of this server retries: its outcome
+                        other.wait()
+                        continue
+                    leading = True
+                delay = retry_delay(retry_backoff, attempts)
+                log.warning("%s: %s (attempt %d of %d), retrying in %.1f s", path, exc,
+                            attempts, max_retries + 1, delay)
+                time.sleep(delay)
+    finally:
+        if leading and retrier is not None and server is not None:
+            retrier.release(server)
 
 
 def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksize: int,
@@ -410,11 +405,11 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
     known: dict[int, Any] = {}
     tries: dict[int, int] = {}
     down: dict[str, str] = {}  # servers that failed for good (dict ops are thread-safe)
-    contact = _FirstContact()
+    retrier = _Retrier()
 
     def plan_one(i: int) -> tuple[int, Any, int]:
         return i, *_inspect_with_retries(files[i][1].path, branches, chunksize, tree,
-                                         max_retries, retry_backoff, down, cache, contact)
+                                         max_retries, retry_backoff, down, cache, retrier)
 
     if files:
         remote_files = sum(1 for _, f in files if _local(f.path) is None)

@@ -30,7 +30,7 @@ def test_second_run_reads_from_the_cache(served_dataset, xrootd_server, small_ru
     through a spool that is gone afterwards."""
     fileset = url_fileset(served_dataset, xrootd_server, scheme, tmp_path)
     base = replace(small_run.options, fileset=fileset, cache_dir=tmp_path / "cache",
-                   executor="processes", workers=2)
+                   executor="processes", workers=2, io_timeout=30.0)
     cold = run_analysis(replace(base, output_dir=tmp_path / "cold"))
     warm = run_analysis(replace(base, output_dir=tmp_path / "warm"))
     off = run_analysis(replace(base, output_dir=tmp_path / "off", cache=False))
@@ -53,6 +53,7 @@ def test_planning_is_concurrent_and_remembered(served_dataset, xrootd_server, cf
     100 ms), records their basket layouts, and a second planning with the same cache folder
     only probes each file's header (no file opened, HEADER_BYTES a file from the network)."""
     proxy = DelayProxy(xrootd_server.port, 0.1)
+    remote.set_io_timeout(30.0)
     try:
         fileset = url_fileset(served_dataset, xrootd_server, scheme, tmp_path, port=proxy.port)
         samples = load_fileset(fileset, cfg)
@@ -73,6 +74,7 @@ def test_planning_is_concurrent_and_remembered(served_dataset, xrootd_server, cf
         assert remote.network_bytes() - before == n_files * remote.HEADER_BYTES
     finally:
         proxy.close()
+        remote.set_io_timeout(remote.DEFAULT_IO_TIMEOUT)
 
 
 def test_changed_remote_file_is_detected(small_dataset, xrootd_server, cfg, tmp_path):
