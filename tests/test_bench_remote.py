@@ -171,3 +171,13 @@ def test_proxies_never_reuse_a_port(monkeypatch):
     with bench_remote_module._proxy(server, 20.0) as second:
         assert second.port == 7002
     assert closed == [7001, 7001, 7002]
+
+
+def test_median_run_and_spread():
+    runs = [{"rate_hz": 3.0, "n": "a"}, {"rate_hz": 1.0, "n": "b"}, {"rate_hz": 2.0, "n": "c"}]
+    row = bench_remote_module._median_run(runs)
+    assert (row["n"], row["repeat"], row["spread"]) == ("c", 3, 1.0)
+    row = bench_remote_module._median_run([*runs, {"rate_hz": 4.0, "n": "d"}])
+    assert (row["n"], row["repeat"], row["spread"]) == ("c", 4, 1.5)  # the lower middle
+    one = bench_remote_module._median_run([{"plan_s": 2.0}], "plan_s")
+    assert one["spread"] is None and one["repeat"] == 1

@@ -44,8 +44,10 @@ COPIES = 5
 WORKERS = 2
 
 RUN_COLUMNS = ["input", "RTT ms", "cache", "events", "plan s", "process s", "rate ev/s",
-               "of local", "network MB", "cache MB", "proxy MB", "conns", "peak open", "hist"]
-PLAN_COLUMNS = ["input", "RTT ms", "files", "plan s", "tasks", "failed", "conns", "peak open"]
+               "spread", "of local", "network MB", "cache MB", "proxy MB", "conns",
+               "peak open", "hist"]
+PLAN_COLUMNS = ["input", "RTT ms", "files", "plan s", "spread", "tasks", "failed", "conns",
+                "peak open"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,10 +217,14 @@ def plan_seconds(fileset: Path, cfg: AnalysisConfig) -> tuple[float, int, int]:
 # the benchmark
 
 
-def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run of median rate (the lower middle one of an even number)."""
-    ranked = sorted(runs, key=lambda r: r["rate_hz"])
-    return {**ranked[(len(ranked) - 1) // 2], "repeat": len(runs)}
+def _median_run(runs: list[dict[str, Any]], key: str = "rate_hz") -> dict[str, Any]:
+    """The run of median ``key`` (the lower middle one of an even number), with ``repeat``
+    (the runs) and ``spread``: (largest - smallest) / median ``key`` (None for one run)."""
+    ranked = sorted(runs, key=lambda r: r[key])
+    middle = ranked[(len(ranked) - 1) // 2]
+    spread = ((ranked[-1][key] - ranked[0][key]) / middle[key]
+              if len(runs) > 1 and middle[key] > 0 else None)
+    return {**middle, "repeat": len(runs), "spread": spread}
 
 
 #: ports the proxies of this process had: never reused (a precaution: this process's XRootD
@@ -282,8 +288,9 @@ def _url_fileset_for(staged: Path, server: Any, scheme: str) -> Any:
 
 
 def _plan_rows(staged: Staged, server: Any, schemes: Sequence[str], rtts_ms: Sequence[float],
-               tmp: Path, cfg: AnalysisConfig) -> list[dict[str, Any]]:
-    """Cold planning of the dataset's files and of their copies, per RTT and scheme."""
+               tmp: Path, cfg: AnalysisConfig, repeat: int = 1) -> list[dict[str, Any]]:
+    """Cold planning of the dataset's files and of their copies, per RTT and scheme (the
+    median of ``repeat``, each through a new proxy)."""
     sets = [(staged.fileset, staged.n_files)]
     if staged.copies_fileset is not None:
         n = len(_fileset_files(staged.copies_fileset)[1])
@@ -292,15 +299,18 @@ def _plan_rows(staged: Staged, server: Any, schemes: Sequence[str], rtts_ms: Seq
     for rtt in rtts_ms:
         for scheme in schemes:
             for fileset, n_files in sets:
-                with _proxy(server, rtt) as proxy:
-                    out = tmp / "plans" / f"{scheme}-{rtt}-{n_files}"
-                    url = _url_fileset_for(fileset, server, scheme)(proxy.port, out)
-                    seconds, tasks, failed = plan_seconds(url, cfg)
+                plans = []
+                for rep in range(repeat):
+                    with _proxy(server, rtt) as proxy:
+                        out = tmp / "plans" / f"{scheme}-{rtt}-{n_files}-{rep}"
+                        url = _url_fileset_for(fileset, server, scheme)(proxy.port, out)
+                        seconds, tasks, failed = plan_seconds(url, cfg)
+                    plans.append({"plan_s": seconds, "tasks": tasks, "failed": failed,
+                                  **proxy_counts(proxy)})
+                    log.info("remote bench: planning %d files over %s, RTT %s ms: %.2f s",
+                             n_files, scheme, rtt, seconds)
                 rows.append({"table": "plan", "input": scheme, "rtt_ms": rtt, "files": n_files,
-                             "plan_s": seconds, "tasks": tasks, "failed": failed,
-                             **proxy_counts(proxy)})
-                log.info("remote bench: planning %d files over %s, RTT %s ms: %.2f s", n_files,
-                         scheme, rtt, seconds)
+                             **_median_run(plans, "plan_s")})
     return rows
 
 
@@ -384,7 +394,7 @@ def bench_remote(fileset: str | Path | None = None, *, schemes: Sequence[str] = 
                                    server, rtt, tmp, repeat, workers, extra)
         _local_fractions(rows)
         if copies >= 1:
-            rows += _plan_rows(staged, server, schemes, rtts_ms, tmp, cfg)
+            rows += _plan_rows(staged, server, schemes, rtts_ms, tmp, cfg, repeat)
         return rows
     finally:
         if own and server is not None:
@@ -412,6 +422,10 @@ def _opt(value: Any) -> Any:
     return "-" if value is None else value
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f} %"
+
+
 def _rtt(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
@@ -435,13 +449,15 @@ def run_table(rows: Sequence[Mapping[str, Any]]) -> BenchTable:
         frac = r.get("local_fraction")
         table.rows.append([
             r["input"], _rtt(r["rtt_ms"]), r["cache"], f"{r['events']:,}", r["plan_s"],
-            r["process_s"], r["rate_hz"], "-" if frac is None else f"{100 * frac:.0f} %",
+            r["process_s"], r["rate_hz"], _pct(r.get("spread")),
+            "-" if frac is None else f"{100 * frac:.0f} %",
             _mb(r["bytes_network"]), _mb(r["bytes_cache"]), _mb(r["proxy_bytes"]),
             _opt(r["connections"]), _opt(r["peak_open"]),
             _hist_cell(r)])
     table.notes += [
-        f"median of {repeat} run(s) by rate; cold: new output and cache folders, warm: the "
-        "same folders again; 'of local': of the local run in the same cache state",
+        f"median of {repeat} run(s) by rate (spread: (largest - smallest) / median); cold: "
+        "new output and cache folders, warm: the same folders again; 'of local': of the local "
+        "run in the same cache state",
         "network/cache MB: the run's metrics (bytes_from_network, bytes_from_cache); proxy MB: "
         "what the delaying proxy forwarded server -> client; conns: connections it accepted; "
         "hist: the histograms equal the local run's ('='), or 'incomplete' (failed chunks)",
@@ -451,8 +467,8 @@ def run_table(rows: Sequence[Mapping[str, Any]]) -> BenchTable:
         plan = BenchTable("planning alone (no cache, in one process)", PLAN_COLUMNS)
         for r in plans:
             plan.rows.append([r["input"], _rtt(r["rtt_ms"]), r["files"], r["plan_s"],
-                              r["tasks"], r["failed"], _opt(r["connections"]),
-                              _opt(r["peak_open"])])
+                              _pct(r.get("spread")), r["tasks"], r["failed"],
+                              _opt(r["connections"]), _opt(r["peak_open"])])
         table.notes += ["", plan.render()]
     return table
 
