@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -91,10 +90,12 @@ class BackgroundCompile:
         Returns:
             Whether it succeeded (else the caller compiles in its own process).
         """
-        if progress is None:
-            progress = sys.stderr.isatty()
+        if progress is None:  # a terminal or a notebook
+            from agc_core.progress import shown
+
+            progress = shown(None)
         if not self._poll():
-            from tqdm import tqdm
+            from tqdm import tqdm  # a text line (a spinner), in a notebook too
 
             with tqdm(desc="compiling numba kernels (first run)", bar_format="{desc}: {elapsed}",
                       disable=not progress) as bar:

@@ -7,14 +7,11 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
-
-from tqdm import tqdm
 
 from agc_core.config import AnalysisConfig, DatasetParams, load_analysis_config
 from agc_core.errors import ConfigError, InputError
@@ -182,8 +179,10 @@ def _build(out_dir: Path, params: DatasetParams, cfg: AnalysisConfig, progress: 
         except (OSError, ValueError, KeyError, TypeError):
             old = {}
     jobs = [(p, v, i) for p, v in cfg.samples for i in range(params.files_per_sample)]
-    if progress is None:
-        progress = sys.stderr.isatty()
+    if progress is None:  # a terminal or a notebook (agc_core.progress)
+        from agc_core.progress import shown
+
+        progress = shown(None)
     files: dict[str, Any] = {}
     todo = []
     digests = {sample: tune_digest(*sample) for sample in cfg.samples}  # once per sample
@@ -203,8 +202,11 @@ def _build(out_dir: Path, params: DatasetParams, cfg: AnalysisConfig, progress: 
                         len(todo))
         log.info("generating %d synthetic files in %s (%d processes)", len(todo), out_dir,
                  n_workers)
-        with tqdm(total=len(todo), desc=f"generating synthetic AGC dataset ({n_workers} "
-                                        f"processes)", unit="file", disable=not progress) as bar:
+        from agc_core.progress import bar_class
+
+        with bar_class()(total=len(todo), desc=f"generating synthetic AGC dataset ({n_workers} "
+                                               f"processes)", unit="file",
+                         disable=not progress) as bar:
             if status is not None:
                 bar.set_postfix_str(status())
             for job, entry in zip(todo, _write_files(todo, n_workers, bar, status), strict=True):
@@ -249,7 +251,7 @@ def generate_dataset(out_dir: str | Path | None = None, events_per_file: int | N
         seed: random seed (default ``cfg.dataset.seed``).
         compression: ``zlib``, ``lz4`` or ``zstd`` (default ``cfg.dataset.compression``).
         cfg: analysis configuration (default: the packaged one).
-        progress: show a progress bar (default: when stderr is a terminal).
+        progress: show a progress bar (default: in a terminal or a notebook).
         compression_level: compression level (default ``cfg.dataset.compression_level``).
         workers: processes generating files at once (default: one per core); the files'
             bytes do not depend on it.
