@@ -48,7 +48,7 @@ class RunOptions:
         resume: take the chunks an interrupted run with the same plan and settings finished
             (recorded in ``output_dir/resume/``) and process only the others.
         plots: draw the PNG plots.
-        progress: show a progress bar (None: when stderr is a terminal).
+        progress: show a progress bar (None: in a terminal or a Jupyter notebook).
         start_method: multiprocessing start method of the process pool (None: forkserver on
             Linux, spawn elsewhere).
         tree: the TTree name in the input files.
