@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agc_core.api import FitSummary
+    from agc_core.inference.results import FitResult
     from agc_core.results import RunResult
 
 #: at most this many output names listed in a run's summary
@@ -85,57 +86,67 @@ def run_html(result: RunResult) -> str:
     return _table("agc-core run", run_rows(result))
 
 
-def poi_line(summary: FitSummary) -> str:
+def poi_line(result: FitResult) -> str:
     """``ttbar_norm = 1.0482 +- 0.0454 (HESSE), -0.0445 / +0.0462 (MINOS)``."""
-    r = summary.result
-    value, err = r.value(r.poi)
-    line = f"{r.poi} = {value:.4f} +- {err:.4f} (HESSE)"
-    if r.poi in r.minos:
-        lo, hi = r.minos[r.poi]
+    value, err = result.value(result.poi)
+    line = f"{result.poi} = {value:.4f} +- {err:.4f} (HESSE)"
+    if result.poi in result.minos:
+        lo, hi = result.minos[result.poi]
         line += f", {lo:+.4f} / {hi:+.4f} (MINOS)"
     return line
 
 
-def _nuisance_rows(summary: FitSummary) -> tuple[list[tuple[str, str]], int]:
-    """Rows of the named nuisance parameters (best fit +- HESSE), and how many per-bin
-    parameters (``staterror_...[i]``) were left out."""
-    r = summary.result
-    rows, per_bin = [], 0
-    for i, label in enumerate(r.labels):
-        if i == r.poi_index:
+def _state(result: FitResult) -> str:
+    d = result.diagnostics
+    return (("valid" if d.valid else "INVALID") + f", EDM {d.edm:.2g}"
+            + (f"; {'; '.join(d.warnings)}" if d.warnings else ""))
+
+
+def result_rows(result: FitResult) -> list[tuple[str, str]]:
+    """The (name, value) rows of a fit: the POI, the minimum's state, the named nuisance
+    parameters (best fit +- HESSE); the per-bin ones (``staterror_...[i]``) only counted."""
+    rows = [(result.poi, poi_line(result).split(" = ", 1)[1]), ("minimum", _state(result))]
+    per_bin = 0
+    for i, label in enumerate(result.labels):
+        if i == result.poi_index:
             continue
         if label.endswith("]"):
             per_bin += 1
             continue
-        rows.append((label, f"{r.bestfit[i]:+.3f} +- {r.uncertainty[i]:.3f}"))
-    return rows, per_bin
-
-
-def fit_rows(summary: FitSummary) -> list[tuple[str, str]]:
-    """The (name, value) rows of a fit's summary: the POI, the fit's state, the nuisance
-    parameters."""
-    d = summary.result.diagnostics
-    channels = [name for name, _ in summary.likelihood.channels]
-    state = "valid" if d.valid else "INVALID"
-    state += f", EDM {d.edm:.2g}" + (f"; {'; '.join(d.warnings)}" if d.warnings else "")
-    rows = [(summary.poi, poi_line(summary).split(" = ", 1)[1]),
-            ("minimum", state),
-            ("model", f"{len(channels)} channels ({', '.join(channels)}), "
-                      f"{len(summary.labels)} parameters")]
-    nuisance, per_bin = _nuisance_rows(summary)
-    rows += nuisance
+        rows.append((label, f"{result.bestfit[i]:+.3f} +- {result.uncertainty[i]:.3f}"))
     if per_bin:
         rows.append(("(per-bin parameters)", f"{per_bin} not shown"))
     return rows
+
+
+def result_text(result: FitResult) -> str:
+    """A ``FitResult`` in one line (its ``repr``)."""
+    return (f"FitResult: {poi_line(result)}; minimum {_state(result)}; "
+            f"{len(result.labels)} parameters")
+
+
+def result_html(result: FitResult) -> str:
+    """A ``FitResult`` as a small HTML table."""
+    return _table("agc-core fit result", result_rows(result))
+
+
+def fit_rows(summary: FitSummary) -> list[tuple[str, str]]:
+    """The (name, value) rows of :func:`agc_core.fit`'s summary: :func:`result_rows` with the
+    model (channels, parameters) after the minimum's state."""
+    channels = [name for name, _ in summary.likelihood.channels]
+    rows = result_rows(summary.result)
+    model = ("model", f"{len(channels)} channels ({', '.join(channels)}), "
+                      f"{len(summary.labels)} parameters")
+    return [*rows[:2], model, *rows[2:]]
 
 
 def fit_text(summary: FitSummary) -> str:
     """A fit in a few lines (``repr`` of a :class:`~agc_core.api.FitSummary`)."""
     d = summary.result.diagnostics
     channels = [name for name, _ in summary.likelihood.channels]
-    return (f"FitSummary: {poi_line(summary)}\n  {'valid' if d.valid else 'INVALID'} minimum, "
-            f"{len(channels)} channels ({', '.join(channels)}), {len(summary.labels)} "
-            "parameters")
+    return (f"FitSummary: {poi_line(summary.result)}\n  {'valid' if d.valid else 'INVALID'} "
+            f"minimum, {len(channels)} channels ({', '.join(channels)}), "
+            f"{len(summary.labels)} parameters")
 
 
 def fit_html(summary: FitSummary) -> str:

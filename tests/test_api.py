@@ -107,6 +107,10 @@ def test_fit_summary_renders_and_draws(tmp_path):
     per_bin = len(summary.labels) - 1 - len(named)
     assert all(f">{label}<" in html for label in named)
     assert f"{per_bin} not shown" in html and "staterror_" not in html
+    result = summary.result  # the FitResult inside renders short too
+    assert repr(result) == (f"FitResult: {text.splitlines()[0].split(': ', 1)[1]}; minimum valid, "
+                            f"EDM {result.diagnostics.edm:.2g}; {len(result.labels)} parameters")
+    assert result._repr_html_().count("<tr>") == summary._repr_html_().count("<tr>") - 1
     pulls = summary.pulls()
     assert pulls.path == tmp_path / "fit_pulls.png"
     assert pulls._repr_png_()[:8] == PNG_MAGIC

@@ -58,9 +58,10 @@ class FitDiagnostics:
     warnings: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class FitResult:
-    """A maximum-likelihood fit.
+    """A maximum-likelihood fit (shown as one line, or a small table in a notebook:
+    :mod:`agc_core.display`).
 
     Attributes:
         labels: parameter names; bestfit: best-fit values; uncertainty: HESSE uncertainties
@@ -91,6 +92,16 @@ class FitResult:
         """(best fit, HESSE uncertainty) of a parameter."""
         i = self.labels.index(name)
         return float(self.bestfit[i]), float(self.uncertainty[i])
+
+    def __repr__(self) -> str:
+        from agc_core.display import result_text
+
+        return result_text(self)
+
+    def _repr_html_(self) -> str:
+        from agc_core.display import result_html
+
+        return result_html(self)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
