@@ -143,7 +143,7 @@ class Executor(ABC):
             initializer: run once per worker process before its first item.
             initargs: arguments of the initializer.
             ready: called with an item's index before its first submission, blocks until
-                the item may go (its input was fetched ahead: :mod:`agc_core.prefetch`);
+                the item may go (its input was fetched ahead: :mod:`agc_core.io.prefetch`);
                 Dask submits everything at once and does not wait.
         """
 

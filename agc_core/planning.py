@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agc_core.bytecache import format_bytes
 from agc_core.errors import AGCError, ConfigError
 from agc_core.fileset import SampleFiles, is_url
+from agc_core.io.cache import format_bytes
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +105,14 @@ class FileProbe:
 
 def probe_file(path: str, tree: str) -> FileProbe:
     """The :class:`FileProbe` of a file: local (stat + its first bytes) or remote (one request
-    for its header: :func:`agc_core.remote.probe`).
+    for its header: :func:`agc_core.io.remote.probe`).
 
     Raises:
         InputError: missing or unreadable, not a ROOT file (network problems named, transient
             ones retried).
     """
-    from agc_core import remote
     from agc_core.errors import InputError
+    from agc_core.io import remote
 
     local = _local(path)
     if local is None:
@@ -137,7 +137,7 @@ class EntriesCache:
     """Entry counts, chunk ranges and basket layouts of files, kept between runs.
 
     One small JSON record per file in ``folder`` (the user's cache folder's ``plans/``, see
-    :mod:`agc_core.bytecache`), keyed by the file's identity (:func:`probe_file`), so that a
+    :mod:`agc_core.io.cache`), keyed by the file's identity (:func:`probe_file`), so that a
     run into another output folder plans nothing again, and a file that changed (another size,
     UUID or modification time) is planned anew. Records are written atomically; concurrent
     runs at worst both write the same record.
@@ -343,7 +343,7 @@ def _inspect_with_retries(path: str, branches: Sequence[str], chunksize: int, tr
     every file's; when it got through, they retry at once.
     """
     from agc_core.executors import is_retryable, retry_delay
-    from agc_core.remote import TransientInputError, is_remote, server_of
+    from agc_core.io.remote import TransientInputError, is_remote, server_of
 
     server = server_of(path) if is_remote(path) else None
     attempts = 0

@@ -307,6 +307,6 @@ def format_summary(result: RunResult) -> str:
 
 
 def _cache_dir(options: Any) -> Any:
-    from agc_core.bytecache import cache_folder
+    from agc_core.io.cache import cache_folder
 
     return cache_folder(options.cache_dir)

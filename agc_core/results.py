@@ -9,8 +9,8 @@ from typing import Any
 
 import boost_histogram as bh
 
+from agc_core.io.remote import DEFAULT_IO_TIMEOUT
 from agc_core.planning import ChunkFailure
-from agc_core.remote import DEFAULT_IO_TIMEOUT
 from agc_core.retry import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BACKOFF
 
 DEFAULT_CHUNKSIZE = 500_000
@@ -66,10 +66,10 @@ class RunOptions:
             is read or written; read-ahead still works, through a spool deleted at the end).
         cache_dir: the cache folder (None: ``$AGC_CORE_CACHE``, else ``~/.cache/agc-core``).
         read_ahead: fetch the next remote chunks' baskets while the workers process the
-            current ones (:mod:`agc_core.prefetch`); ``--no-read-ahead``: each worker fetches
+            current ones (:mod:`agc_core.io.prefetch`); ``--no-read-ahead``: each worker fetches
             its own chunk when it starts it.
         cache_size: the byte cache's bound in bytes (None: ``$AGC_CORE_CACHE_SIZE``, else
-            :data:`agc_core.bytecache.DEFAULT_MAX_BYTES`); the least recently used go first.
+            :data:`agc_core.io.cache.DEFAULT_MAX_BYTES`); the least recently used go first.
     """
 
     fileset: str | Path | None = None
@@ -185,7 +185,7 @@ class RunResult:
             header probes not included; the read-ahead's fetches included).
         bytes_from_cache: bytes of remote inputs the workers took from the byte cache that
             earlier runs had filled (what this run's own read-ahead fetched is not counted).
-        prefetch: what the read-ahead did (:class:`agc_core.prefetch.PrefetchStats`), None
+        prefetch: what the read-ahead did (:class:`agc_core.io.prefetch.PrefetchStats`), None
             without remote inputs.
     """
 

@@ -16,7 +16,7 @@ MAX_RETRY_DELAY = 30.0
 
 def is_retryable(exc: BaseException) -> bool:
     """Whether retrying may help: not for ``AGCError`` (bad input, deterministic) unless it says
-    so (``retryable = True``: :class:`agc_core.remote.TransientInputError`, a network problem);
+    so (``retryable = True``: :class:`agc_core.io.remote.TransientInputError`, a network problem);
     every other exception is retried."""
     return bool(getattr(exc, "retryable", not isinstance(exc, AGCError)))
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import boost_histogram as bh
 
-from agc_core import bytecache, executors, forkserver, mainguard
+from agc_core import executors, forkserver, mainguard
 from agc_core.accuracy import accuracy_by_process
 from agc_core.classifier import INFERENCE_KINDS, load_classifier
 from agc_core.compilation import compile_kernels, kernels_cached, start_background_compile
@@ -28,6 +28,8 @@ from agc_core.config import REGIONS, AnalysisConfig, load_analysis_config
 from agc_core.errors import ConfigError, InputError
 from agc_core.fileset import SampleFiles, is_url, load_fileset
 from agc_core.histograms import HistArray, OrderedMerger, to_boost
+from agc_core.io import cache as bytecache
+from agc_core.io.remote import set_io_timeout
 from agc_core.logs import LogSetup, setup_run_logging, teardown_run_logging
 from agc_core.outputs import (
     FIT_FILE_NAME,
@@ -45,7 +47,6 @@ from agc_core.planning import (
     plan_tasks,
     summarize_plan,
 )
-from agc_core.remote import set_io_timeout
 from agc_core.report import METRICS_FILE_NAME, build_metrics, write_metrics
 from agc_core.results import (
     DEFAULT_CHUNKSIZE,
@@ -331,7 +332,7 @@ def _byte_cache_dir(tasks: Sequence[ChunkTask], options: RunOptions, cache_root:
     """The byte cache folder the workers read remote files through, and whether it is a
     private spool of this run (``--no-cache``: deleted at the end); (None, False) for a run
     without remote inputs, or without cache and read-ahead."""
-    from agc_core.remote import is_remote
+    from agc_core.io.remote import is_remote
 
     if not any(is_remote(t.path) for t in tasks):
         return None, False
@@ -366,11 +367,11 @@ def _close_byte_cache(byte_dir: str | None, spool: bool, options: RunOptions) ->
 
 def _prefetcher(todo: Sequence[ChunkTask], setup: WorkerSetup, options: RunOptions,
                 workers: int) -> Any:
-    """The read-ahead of the remote chunks (:mod:`agc_core.prefetch`), None where there is
+    """The read-ahead of the remote chunks (:mod:`agc_core.io.prefetch`), None where there is
     nothing to fetch ahead or the workers do not share this machine's cache folder (Dask with
     a scheduler elsewhere)."""
-    from agc_core import prefetch
-    from agc_core.bytecache import ByteCache
+    from agc_core.io import prefetch
+    from agc_core.io.cache import ByteCache
 
     if not options.read_ahead or setup.cache_dir is None or options.scheduler_address \
             is not None or not any(

@@ -33,9 +33,9 @@ from agc_core.forkserver import (
     write_instructions,
 )
 from agc_core.histograms import HistArray
+from agc_core.io.remote import DEFAULT_IO_TIMEOUT, set_io_timeout
 from agc_core.logs import LogSetup, setup_worker_logging
 from agc_core.planning import ChunkTask
-from agc_core.remote import DEFAULT_IO_TIMEOUT, set_io_timeout
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def init_worker(setup: WorkerSetup) -> None:
     try:
         set_io_timeout(setup.io_timeout)
         from agc_core import io
-        from agc_core.bytecache import ByteCache
+        from agc_core.io.cache import ByteCache
 
         io.set_byte_cache(None if setup.cache_dir is None
                           else ByteCache(setup.cache_dir, setup.cache_max_bytes,
@@ -242,7 +242,7 @@ def run_chunk(setup: WorkerSetup, task: ChunkTask) -> ChunkResult:
     assert state is not None
     if state.error is not None:
         raise type(state.error)(str(state.error))
-    from agc_core import remote
+    from agc_core.io import remote
 
     cache = io.byte_cache()
     net0 = remote.network_bytes(this_thread=True)

@@ -1,4 +1,4 @@
-"""Tests of agc_core.bytecache: verified, atomic, bounded, safe with concurrent writers."""
+"""Tests of agc_core.io.cache: verified, atomic, bounded, safe with concurrent writers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from agc_core.bytecache import ByteCache, file_key, parse_size
 from agc_core.errors import ConfigError
+from agc_core.io.cache import ByteCache, file_key, parse_size
 
 KEY = file_key("root://127.0.0.1:1//f.root", 1000, b"u" * 16)
 

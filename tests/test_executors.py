@@ -10,7 +10,7 @@ import pytest
 from agc_core import executors
 from agc_core.errors import ConfigError, InputError
 from agc_core.executors import Outcome, make_executor
-from agc_core.remote import TransientInputError
+from agc_core.io.remote import TransientInputError
 
 # --- work functions (module level: picklable for the worker processes) ----------------------
 

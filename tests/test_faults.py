@@ -19,7 +19,8 @@ import pytest
 import uproot
 from xrootd_server import DroppingProxy, XRootDServer, free_port, url_fileset
 
-from agc_core import io, remote
+from agc_core import io
+from agc_core.io import remote
 from agc_core.results import RunOptions
 from agc_core.runner import run_analysis
 

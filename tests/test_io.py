@@ -443,7 +443,7 @@ def test_other_uproot_sources(small_file, monkeypatch, handler):
     """The sources uproot uses for remote files (threads, futures) give the same arrays."""
     source = (uproot.source.fsspec.FSSpecSource if handler == "FSSpecSource"
               else uproot.source.file.MultithreadedFileSource)
-    monkeypatch.setattr(io, "LOCAL_SOURCE", source)
+    monkeypatch.setattr(io.files, "LOCAL_SOURCE", source)
     io.close_files()
     for start, stop in [(0, 5000), (650, 2050), (10, 10)]:
         assert_chunk_equals_uproot(small_file, BRANCHES, start, stop)
@@ -455,7 +455,7 @@ STRESS = r"""
 import sys, threading
 import numpy as np
 from agc_core import io
-io.OPEN_FILES_MAX = int(sys.argv[1])
+io.files.OPEN_FILES_MAX = int(sys.argv[1])
 paths = sys.argv[3:]
 want = {p: io.read_chunk(p, ["jet_pt", "met_pt"]).columns["jet_pt"].sum() for p in paths}
 io.close_files()
@@ -512,7 +512,7 @@ def test_native_decoding_problem_falls_back_to_uproot(small_file, monkeypatch, c
     def misparse(*args, **kwargs):
         raise ValueError("a layout the native decoder misparses")
 
-    monkeypatch.setattr(io, "_read_jagged", misparse)
+    monkeypatch.setattr(io.reader, "_read_jagged", misparse)
     io.close_files()
     with caplog.at_level("WARNING", logger="agc_core.io"):
         assert_chunk_equals_uproot(small_file, BRANCHES, 650, 2050)
@@ -608,7 +608,7 @@ def test_read_chunk_gives_back_the_file_pages(tmp_path, monkeypatch):
     for name in BRANCHES:
         np.testing.assert_array_equal(first.columns[name], again.columns[name])
     io.close_files()
-    monkeypatch.setattr(io, "_drop_pages", lambda source, its: None)
+    monkeypatch.setattr(io.reader, "_drop_pages", lambda source, its: None)
     io.read_chunk(path, BRANCHES, 0, 60_000)
     without = _mapped_rss_kb(path)
     assert without * 1024 > first.bytes_read // 2  # what the test would see without it
@@ -643,7 +643,8 @@ def test_layout_reads_what_the_reader_reads(small_file, monkeypatch):
     usual = {r: io.read_chunk(small_file, BRANCHES, *r) for r in layout_ranges(
         sum(EXTENDS), 4)}
     io.close_files()
-    monkeypatch.setattr(io, "_tree", lambda *a: pytest.fail("the layout path parsed the tree"))
+    monkeypatch.setattr(io.reader, "_tree",
+                        lambda *a: pytest.fail("the layout path parsed the tree"))
     for r, chunk in usual.items():
         assert_same_chunk(io.read_chunk(small_file, BRANCHES, *r, layout=layout), chunk)
 
@@ -675,3 +676,19 @@ def test_stale_or_wrong_layout_is_not_used(tmp_path, small_file):
         io.read_chunk(small_file, BRANCHES, 0, sum(EXTENDS) + 1, layout=wrong)
     with pytest.raises(InputError, match=r"127\.0\.0\.1:1"):  # remote: needs the server
         io.file_layout("root://127.0.0.1:1//f.root", BRANCHES)
+
+
+# ---- the package: its names load their module on first use ----
+
+def test_the_package_names_resolve_to_their_modules():
+    """Every name ``agc_core.io`` offers is its module's own object (a setting read at call
+    time: its current value in the module that owns it)."""
+    import importlib
+
+    for name, module in io._API.items():
+        owner = importlib.import_module(f"agc_core.io.{module}")
+        assert getattr(io, name) is getattr(owner, name), name
+    assert set(io.__all__) <= set(dir(io))
+    assert io.OPEN_FILES_MAX is io.files.OPEN_FILES_MAX
+    with pytest.raises(AttributeError, match="no attribute 'read_chunks'"):
+        io.read_chunks  # noqa: B018

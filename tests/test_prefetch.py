@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from xrootd_server import url_fileset
 
-from agc_core import io, planning, remote
+from agc_core import io, planning
 from agc_core.bench.proxy import DelayProxy
 from agc_core.fileset import load_fileset
+from agc_core.io import remote
 from agc_core.runner import run_analysis
 
 
@@ -80,7 +81,7 @@ def test_planning_is_concurrent_and_remembered(served_dataset, xrootd_server, cf
 def test_changed_remote_file_is_detected(small_dataset, xrootd_server, cfg, tmp_path):
     """A remote file replaced by another one under the same URL (a new ROOT UUID and size):
     planned anew, its bytes fetched anew, never taken from the cache of the old file."""
-    from agc_core.bytecache import ByteCache
+    from agc_core.io.cache import ByteCache
 
     files = sorted(p for p in small_dataset.parent.rglob("*.root"))
     old, new = files[0], files[-1]

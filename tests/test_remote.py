@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from xrootd_server import url_fileset
 
-from agc_core import io, remote
+from agc_core import io
 from agc_core.errors import InputError
+from agc_core.io import remote
 from agc_core.runner import run_analysis
 
 SCHEMES = ("root", "http", "https")
@@ -55,7 +56,7 @@ def test_laid_out_remote_read_equals_local(served_dataset, xrootd_server, cfg, s
     """A remote file's layout (planned once) reads every chunk without opening the file with
     uproot, through the byte cache: the same arrays as the local file; a second read comes
     from the cache, not the network."""
-    from agc_core.bytecache import ByteCache
+    from agc_core.io.cache import ByteCache
 
     local = first_file(served_dataset)
     url = xrootd_server.url(scheme, local.relative_to(xrootd_server.root))

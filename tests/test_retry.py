@@ -14,7 +14,7 @@ def test_retry_delay_doubles_and_is_capped():
 
 def test_bad_input_is_not_retried_unless_it_says_so():
     transient = InputError("network")
-    transient.retryable = True  # what agc_core.remote.TransientInputError says
+    transient.retryable = True  # what agc_core.io.remote.TransientInputError says
     assert not is_retryable(InputError("corrupt file"))
     assert is_retryable(transient)
     assert is_retryable(RuntimeError("a worker's bug or a crash"))

@@ -198,8 +198,8 @@ def plan_seconds(fileset: Path, cfg: AnalysisConfig) -> tuple[float, int, int]:
     retries), with no cache, in this process: (seconds, tasks, files that failed)."""
     from agc_core import io
     from agc_core.fileset import load_fileset
+    from agc_core.io.remote import set_io_timeout
     from agc_core.planning import plan_tasks
-    from agc_core.remote import set_io_timeout
     from agc_core.results import DEFAULT_CHUNKSIZE, RunOptions
 
     samples = load_fileset(fileset, cfg)

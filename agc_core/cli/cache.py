@@ -1,5 +1,5 @@
 """``python -m agc_core cache``: what the cache of remote inputs holds; trim or clear it
-(:class:`agc_core.bytecache.ByteCache`)."""
+(:class:`agc_core.io.cache.ByteCache`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 def cache_command(args: argparse.Namespace) -> int:
     """Show the cache (after clearing or trimming it when asked)."""
-    from agc_core.bytecache import ByteCache, cache_folder, format_bytes
+    from agc_core.io.cache import ByteCache, cache_folder, format_bytes
 
     cache = ByteCache(cache_folder(args.cache_dir), args.cache_size)
     if args.clear:
@@ -26,7 +26,7 @@ def cache_command(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> None:
     """Register the ``cache`` subcommand."""
-    from agc_core.bytecache import parse_size
+    from agc_core.io.cache import parse_size
 
     parser = subparsers.add_parser(
         "cache", help="show, trim or clear the cache of remote inputs",

@@ -77,10 +77,10 @@ def run_command(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> None:
     """Register the ``run`` subcommand."""
     from agc_core import executors
-    from agc_core.bytecache import parse_size
     from agc_core.classifier import INFERENCE_KINDS
     from agc_core.config import load_analysis_config
-    from agc_core.remote import DEFAULT_IO_TIMEOUT
+    from agc_core.io.cache import parse_size
+    from agc_core.io.remote import DEFAULT_IO_TIMEOUT
     from agc_core.results import DEFAULT_CHUNKSIZE, DEFAULT_OUTPUT_DIR, DEFAULT_SEED
     from agc_core.runner import SYSTEMATICS_CHOICES
     from agc_core.worker import BACKENDS

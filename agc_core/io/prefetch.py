@@ -3,9 +3,9 @@
 A worker that reads a remote chunk waits for the network (round trips, transfer) and then
 computes; meanwhile nothing is fetched. The :class:`Prefetcher` runs in the process that
 plans and submits the tasks: it fetches the baskets of the next chunks, in task order, into the
-byte cache (:mod:`agc_core.bytecache`) while the workers process the current ones, several
+byte cache (:mod:`agc_core.io.cache`) while the workers process the current ones, several
 chunks at once and each chunk's byte ranges as concurrent requests
-(:func:`agc_core.remote.read_ranges`). The executor submits a task once its bytes are there
+(:func:`agc_core.io.remote.read_ranges`). The executor submits a task once its bytes are there
 (:meth:`Prefetcher.wait`), and the worker then reads them from the cache at local speed.
 
 Bounds. At most ``depth`` chunks are fetched at once; the depth starts at two per worker and
@@ -28,8 +28,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from agc_core import remote
-from agc_core.bytecache import ByteCache
+from agc_core.io import remote
+from agc_core.io.cache import ByteCache
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,9 @@ class PrefetchStats:
 
 
 def _ranges(task: Any, branches: Sequence[str]) -> list[tuple[int, int]]:
-    from agc_core import io
+    from agc_core.io.layout import layout_byte_ranges
 
-    return io.layout_byte_ranges(task.layout, branches, task.entry_start, task.entry_stop)
+    return layout_byte_ranges(task.layout, branches, task.entry_start, task.entry_stop)
 
 
 def eligible(task: Any) -> bool:
@@ -155,14 +155,14 @@ class Prefetcher:
         be served by another task's entries: baskets that straddle two chunks)."""
         import shutil
 
-        from agc_core import io
+        from agc_core.io.layout import layout_cache_key
 
         task = self.tasks[index]
         with self._cond:
             self._left[task.path] -= 1
             if self._left[task.path] > 0:
                 return
-        key = io.layout_cache_key(task.path, task.layout)
+        key = layout_cache_key(task.path, task.layout)
         if key is not None:
             shutil.rmtree(self.cache._dir(key), ignore_errors=True)
 
@@ -205,14 +205,14 @@ class Prefetcher:
                 return
 
     def _fetch(self, index: int, ranges: list[tuple[int, int]], size: int) -> None:
-        from agc_core import io
+        from agc_core.io.layout import layout_cache_key
 
         task = self.tasks[index]
         t0 = time.perf_counter()
         net0 = remote.network_bytes(this_thread=True)
         ok = False
         try:
-            key = io.layout_cache_key(task.path, task.layout)
+            key = layout_cache_key(task.path, task.layout)
             if not self._stop and not all(self.cache.has(key, a, b)
                                           for a, b in remote._coalesce(ranges)):
                 remote.read_ranges(task.path, ranges, self.cache, key)

@@ -12,6 +12,9 @@ what was fetched in the user's cache folder (``$AGC_CORE_CACHE``, else ``~/.cach
   size (:data:`DEFAULT_MAX_BYTES`, ``$AGC_CORE_CACHE_SIZE``): the least recently used go first.
 - ``plans/``: per remote or local file, its entries, chunk ranges and basket layout
   (:class:`agc_core.planning.EntriesCache` keeps them there).
+
+The reader reads a process's remote files through the cache set by :func:`set_byte_cache`
+(None: straight from the network).
 """
 
 from __future__ import annotations
@@ -342,3 +345,21 @@ class ByteCache:
         with self._lock:
             self._listing.clear()
         return removed
+
+
+# ---------------------------------------------------------------------------------------------
+# the byte cache of this process
+
+#: the byte cache remote reads go through in this process (None: none), see set_byte_cache
+_BYTE_CACHE: ByteCache | None = None
+
+
+def set_byte_cache(cache: ByteCache | None) -> None:
+    """Read remote files of this process through ``cache`` (None: straight from the network)."""
+    global _BYTE_CACHE
+    _BYTE_CACHE = cache
+
+
+def byte_cache() -> ByteCache | None:
+    """The byte cache in use by this process (:func:`set_byte_cache`)."""
+    return _BYTE_CACHE

@@ -325,8 +325,8 @@ def read_ranges(url: str, ranges: Sequence[tuple[int, int]], cache: Any = None,
         url: the file's URL.
         ranges: (start, stop) byte ranges; ranges closer than :data:`MAX_GAP` are fetched
             (and cached) as one span.
-        cache: an :class:`agc_core.bytecache.ByteCache`, or None.
-        key: the file's cache key (:func:`agc_core.bytecache.file_key`); None: no caching.
+        cache: an :class:`agc_core.io.cache.ByteCache`, or None.
+        key: the file's cache key (:func:`agc_core.io.cache.file_key`); None: no caching.
 
     Returns:
         (start, stop) -> the bytes (``uint8``; shorter only where the file ends), per range.
