@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 ENTRIES_CACHE_VERSION = 3  # 3: one record per file, keyed by its identity (with the UUID)
 #: files planned at once: local files (CPU: TTree parsing) and remote ones (round trips)
 PLAN_THREADS = 8
-PLAN_THREADS_REMOTE = 64
+PLAN_THREADS_REMOTE = 32
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class FileProbe:
 
     key: str
     uuid: bytes
+    size: int = 0
 
 
 def probe_file(path: str, tree: str) -> FileProbe:
@@ -130,7 +132,7 @@ def probe_file(path: str, tree: str) -> FileProbe:
         size, uuid = remote.parse_header(head, path)
         ident = [os.path.abspath(local), tree, st.st_size, uuid.hex(), st.st_mtime_ns]
     key = hashlib.blake2b(json.dumps(ident).encode(), digest_size=16).hexdigest()
-    return FileProbe(key, uuid)
+    return FileProbe(key, uuid, size)
 
 
 class EntriesCache:
@@ -316,16 +318,22 @@ def _plan_file(path: str, branches: Sequence[str], chunksize: int, tree: str,
     hit = cache.get(probe.key, ranges_key)
     if hit is not None:
         return (*hit, cache.get_layout(probe.key, branches_key) if hit[1] else None)
-    n, ranges, identity, nbytes = _inspect_file(path, branches, chunksize, tree)
-    cache.put(probe.key, ranges_key, n, ranges, identity, nbytes)
-    layout = None
-    if ranges:
-        try:  # the file is still open from its inspection: no new reads
-            layout = io.file_layout(path, branches, tree)
-        except Exception as exc:  # the worker reads it the usual way (and reports problems)
-            log.debug("%s: no basket layout (%s)", path, exc)
-        if layout is not None:
-            cache.put_layout(probe.key, branches_key, layout)
+    prefetched: Any = contextlib.nullcontext()
+    if _local(path) is None:  # the metadata uproot reads, in one round trip (not three)
+        from agc_core.io.source import metadata_prefetched
+
+        prefetched = metadata_prefetched(path, probe.size)
+    with prefetched:
+        n, ranges, identity, nbytes = _inspect_file(path, branches, chunksize, tree)
+        cache.put(probe.key, ranges_key, n, ranges, identity, nbytes)
+        layout = None
+        if ranges:
+            try:  # the file is still open from its inspection: no new reads
+                layout = io.file_layout(path, branches, tree)
+            except Exception as exc:  # the worker reads it the usual way (and names problems)
+                log.debug("%s: no basket layout (%s)", path, exc)
+            if layout is not None:
+                cache.put_layout(probe.key, branches_key, layout)
     return n, ranges, identity, nbytes, layout
 
 

@@ -112,3 +112,38 @@ def test_changed_remote_file_is_detected(small_dataset, xrootd_server, cfg, tmp_
     finally:
         io.set_byte_cache(None)
         io.close_files()
+
+
+@pytest.mark.parametrize("scheme", ["http", "root"])
+@pytest.mark.parametrize("which", ["ROOT-written (AGC layout)", "uproot-written (embedded)"])
+def test_planning_reads_the_metadata_in_one_go(xrootd_server, small_dataset, shared_agc, cfg,
+                                               tmp_path, scheme, which):
+    """Planning a new remote file fetches its first and last 64 kB at once and uproot opens
+    it from them: no request of uproot's own reaches the server (ROOT writes the TTree near
+    the end of the file, uproot near its start), and the layout is the local file's."""
+    from agc_core.io import files
+
+    if which.startswith("ROOT"):
+        src, branches = shared_agc / "poet_layout_sample.root", None
+    else:
+        src, branches = sorted(small_dataset.parent.rglob("*.root"))[0], cfg.analysis_branches
+    name = f"meta/{scheme}-{src.name}"
+    (xrootd_server.root / "meta").mkdir(exist_ok=True)
+    shutil.copy(src, xrootd_server.root / name)
+    xrootd_server.publish()
+    url = xrootd_server.url(scheme, name)
+    if branches is None:  # the AGC file: the analysis branches it has
+        import uproot
+
+        with uproot.open(src) as f:
+            branches = [b for b in cfg.analysis_branches if b in f["events"].keys()]
+    io.close_files()
+    cache = planning.EntriesCache(None)
+    n, ranges, identity, nbytes, layout = planning._plan_file(url, branches, 10**6, "events",
+                                                              cache)
+    handle = files._cache[(url,)]
+    assert handle.directory.file.source.num_requests == 0
+    want = io.file_layout(src, branches)
+    assert layout["num_entries"] == want["num_entries"] == n
+    assert layout["branches"] == want["branches"]
+    io.close_files()

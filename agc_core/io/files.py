@@ -180,7 +180,11 @@ def _acquire(path: str) -> _Handle:
             directory = uproot.open(local, handler=LOCAL_SOURCE or MemmapSource,
                                     array_cache=None)
         else:
-            directory = uproot.open(path, array_cache=None, **remote.open_options(path))
+            from agc_core.io import source
+
+            handler = {"handler": source.PrefetchedSource} if source.is_prefetched(path) else {}
+            directory = uproot.open(path, array_cache=None, **remote.open_options(path),
+                                    **handler)
     except (MemoryError, KeyboardInterrupt, InputError):
         raise
     except Exception as exc:

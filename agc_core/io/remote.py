@@ -143,7 +143,7 @@ def open_options(path: str) -> dict[str, Any]:
             raise InputError(f"{path}: reading root:// needs fsspec-xrootd and the xrootd "
                              f"client (pip install fsspec-xrootd xrootd, or reinstall "
                              f"agc-core)") from exc
-        forget_xrootd_handles(path)
+        forget_xrootd_handles()
     return {}
 
 
@@ -152,9 +152,9 @@ def forget_xrootd_handles(url: str | None = None) -> None:
 
     fsspec-xrootd keeps one open ``XRootD.client.File`` per URL; after the connection was lost
     (a server restart) that handle stays closed and every later read of the URL would fail with
-    "I/O operation on closed file". Called before each root:// open (of that URL: other files'
-    handles may be in use by other threads, e.g. planning many files at once) and after each
-    root:// network error.
+    "I/O operation on closed file". Called before each root:// open (closed handles only: the
+    open ones may be in use by other threads, planning many files or fetching several chunks of
+    one file at once) and, with the URL, after each root:// network error.
     """
     try:
         from fsspec_xrootd import XRootDFileSystem
@@ -169,7 +169,7 @@ def forget_xrootd_handles(url: str | None = None) -> None:
                 alive = bool(item.handle.is_open())
             except Exception:
                 alive = False
-            if alive and (url is None or _same_url(key, url)):
+            if alive and url is not None and _same_url(key, url):
                 with contextlib.suppress(Exception):
                     item.handle.close(callback=lambda *args: None)
                 alive = False
@@ -258,10 +258,7 @@ def filesystem(url: str) -> tuple[Any, str]:
     """
     import fsspec
 
-    options = open_options(url)
-    if url.lower().startswith(("root://", "roots://")):
-        options = {}
-    return fsspec.core.url_to_fs(url, **options)
+    return fsspec.core.url_to_fs(url, **open_options(url))
 
 
 def split_spans(spans: Sequence[tuple[int, int]], piece: int = PIECE_BYTES
