@@ -139,8 +139,8 @@ def test_planning_reads_the_metadata_in_one_go(xrootd_server, small_dataset, sha
             branches = [b for b in cfg.analysis_branches if b in f["events"].keys()]
     io.close_files()
     cache = planning.EntriesCache(None)
-    n, ranges, identity, nbytes, layout = planning._plan_file(url, branches, 10**6, "events",
-                                                              cache)
+    n, _, _, _, layout = planning._plan_file(url, branches, 10**6, "events",
+                                           cache)
     handle = files._cache[(url,)]
     assert handle.directory.file.source.num_requests == 0
     want = io.file_layout(src, branches)
