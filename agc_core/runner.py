@@ -417,8 +417,10 @@ def run_analysis(options: RunOptions | None = None) -> RunResult:
 
     1. Plan: the fileset's samples (``--systematics none``: only the nominal samples), each file's
        entry count and chunk ranges (about ``chunksize`` entries, ending on basket boundaries of
-       the branches read, :func:`agc_core.io.chunk_ranges`), cached in
-       ``<output_dir>/entries_cache.json`` keyed by path, size and mtime. A task is (sample, file,
+       the branches read, :func:`agc_core.io.chunk_ranges`) and basket layout, remembered in the
+       user's cache folder (``plans/``, :class:`agc_core.planning.EntriesCache`) keyed by path
+       or URL, size, ROOT UUID (and mtime); remote files are planned concurrently. Remote chunks
+       are read ahead into the byte cache (:mod:`agc_core.io.prefetch`). A task is (sample, file,
        entry range) with a stable index (samples in config order, files in fileset order, ranges
        in file order). A file that cannot be opened becomes a failed task named by its path.
     2. Process: each task reads its chunk (:func:`agc_core.io.read_chunk`) and fills the

@@ -106,7 +106,7 @@ def e2e_cli_runs(fileset: Any, tmp: str, repeat: int, first_run: bool
     import os
 
     # a warm run: dataset and numba cache as a user's second run finds them, and its output
-    # folder (with the entries cache and basket layouts the first run recorded there)
+    # folder (the plans and basket layouts the first run recorded are in the cache folder)
     argv = ["run", "--fileset", str(fileset), "--output-dir", os.path.join(tmp, "warm")]
     _timed_cli(argv, tmp)
     warm = min(_timed_cli(argv, tmp)[0] for _ in range(repeat))
