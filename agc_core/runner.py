@@ -368,14 +368,14 @@ def _close_byte_cache(byte_dir: str | None, spool: bool, options: RunOptions) ->
 def _prefetcher(todo: Sequence[ChunkTask], setup: WorkerSetup, options: RunOptions,
                 workers: int) -> Any:
     """The read-ahead of the remote chunks (:mod:`agc_core.io.prefetch`), None where there is
-    nothing to fetch ahead or the workers do not share this machine's cache folder (Dask with
-    a scheduler elsewhere)."""
+    nothing to fetch ahead, or on Dask: its scheduler hands out every chunk at once (a worker
+    would fetch a chunk while the read-ahead fetches it too), and its workers may not share this
+    machine's disk; they read through the byte cache of their own machine."""
     from agc_core.io import prefetch
     from agc_core.io.cache import ByteCache
 
-    if not options.read_ahead or setup.cache_dir is None or options.scheduler_address \
-            is not None or not any(
-            prefetch.eligible(t) for t in todo):
+    if (not options.read_ahead or setup.cache_dir is None or options.executor == "dask"
+            or not any(prefetch.eligible(t) for t in todo)):
         return None
     return prefetch.Prefetcher(todo, setup.branches,
                                ByteCache(setup.cache_dir, setup.cache_max_bytes), workers,
