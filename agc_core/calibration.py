@@ -27,7 +27,8 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-from collections.abc import Iterable, Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ import boost_histogram as bh
 import numpy as np
 
 from agc_core.config import REGIONS, AnalysisConfig, load_analysis_config
-from agc_core.errors import ConfigError, InputError
+from agc_core.errors import AGCError, ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -390,3 +391,42 @@ def dataset_histogram(seed: int, workdir: Path, events_per_file: int | None = No
         raise InputError(f"seed {seed}: the run on its dataset did not complete (log: "
                          f"{workdir / 'out'})")
     return result.hist
+
+
+def seed_calibrations(seeds: Sequence[int], ref: bh.Histogram, cfg: AnalysisConfig,
+                      events_per_file: int | None = None, workdir: Path | None = None,
+                      announce: Callable[[str], None] | None = None
+                      ) -> tuple[list[tuple[str, Calibration]], list[int]]:
+    """Each seed's dataset generated, analysed (:func:`dataset_histogram`) and checked against
+    ``ref`` (:func:`calibrate`), one after the other.
+
+    Args:
+        seeds: the dataset seeds.
+        ref: the reference histogram; cfg: the analysis configuration.
+        events_per_file: events per file of the datasets (default: the embedded dataset's).
+        workdir: keep each seed's run outputs in ``workdir/seed<N>`` (default: a temporary
+            folder, deleted).
+        announce: called with a line before each seed (e.g. ``print``).
+
+    Returns:
+        (``("seed N", its Calibration)`` per seed checked, the seeds whose dataset or run
+        failed: each logged with its error, the others still checked).
+    """
+    results: list[tuple[str, Calibration]] = []
+    failed: list[int] = []
+    base = workdir or Path(tempfile.mkdtemp(prefix="agc-calibrate-"))
+    try:
+        for i, seed in enumerate(seeds, 1):
+            if announce is not None:
+                announce(f"seed {seed} ({i}/{len(seeds)}): generating and analysing ...")
+            try:
+                hist = dataset_histogram(seed, base / f"seed{seed}", events_per_file, cfg)
+            except AGCError as exc:  # the other seeds still count
+                log.error("seed %d skipped: %s", seed, exc)
+                failed.append(seed)
+                continue
+            results.append((f"seed {seed}", calibrate(hist, ref, cfg)))
+    finally:
+        if workdir is None:
+            shutil.rmtree(base, ignore_errors=True)
+    return results, failed

@@ -5,15 +5,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from agc_core.cli.formatting import HelpFormatter
-from agc_core.errors import AGCError
-
-log = logging.getLogger(__name__)
 
 
 def _label(path: Path) -> str:
@@ -38,11 +33,10 @@ def calibrate_command(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> int:
     from agc_core.calibration import (
         ITEMS,
-        Calibration,
         calibrate,
-        dataset_histogram,
         format_rows,
         parse_seeds,
+        seed_calibrations,
         spread_table,
     )
     from agc_core.config import load_analysis_config
@@ -51,32 +45,17 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     cfg = load_analysis_config(args.config)
     ref = reference_histogram(args.reference, args.reference_fileset, cfg)
-    results: list[tuple[str, Calibration]] = []
+    results = [(_label(Path(path)), calibrate(load_full_histogram(path), ref, cfg))
+               for path in args.histograms or []]
+    if len(results) == 1 and not args.seeds:
+        for item in ITEMS:
+            print(format_rows(item, results[0][1].item(item)))
     failed: list[int] = []
-    for path in args.histograms or []:
-        cal = calibrate(load_full_histogram(path), ref, cfg)
-        results.append((_label(Path(path)), cal))
-        if len(args.histograms) == 1 and not args.seeds:
-            for item in ITEMS:
-                print(format_rows(item, cal.item(item)))
     if args.seeds:
-        seeds = parse_seeds(args.seeds)
-        base = args.workdir or Path(tempfile.mkdtemp(prefix="agc-calibrate-"))
-        try:
-            for i, seed in enumerate(seeds, 1):
-                print(f"seed {seed} ({i}/{len(seeds)}): generating and analysing ...",
-                      flush=True)
-                try:
-                    hist = dataset_histogram(seed, base / f"seed{seed}", args.events_per_file,
-                                             cfg)
-                except AGCError as exc:  # the other seeds still count
-                    log.error("seed %d skipped: %s", seed, exc)
-                    failed.append(seed)
-                    continue
-                results.append((f"seed {seed}", calibrate(hist, ref, cfg)))
-        finally:
-            if args.workdir is None:
-                shutil.rmtree(base, ignore_errors=True)
+        checked, failed = seed_calibrations(
+            parse_seeds(args.seeds), ref, cfg, args.events_per_file, args.workdir,
+            announce=lambda line: print(line, flush=True))
+        results += checked
     if not results:
         print("nothing to check: give --histograms and/or --seeds")
         return 2
