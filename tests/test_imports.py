@@ -25,6 +25,8 @@ ENTRY_POINT = "agc_core.__main__"
 MAX_LINES = 700
 #: modules allowed over MAX_LINES, with the reason
 LONG_MODULES: dict[str, str] = {}
+
+
 def modules() -> dict[str, Path]:
     """Every module of the installed packages, by dotted name."""
     found: dict[str, Path] = {}
