@@ -8,7 +8,7 @@ chunks at once and each chunk's byte ranges as concurrent requests
 (:func:`agc_core.io.remote.read_ranges`). The executor submits a task once its bytes are there
 (:meth:`Prefetcher.wait`), and the worker then reads them from the cache at local speed.
 
-Bounds. At most ``depth`` chunks are fetched at once; the depth starts at two per worker and
+Bounds. At most ``depth`` chunks are fetched at once; the depth starts at four per worker and
 adapts to the measured time a chunk takes to fetch and to process (more chunks in flight when
 the network is slow), up to :data:`MAX_DEPTH`, and never more than :data:`MEMORY_BYTES` of
 chunks in flight (this process holds each in memory while it is fetched). At most
@@ -76,7 +76,7 @@ class Prefetcher:
         tasks: the tasks in the order the executor submits them (its item indices).
         branches: the branches the workers read.
         cache: the byte cache the workers read through.
-        workers: worker processes (the first depth is two per worker).
+        workers: worker processes (the first depth is four per worker, never below two).
         spool: the cache is a run's private spool (``--no-cache``): a file's entries are
             deleted once its tasks are done.
     """
@@ -88,7 +88,7 @@ class Prefetcher:
         self.cache = cache
         self.spool = spool
         self.workers = max(1, workers)
-        self.depth = min(MAX_DEPTH, 2 * self.workers)
+        self.depth = min(MAX_DEPTH, 4 * self.workers)
         self.stats = PrefetchStats()
         self._todo = [i for i, t in enumerate(self.tasks) if eligible(t)]
         self._done = {i: threading.Event() for i in self._todo}
@@ -174,7 +174,7 @@ class Prefetcher:
         process = (sorted(self._process_s[-16:])[len(self._process_s[-16:]) // 2]
                    if self._process_s else fetch)
         want = math.ceil(self.workers * (1 + fetch / max(process, 1e-3)))
-        self.depth = max(2, min(MAX_DEPTH, want))
+        self.depth = max(min(MAX_DEPTH, 2 * self.workers), min(MAX_DEPTH, want))
 
     def _schedule(self) -> None:
         futures: list[Future] = []
