@@ -12,13 +12,14 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agc_core.errors import AGCError, ConfigError
 from agc_core.fileset import SampleFiles, is_url
 from agc_core.io.cache import format_bytes
+from agc_core.results import ChunkFailure
 
 log = logging.getLogger(__name__)
 
@@ -56,31 +57,6 @@ class ChunkTask:
         """``process/variation file <path> entries [start, stop)``."""
         return (f"{self.process}/{self.variation} file {self.path} entries "
                 f"[{self.entry_start}, {self.entry_stop})")
-
-
-@dataclass(frozen=True)
-class ChunkFailure:
-    """A chunk (or a whole file, when it could not even be opened) that failed for good."""
-
-    process: str
-    variation: str
-    path: str
-    entry_start: int | None
-    entry_stop: int | None
-    error: str
-    attempts: int
-
-    def describe(self) -> str:
-        """One line naming sample, file, entry range and error."""
-        where = ("whole file" if self.entry_start is None
-                 else f"entries [{self.entry_start}, {self.entry_stop})")
-        tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
-        return f"{self.process}/{self.variation} {self.path} {where}{tries}: {self.error}"
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
-        return asdict(self)
-
 
 
 def _local(path: str) -> str | None:

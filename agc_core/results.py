@@ -10,12 +10,35 @@ from typing import Any
 import boost_histogram as bh
 
 from agc_core.io.remote import DEFAULT_IO_TIMEOUT
-from agc_core.planning import ChunkFailure
 from agc_core.retry import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BACKOFF
 
 DEFAULT_CHUNKSIZE = 500_000
 DEFAULT_SEED = 0
 DEFAULT_OUTPUT_DIR = Path("agc_output")
+
+
+@dataclass(frozen=True)
+class ChunkFailure:
+    """A chunk (or a whole file, when it could not even be opened) that failed for good."""
+
+    process: str
+    variation: str
+    path: str
+    entry_start: int | None
+    entry_stop: int | None
+    error: str
+    attempts: int
+
+    def describe(self) -> str:
+        """One line naming sample, file, entry range and error."""
+        where = ("whole file" if self.entry_start is None
+                 else f"entries [{self.entry_start}, {self.entry_stop})")
+        tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
+        return f"{self.process}/{self.variation} {self.path} {where}{tries}: {self.error}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,6 @@ from agc_core.outputs import (
     write_fit_histograms,
 )
 from agc_core.planning import (
-    ChunkFailure,
     ChunkTask,
     EntriesCache,
     even_ranges,
@@ -52,6 +51,7 @@ from agc_core.results import (
     DEFAULT_CHUNKSIZE,
     DEFAULT_OUTPUT_DIR,
     DEFAULT_SEED,
+    ChunkFailure,
     RunOptions,
     RunResult,
     SampleYield,
