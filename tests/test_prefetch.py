@@ -147,3 +147,28 @@ def test_planning_reads_the_metadata_in_one_go(xrootd_server, small_dataset, sha
     assert layout["num_entries"] == want["num_entries"] == n
     assert layout["branches"] == want["branches"]
     io.close_files()
+
+
+def test_corrupt_cache_entry_is_fetched_again_in_a_run(served_dataset, xrootd_server,
+                                                       small_run, tmp_path, caplog):
+    """One cached byte range damaged between two runs (a bit flipped, another one cut short):
+    the second run detects both, fetches just those ranges again and equals the local run."""
+    from agc_core.io.cache import _HEADER, ByteCache
+
+    fileset = url_fileset(served_dataset, xrootd_server, "http", tmp_path)
+    base = replace(small_run.options, fileset=fileset, cache_dir=tmp_path / "cache",
+                   io_timeout=30.0)
+    cold = run_analysis(replace(base, output_dir=tmp_path / "cold"))
+    entries = sorted(ByteCache(tmp_path / "cache").entries(), key=lambda e: str(e[0]))
+    flipped, cut = entries[0][0], entries[-1][0]
+    raw = bytearray(flipped.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    flipped.write_bytes(bytes(raw))
+    cut.write_bytes(cut.read_bytes()[:-10])
+    damaged = entries[0][1] + entries[-1][1] - 2 * _HEADER.size  # their contents
+    with caplog.at_level("WARNING", logger="agc_core"):
+        warm = run_analysis(replace(base, output_dir=tmp_path / "warm"))
+    assert cold.complete and warm.complete and same_hist(warm.hist, small_run.hist)
+    assert sum("corrupt entry" in m for m in caplog.messages) == 2
+    assert warm.bytes_from_network == damaged  # those two ranges again, nothing else
+    assert warm.bytes_from_cache > 0
