@@ -326,8 +326,8 @@ def _inspect_with_retries(path: str, branches: Sequence[str], chunksize: int, tr
     error) makes them give up too, so a server that is down costs one file's retries, not
     every file's; when it got through, they retry at once.
     """
-    from agc_core.executors import is_retryable, retry_delay
     from agc_core.io.remote import TransientInputError, is_remote, server_of
+    from agc_core.retry import is_retryable, retry_delay
 
     server = server_of(path) if is_remote(path) else None
     attempts = 0

@@ -76,7 +76,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> None:
     """Register the ``run`` subcommand."""
-    from agc_core import executors
+    from agc_core import executors, retry
     from agc_core.classifier import INFERENCE_KINDS
     from agc_core.config import load_analysis_config
     from agc_core.io.cache import parse_size
@@ -127,10 +127,10 @@ def add_parser(subparsers: Any) -> None:
                         "dask)")
     g.add_argument("--chunksize", type=int, default=DEFAULT_CHUNKSIZE,
                    help="entries per chunk (chunks end on basket boundaries)")
-    g.add_argument("--max-retries", type=int, default=executors.DEFAULT_MAX_RETRIES,
+    g.add_argument("--max-retries", type=int, default=retry.DEFAULT_MAX_RETRIES,
                    help="retries of a chunk whose worker died or raised, or whose remote "
                         "read failed on a network error (not for bad input)")
-    g.add_argument("--retry-backoff", type=float, default=executors.DEFAULT_RETRY_BACKOFF,
+    g.add_argument("--retry-backoff", type=float, default=retry.DEFAULT_RETRY_BACKOFF,
                    help="seconds before the first retry, doubled for each further one")
     g.add_argument("--io-timeout", type=float, default=DEFAULT_IO_TIMEOUT,
                    help="seconds a remote read (https, http, root://) may wait for a "
