@@ -172,3 +172,24 @@ def test_corrupt_cache_entry_is_fetched_again_in_a_run(served_dataset, xrootd_se
     assert sum("corrupt entry" in m for m in caplog.messages) == 2
     assert warm.bytes_from_network == damaged  # those two ranges again, nothing else
     assert warm.bytes_from_cache > 0
+
+
+def test_cache_stays_bounded_during_a_run(served_dataset, xrootd_server, small_run, tmp_path):
+    """A cache bound of a third of what one run reads: the read-ahead trims the cache while
+    it fetches (least recently used first) and the run is still identical to the local one."""
+    from agc_core.io.cache import ByteCache
+
+    fileset = url_fileset(served_dataset, xrootd_server, "http", tmp_path)
+    base = replace(small_run.options, fileset=fileset, cache_dir=tmp_path / "cache",
+                   io_timeout=30.0)
+    full = run_analysis(replace(base, output_dir=tmp_path / "full",
+                                cache_dir=tmp_path / "unbounded"))
+    bound = full.bytes_from_network // 3
+    r = run_analysis(replace(base, output_dir=tmp_path / "bounded", cache_size=bound))
+    assert r.complete and same_hist(r.hist, small_run.hist)
+    held = sum(size for _, size, _ in ByteCache(tmp_path / "cache").entries())
+    assert 0 < held <= bound
+    log = (tmp_path / "bounded" / "agc.log").read_text().splitlines()
+    during = [line for line in log if "agc_core.io.prefetch" in line
+              and "least recently used" in line]
+    assert during  # trimmed by the read-ahead during the run, not only after it

@@ -12,9 +12,10 @@ Bounds. At most ``depth`` chunks are fetched at once; the depth starts at four p
 adapts to the measured time a chunk takes to fetch and to process (more chunks in flight when
 the network is slow), up to :data:`MAX_DEPTH`, and never more than :data:`MEMORY_BYTES` of
 chunks in flight (this process holds each in memory while it is fetched). At most
-:data:`AHEAD_BYTES` of fetched chunks wait for a worker. A prefetch that fails is only logged:
-the worker then fetches the chunk itself, with the usual retries and error messages, so no
-chunk is lost or processed twice because of it.
+:data:`AHEAD_BYTES` (and at most half the cache's bound) of fetched chunks wait for a
+worker; the cache is trimmed to its bound during the run, each time a tenth of it was written.
+A prefetch that fails is only logged: the worker then fetches the chunk itself, with the usual
+retries and error messages, so no chunk is lost or processed twice because of it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +103,7 @@ class Prefetcher:
         self._fetch_s: list[float] = []
         self._process_s: list[float] = []
         self._stop = False
+        self._trimmed = 0  # the cache's bytes_written at the last trim
         self._pool = ThreadPoolExecutor(MAX_DEPTH, thread_name_prefix="agc-prefetch")
         self._thread = threading.Thread(target=self._schedule, name="agc-prefetch",
                                         daemon=True)
@@ -131,7 +133,6 @@ class Prefetcher:
         for ev in self._done.values():
             ev.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
-
 
     def wait(self, index: int, timeout: float | None = None) -> bool:
         """Block until task ``index``'s bytes were fetched (or its prefetch failed, or it is
@@ -176,8 +177,25 @@ class Prefetcher:
         want = math.ceil(self.workers * (1 + fetch / max(process, 1e-3)))
         self.depth = max(min(MAX_DEPTH, 2 * self.workers), min(MAX_DEPTH, want))
 
+    def _trim(self) -> None:
+        """Keep the cache within its bound during a long run (what was fetched ahead is the
+        most recently used: the least recently used go first), each time a tenth of the bound
+        was written."""
+        written = self.cache.stats.bytes_written
+        if self.spool or written - self._trimmed < self.cache.max_bytes / 10:
+            return
+        self._trimmed = written
+        try:
+            removed = self.cache.trim()
+        except OSError as exc:
+            log.warning("cannot trim the byte cache %s: %s", self.cache.folder, exc)
+            return
+        if removed:
+            log.info("byte cache %s: removed %.1f MB of the least recently used ranges",
+                     self.cache.folder, removed / 1e6)
+
     def _schedule(self) -> None:
-        futures: list[Future] = []
+        ahead_max = AHEAD_BYTES if self.spool else min(AHEAD_BYTES, self.cache.max_bytes // 2)
         for index in self._todo:
             task = self.tasks[index]
             try:
@@ -188,10 +206,10 @@ class Prefetcher:
                 continue
             size = sum(b - a for a, b in ranges)
             with self._cond:
-                while not self._stop and self._in_flight and (
+                while not self._stop and (self._in_flight or self._ahead) and (
                         len(self._in_flight) >= self.depth
                         or sum(self._in_flight.values()) + size > MEMORY_BYTES
-                        or self._ahead + size > AHEAD_BYTES):
+                        or self._ahead + size > ahead_max):
                     self._cond.wait(0.5)
                 if self._stop:
                     return
@@ -199,8 +217,9 @@ class Prefetcher:
                 self._ahead += size
                 self._sizes[index] = size
                 self.stats.max_depth = max(self.stats.max_depth, len(self._in_flight))
+            self._trim()
             try:
-                futures.append(self._pool.submit(self._fetch, index, ranges, size))
+                self._pool.submit(self._fetch, index, ranges, size)
             except RuntimeError:  # closed meanwhile
                 return
 
