@@ -233,7 +233,7 @@ class Prefetcher:
         try:
             key = layout_cache_key(task.path, task.layout)
             if not self._stop and not all(self.cache.has(key, a, b)
-                                          for a, b in remote._coalesce(ranges)):
+                                          for a, b in remote.coalesce(ranges)):
                 remote.read_ranges(task.path, ranges, self.cache, key)
             ok = True
         except Exception as exc:  # the worker fetches it itself (retries, named errors)

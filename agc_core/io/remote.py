@@ -186,7 +186,7 @@ def _same_url(a: str, b: str) -> bool:
     return norm(a) == norm(b)
 
 
-def _coalesce(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+def coalesce(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """Sorted ranges merged where they overlap or lie within :data:`MAX_GAP` of each other."""
     out: list[list[int]] = []
     for a, b in sorted(set(ranges)):
@@ -195,32 +195,6 @@ def _coalesce(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             out.append([a, b])
     return [(a, b) for a, b in out]
-
-
-def cat_ranges(source: Any, ranges: Sequence[tuple[int, int]]) -> dict[tuple[int, int], np.ndarray]:
-    """Fetch byte ranges of a remote file opened by uproot (fsspec source), errors raised.
-
-    uproot's own fsspec path lets fsspec return an exception object in place of the bytes and
-    then fails with an unrelated ``TypeError``; this asks fsspec to raise the real error.
-
-    Args:
-        source: ``uproot.source.fsspec.FSSpecSource`` of the opened file.
-        ranges: (start, stop) byte ranges.
-
-    Returns:
-        (start, stop) -> the bytes (``uint8``), for every range asked.
-    """
-    fs = source._fs
-    fpath = source._file_path
-    merged = _coalesce(ranges)
-    datas = fs.cat_ranges([fpath] * len(merged), [a for a, _ in merged],
-                          [b for _, b in merged], on_error="raise")
-    out: dict[tuple[int, int], np.ndarray] = {}
-    spans = [(a, b, np.frombuffer(d, np.uint8)) for (a, b), d in zip(merged, datas, strict=True)]
-    for a, b in ranges:  # every range lies inside one merged span (a short answer stays short)
-        s, _e, data = next(sp for sp in spans if sp[0] <= a <= sp[1])
-        out[(a, b)] = data[a - s:b - s]
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,7 +302,7 @@ def read_ranges(url: str, ranges: Sequence[tuple[int, int]], cache: Any = None,
     Returns:
         (start, stop) -> the bytes (``uint8``; shorter only where the file ends), per range.
     """
-    spans = _coalesce(ranges)
+    spans = coalesce(ranges)
     got: dict[tuple[int, int], np.ndarray] = {}
     missing = []
     for span in spans:
