@@ -20,7 +20,7 @@ from typing import Any
 
 import boost_histogram as bh
 
-from agc_core import executors, forkserver, mainguard
+from agc_core import executors, forkserver, mainguard, remote_inputs
 from agc_core.accuracy import accuracy_by_process
 from agc_core.classifier import INFERENCE_KINDS, load_classifier
 from agc_core.compilation import compile_kernels, kernels_cached, start_background_compile
@@ -273,7 +273,7 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
         redirect = redirect_logging(bar)
         warm = (forkserver_warmup(todo, setup, Path(options.output_dir), early)
                 if options.executor == "processes" else contextlib.nullcontext())
-        read_ahead = _prefetcher(todo, setup, options, executor.workers)
+        read_ahead = remote_inputs.prefetcher(todo, setup, options, executor.workers)
         ready = read_ahead.wait if read_ahead is not None and read_ahead.active else None
         with executor, redirect, warm, _sigterm_interrupts(), read_ahead or \
                 contextlib.nullcontext():
@@ -319,89 +319,8 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
     order = {(t.path, t.entry_start): t.index for t in tasks}
     failures.sort(key=lambda f: order.get((f.path, f.entry_start), -1))  # task order
     if read_ahead is not None:
-        PREFETCH_STATS.append(read_ahead.stats)
+        remote_inputs.PREFETCH_STATS.append(read_ahead.stats)
     return merger, results, failures, time.perf_counter() - t0, n_workers, first or 0.0
-
-
-#: the read-ahead's statistics of the last :func:`process_tasks` calls (read by the run)
-PREFETCH_STATS: list[Any] = []
-
-
-def _preload_http_client(fileset: Any) -> None:
-    """Import the http(s) client (fsspec's and aiohttp, ~0.17 s) in a thread while the run
-    loads its classifier and fileset, when the fileset names http(s) URLs: planning probes
-    every file at once right after."""
-    if fileset is None:
-        return
-    try:
-        with open(fileset, "rb") as fh:
-            head = fh.read(1 << 20)
-    except OSError:
-        return  # the fileset's own loading names the problem
-    if b"http://" not in head and b"https://" not in head:
-        return
-
-    def load() -> None:
-        with contextlib.suppress(ImportError):
-            import aiohttp  # noqa: F401
-            import fsspec.implementations.http  # noqa: F401
-
-    threading.Thread(target=load, name="agc-preload-http", daemon=True).start()
-
-
-def _byte_cache_dir(tasks: Sequence[ChunkTask], options: RunOptions, cache_root: Path,
-                    out: Path) -> tuple[str | None, bool]:
-    """The byte cache folder the workers read remote files through, and whether it is a
-    private spool of this run (``--no-cache``: deleted at the end); (None, False) for a run
-    without remote inputs, or without cache and read-ahead."""
-    from agc_core.io.remote import is_remote
-
-    if not any(is_remote(t.path) for t in tasks):
-        return None, False
-    if options.cache:
-        return str(cache_root), False
-    if not options.read_ahead:
-        return None, False  # every read from the network
-    import tempfile
-
-    return tempfile.mkdtemp(prefix=".agc-spool-", dir=out), True
-
-
-def _close_byte_cache(byte_dir: str | None, spool: bool, options: RunOptions) -> None:
-    """After processing: the spool deleted, or the cache trimmed to its bound."""
-    if byte_dir is None:
-        return
-    if spool:
-        import shutil
-
-        shutil.rmtree(byte_dir, ignore_errors=True)
-        return
-    try:
-        removed = bytecache.ByteCache(byte_dir, options.cache_size).trim()
-    except OSError as exc:
-        log.warning("cannot trim the byte cache %s: %s", byte_dir, exc)
-        return
-    if removed:
-        log.info("byte cache %s: removed %.1f MB of the least recently used ranges (bound "
-                 "%.1f GB)", byte_dir, removed / 1e6,
-                 bytecache.ByteCache(byte_dir, options.cache_size).max_bytes / 1e9)
-
-
-def _prefetcher(todo: Sequence[ChunkTask], setup: WorkerSetup, options: RunOptions,
-                workers: int) -> Any:
-    """The read-ahead of the remote chunks (:mod:`agc_core.io.prefetch`), None where there is
-    nothing to fetch ahead, or on Dask: its scheduler hands out every chunk at once (a worker
-    would fetch a chunk while the read-ahead fetches it too), and its workers may not share this
-    machine's disk; they read through the byte cache of their own machine."""
-    from agc_core.io import prefetch
-    from agc_core.io.cache import ByteCache
-
-    if (not options.read_ahead or setup.cache_dir is None or options.executor == "dask"
-            or not any(prefetch.eligible(t) for t in todo)):
-        return None
-    return prefetch.Prefetcher(todo, setup.branches,
-                               ByteCache(setup.cache_dir, setup.cache_max_bytes), workers,
-                               spool=not options.cache)
 
 
 @contextlib.contextmanager
@@ -533,7 +452,7 @@ def _run_with(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: Lo
     stage_times: dict[str, float] = {}
     t = time.perf_counter()
     run_started = time.time()
-    _preload_http_client(options.fileset)
+    remote_inputs.preload_http_client(options.fileset)
     # loaded once here (fails early on missing weights) and handed to the workers
     classifier = None if options.io_only else load_classifier(options.inference, options.model_dir,
                                                                  cfg)
@@ -557,7 +476,7 @@ def _run_with(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: Lo
 
     io.close_files()
     stage_times["plan"] = time.perf_counter() - t
-    byte_dir, spool = _byte_cache_dir(tasks, options, cache_root, out)
+    byte_dir, spool = remote_inputs.byte_cache_dir(tasks, options, cache_root, out)
     log.info("plan: %s: %d samples, %s to read (chunks of up to %d entries), executor %s",
              fileset, len(samples), summarize_plan(tasks).describe(), options.chunksize,
              options.executor)
@@ -585,14 +504,14 @@ def _run_with(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: Lo
             "processor": setup.processor, "branches": branches, "tree": options.tree}),
             options.resume)
     prepared = _prepare_fit(options)
-    PREFETCH_STATS.clear()
+    remote_inputs.PREFETCH_STATS.clear()
     try:
         merger, results, failures, walltime, n_workers, first = process_tasks(tasks, setup,
                                                                               options, journal,
                                                                               early)
     finally:
-        _close_byte_cache(byte_dir, spool, options)
-    prefetched = PREFETCH_STATS[-1] if PREFETCH_STATS else None
+        remote_inputs.close_byte_cache(byte_dir, spool, options)
+    prefetched = remote_inputs.PREFETCH_STATS[-1] if remote_inputs.PREFETCH_STATS else None
     if prepared is not None:
         prepared.join()
     failures = plan_failures + failures

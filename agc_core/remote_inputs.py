@@ -1,0 +1,101 @@
+"""How a run reads its remote inputs: the byte cache folder (or a private spool), the
+read-ahead of the next chunks (:mod:`agc_core.io.prefetch`), the cache's bound after the run,
+and the http client loaded early. The runner's side of :mod:`agc_core.io`'s remote reading."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agc_core.io.cache import ByteCache
+
+if TYPE_CHECKING:
+    from agc_core.planning import ChunkTask
+    from agc_core.results import RunOptions
+    from agc_core.worker import WorkerSetup
+
+log = logging.getLogger(__name__)
+
+#: the read-ahead's statistics of the last ``runner.process_tasks`` calls (read by the run)
+PREFETCH_STATS: list[Any] = []
+
+
+def preload_http_client(fileset: Any) -> None:
+    """Import the http(s) client (fsspec's and aiohttp, ~0.17 s) in a thread while the run
+    loads its classifier and fileset, when the fileset names http(s) URLs: planning probes
+    every file at once right after."""
+    if fileset is None:
+        return
+    try:
+        with open(fileset, "rb") as fh:
+            head = fh.read(1 << 20)
+    except OSError:
+        return  # the fileset's own loading names the problem
+    if b"http://" not in head and b"https://" not in head:
+        return
+
+    def load() -> None:
+        with contextlib.suppress(ImportError):
+            import aiohttp  # noqa: F401
+            import fsspec.implementations.http  # noqa: F401
+
+    threading.Thread(target=load, name="agc-preload-http", daemon=True).start()
+
+
+def byte_cache_dir(tasks: Sequence[ChunkTask], options: RunOptions, cache_root: Path,
+                    out: Path) -> tuple[str | None, bool]:
+    """The byte cache folder the workers read remote files through, and whether it is a
+    private spool of this run (``--no-cache``: deleted at the end); (None, False) for a run
+    without remote inputs, or without cache and read-ahead."""
+    from agc_core.io.remote import is_remote
+
+    if not any(is_remote(t.path) for t in tasks):
+        return None, False
+    if options.cache:
+        return str(cache_root), False
+    if not options.read_ahead:
+        return None, False  # every read from the network
+    import tempfile
+
+    return tempfile.mkdtemp(prefix=".agc-spool-", dir=out), True
+
+
+def close_byte_cache(byte_dir: str | None, spool: bool, options: RunOptions) -> None:
+    """After processing: the spool deleted, or the cache trimmed to its bound."""
+    if byte_dir is None:
+        return
+    if spool:
+        import shutil
+
+        shutil.rmtree(byte_dir, ignore_errors=True)
+        return
+    try:
+        removed = ByteCache(byte_dir, options.cache_size).trim()
+    except OSError as exc:
+        log.warning("cannot trim the byte cache %s: %s", byte_dir, exc)
+        return
+    if removed:
+        log.info("byte cache %s: removed %.1f MB of the least recently used ranges (bound "
+                 "%.1f GB)", byte_dir, removed / 1e6,
+                 ByteCache(byte_dir, options.cache_size).max_bytes / 1e9)
+
+
+def prefetcher(todo: Sequence[ChunkTask], setup: WorkerSetup, options: RunOptions,
+                workers: int) -> Any:
+    """The read-ahead of the remote chunks (:mod:`agc_core.io.prefetch`), None where there is
+    nothing to fetch ahead, or on Dask: its scheduler hands out every chunk at once (a worker
+    would fetch a chunk while the read-ahead fetches it too), and its workers may not share this
+    machine's disk; they read through the byte cache of their own machine."""
+    from agc_core.io import prefetch
+    from agc_core.io.cache import ByteCache
+
+    if (not options.read_ahead or setup.cache_dir is None or options.executor == "dask"
+            or not any(prefetch.eligible(t) for t in todo)):
+        return None
+    return prefetch.Prefetcher(todo, setup.branches,
+                               ByteCache(setup.cache_dir, setup.cache_max_bytes), workers,
+                               spool=not options.cache)
