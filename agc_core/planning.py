@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import json
 import logging
+import multiprocessing
 import os
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ ENTRIES_CACHE_VERSION = 3  # 3: one record per file, keyed by its identity (with
 #: files planned at once: local files (CPU: TTree parsing) and remote ones (round trips)
 PLAN_THREADS = 8
 PLAN_THREADS_REMOTE = 32
+#: remote files planned in processes (see _planning_processes) from this many on
+PLAN_PROCESSES_MIN_FILES = 24
 
 
 @dataclass(frozen=True)
@@ -282,35 +284,99 @@ class _Retrier:
 
 
 def _plan_file(path: str, branches: Sequence[str], chunksize: int, tree: str,
-               cache: EntriesCache,
+               cache: EntriesCache, processes: ProcessPoolExecutor | None = None,
                ) -> tuple[int, list[tuple[int, int]], int, int, dict[str, Any] | None]:
     """(entries, chunk ranges, identity, compressed bytes, basket layout) of one file: from
-    the plan cache after a cheap :func:`probe_file`, else inspected (and remembered)."""
-    from agc_core import io
-
+    the plan cache after a cheap :func:`probe_file`, else inspected (and remembered); a
+    remote file in one of the planning ``processes`` when given."""
     probe = probe_file(path, tree)
     ranges_key = f"{chunksize}|{','.join(branches)}"
     branches_key = ",".join(branches)
     hit = cache.get(probe.key, ranges_key)
     if hit is not None:
         return (*hit, cache.get_layout(probe.key, branches_key) if hit[1] else None)
-    prefetched: Any = contextlib.nullcontext()
-    if _local(path) is None:  # the metadata uproot reads, in one round trip (not three)
-        from agc_core.io.source import metadata_prefetched
+    if _local(path) is not None:
+        n, ranges, identity, nbytes, layout = _inspect_with_layout(path, branches, chunksize,
+                                                                   tree)
+    elif processes is not None:
+        from agc_core.io.remote import io_timeout
+        from agc_core.io.source import fetch_metadata
 
-        prefetched = metadata_prefetched(path, probe.size)
-    with prefetched:
-        n, ranges, identity, nbytes = _inspect_file(path, branches, chunksize, tree)
-        cache.put(probe.key, ranges_key, n, ranges, identity, nbytes)
-        layout = None
-        if ranges:
-            try:  # the file is still open from its inspection: no new reads
-                layout = io.file_layout(path, branches, tree)
-            except Exception as exc:  # the worker reads it the usual way (and names problems)
-                log.debug("%s: no basket layout (%s)", path, exc)
-            if layout is not None:
-                cache.put_layout(probe.key, branches_key, layout)
+        held = fetch_metadata(path, probe.size)  # the round trip here, the parsing there
+        try:
+            n, ranges, identity, nbytes, layout = processes.submit(
+                _inspect_remote, path, tuple(branches), chunksize, tree, probe.size,
+                io_timeout(), held).result()
+        except BrokenExecutor:  # a planning process died: this thread plans the file
+            n, ranges, identity, nbytes, layout = _inspect_remote(
+                path, branches, chunksize, tree, probe.size, held=held)
+    else:
+        n, ranges, identity, nbytes, layout = _inspect_remote(path, branches, chunksize, tree,
+                                                              probe.size)
+    cache.put(probe.key, ranges_key, n, ranges, identity, nbytes)
+    if layout is not None:
+        cache.put_layout(probe.key, branches_key, layout)
     return n, ranges, identity, nbytes, layout
+
+
+def _inspect_with_layout(path: str, branches: Sequence[str], chunksize: int, tree: str
+                         ) -> tuple[int, list[tuple[int, int]], int, int, dict[str, Any] | None]:
+    """:func:`_inspect_file` and the file's basket layout (None where it has none)."""
+    from agc_core import io
+
+    n, ranges, identity, nbytes = _inspect_file(path, branches, chunksize, tree)
+    layout = None
+    if ranges:
+        try:  # the file is still open from its inspection: no new reads
+            layout = io.file_layout(path, branches, tree)
+        except Exception as exc:  # the worker reads it the usual way (and names problems)
+            log.debug("%s: no basket layout (%s)", path, exc)
+    return n, ranges, identity, nbytes, layout
+
+
+def _inspect_remote(path: str, branches: Sequence[str], chunksize: int, tree: str, size: int,
+                    timeout: float | None = None, held: Any = None,
+                    ) -> tuple[int, list[tuple[int, int]], int, int, dict[str, Any] | None]:
+    """:func:`_inspect_with_layout` of a remote file whose metadata (its first and last
+    64 kB: ``held``, or fetched now in one round trip; uproot would take three); in a
+    planning process (with the run's ``timeout``) or in a planning thread."""
+    from agc_core.io.source import metadata_prefetched
+
+    child = multiprocessing.parent_process() is not None
+    if timeout is not None and child:
+        from agc_core.io.remote import set_io_timeout
+
+        set_io_timeout(timeout)
+    try:
+        with metadata_prefetched(path, size, held):
+            return _inspect_with_layout(path, branches, chunksize, tree)
+    finally:
+        if child:  # a planning process keeps no file open
+            from agc_core import io
+
+            io.close_files()
+
+
+def _planning_processes(n_remote: int) -> ProcessPoolExecutor | None:
+    """Processes forked from the running fork server that parse remote files' metadata, when
+    there are at least :data:`PLAN_PROCESSES_MIN_FILES` of them: uproot's parsing of a TTree
+    (~22 ms of CPU a file) holds the GIL, so the planning threads overlap the round trips
+    (they fetch the metadata) but not the parsing (the processes do, from those bytes). None
+    when no fork server runs (one started here would lack the workers' preloaded modules) or
+    on one core."""
+    from multiprocessing import forkserver
+
+    if n_remote < PLAN_PROCESSES_MIN_FILES or getattr(
+            forkserver._forkserver, "_forkserver_pid", None) is None:
+        return None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover (not Linux)
+        cores = os.cpu_count() or 1
+    if cores < 2:
+        return None
+    return ProcessPoolExecutor(min(cores, max(2, n_remote // 16)),
+                               mp_context=multiprocessing.get_context("forkserver"))
 
 
 def _inspect_with_retries(path: str, branches: Sequence[str], chunksize: int, tree: str,
@@ -318,6 +384,7 @@ def _inspect_with_retries(path: str, branches: Sequence[str], chunksize: int, tr
                           down: dict[str, str] | None = None,
                           cache: EntriesCache | None = None,
                           retrier: _Retrier | None = None,
+                          processes: ProcessPoolExecutor | None = None,
                           ) -> tuple[Any, int]:
     """:func:`_plan_file`, retrying transient (network) errors: (result or error, attempts).
 
@@ -340,7 +407,7 @@ def _inspect_with_retries(path: str, branches: Sequence[str], chunksize: int, tr
             attempts += 1
             try:
                 result = _plan_file(path, branches, chunksize, tree,
-                                    cache or EntriesCache(None)), attempts
+                                    cache or EntriesCache(None), processes), attempts
                 if down is not None and server is not None:
                     down.pop(server, None)
                 return result
@@ -391,17 +458,24 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
     down: dict[str, str] = {}  # servers that failed for good (dict ops are thread-safe)
     retrier = _Retrier()
 
+    remote_files = sum(1 for _, f in files if _local(f.path) is None)
+    processes = _planning_processes(remote_files)
+
     def plan_one(i: int) -> tuple[int, Any, int]:
         return i, *_inspect_with_retries(files[i][1].path, branches, chunksize, tree,
-                                         max_retries, retry_backoff, down, cache, retrier)
+                                         max_retries, retry_backoff, down, cache, retrier,
+                                         processes)
 
-    if files:
-        remote_files = sum(1 for _, f in files if _local(f.path) is None)
-        threads = PLAN_THREADS_REMOTE if remote_files else PLAN_THREADS
-        with ThreadPoolExecutor(min(threads, len(files))) as pool:
-            for i, res, n_tries in pool.map(plan_one, range(len(files))):
-                known[i] = res
-                tries[i] = n_tries
+    try:
+        if files:
+            threads = PLAN_THREADS_REMOTE if remote_files else PLAN_THREADS
+            with ThreadPoolExecutor(min(threads, len(files))) as pool:
+                for i, res, n_tries in pool.map(plan_one, range(len(files))):
+                    known[i] = res
+                    tries[i] = n_tries
+    finally:
+        if processes is not None:
+            processes.shutdown(wait=False, cancel_futures=True)
     tasks: list[ChunkTask] = []
     failures: list[ChunkFailure] = []
     for i, (s, f) in enumerate(files):

@@ -193,3 +193,37 @@ def test_cache_stays_bounded_during_a_run(served_dataset, xrootd_server, small_r
     during = [line for line in log if "agc_core.io.prefetch" in line
               and "least recently used" in line]
     assert during  # trimmed by the read-ahead during the run, not only after it
+
+
+@pytest.mark.parametrize("scheme", ["http", "root"])
+def test_planning_processes_parse_what_the_threads_fetched(served_dataset, xrootd_server, cfg,
+                                                           tmp_path, scheme, monkeypatch):
+    """With the fork server running and enough remote files, the TTrees are parsed in
+    planning processes from the metadata the threads fetched: the same tasks and layouts as
+    planning in threads alone."""
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    multiprocessing.get_context("forkserver")
+    forkserver.ensure_running()
+    fileset = url_fileset(served_dataset, xrootd_server, scheme, tmp_path)
+    samples = load_fileset(fileset, cfg)
+    threads, failures = planning.plan_tasks(samples, cfg.analysis_branches, 700,
+                                            cache=planning.EntriesCache(None))
+    assert not failures
+    used = []
+    original = planning._planning_processes
+
+    def recorded(n_remote):
+        pool = original(n_remote)
+        used.append(pool)
+        return pool
+
+    monkeypatch.setattr(planning, "PLAN_PROCESSES_MIN_FILES", 2)
+    monkeypatch.setattr(planning, "_planning_processes", recorded)
+    io.close_files()
+    processes, failures = planning.plan_tasks(samples, cfg.analysis_branches, 700,
+                                              cache=planning.EntriesCache(None))
+    assert not failures and used and used[0] is not None
+    assert processes == threads
+    assert [t.layout for t in processes] == [t.layout for t in threads]

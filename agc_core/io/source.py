@@ -35,18 +35,31 @@ def metadata_spans(size: int, n: int = METADATA_BYTES) -> list[tuple[int, int]]:
     return [(0, n), (size - n, size)]
 
 
-@contextlib.contextmanager
-def metadata_prefetched(url: str, size: int) -> Iterator[None]:
-    """Within the block, uproot opens ``url`` (of ``size`` bytes: its ``fEND``) from its first
-    and last bytes, fetched now in one round trip.
+def fetch_metadata(url: str, size: int) -> dict[tuple[int, int], np.ndarray]:
+    """The first and last :data:`METADATA_BYTES` of ``url`` (of ``size`` bytes: its
+    ``fEND``), fetched at once: (start, stop) -> bytes.
 
     Raises:
         InputError: the fetch failed (network problems named, transient ones retried).
     """
     spans = metadata_spans(size)
-    datas = remote.fetch_spans(url, spans)
+    return dict(zip(spans, remote.fetch_spans(url, spans), strict=True))
+
+
+@contextlib.contextmanager
+def metadata_prefetched(url: str, size: int,
+                        held: dict[tuple[int, int], np.ndarray] | None = None
+                        ) -> Iterator[None]:
+    """Within the block, uproot opens ``url`` (of ``size`` bytes: its ``fEND``) from its first
+    and last bytes: ``held`` (:func:`fetch_metadata`'s), or fetched now in one round trip.
+
+    Raises:
+        InputError: the fetch failed (network problems named, transient ones retried).
+    """
+    if held is None:
+        held = fetch_metadata(url, size)
     with _lock:
-        _prefetched[url] = dict(zip(spans, datas, strict=True))
+        _prefetched[url] = dict(held)
     try:
         yield
     finally:
