@@ -468,7 +468,8 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
 
     try:
         if files:
-            threads = PLAN_THREADS_REMOTE if remote_files else PLAN_THREADS
+            threads = ((2 if processes is not None else 1) * PLAN_THREADS_REMOTE
+                       if remote_files else PLAN_THREADS)
             with ThreadPoolExecutor(min(threads, len(files))) as pool:
                 for i, res, n_tries in pool.map(plan_one, range(len(files))):
                     known[i] = res

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from agc_core.io.cache import ByteCache
 
 if TYPE_CHECKING:
+    from agc_core.fileset import SampleFiles
     from agc_core.planning import ChunkTask
     from agc_core.results import RunOptions
     from agc_core.worker import WorkerSetup
@@ -46,14 +47,19 @@ def preload_http_client(fileset: Any) -> None:
     threading.Thread(target=load, name="agc-preload-http", daemon=True).start()
 
 
-def byte_cache_dir(tasks: Sequence[ChunkTask], options: RunOptions, cache_root: Path,
-                    out: Path) -> tuple[str | None, bool]:
+def remote_files(samples: Sequence[SampleFiles]) -> int:
+    """How many of the samples' files are remote (http, https, root)."""
+    from agc_core.io.remote import is_remote
+
+    return sum(1 for s in samples for f in s.files if is_remote(f.path))
+
+
+def byte_cache_dir(samples: Sequence[SampleFiles], options: RunOptions, cache_root: Path,
+                   out: Path) -> tuple[str | None, bool]:
     """The byte cache folder the workers read remote files through, and whether it is a
     private spool of this run (``--no-cache``: deleted at the end); (None, False) for a run
     without remote inputs, or without cache and read-ahead."""
-    from agc_core.io.remote import is_remote
-
-    if not any(is_remote(t.path) for t in tasks):
+    if not remote_files(samples):
         return None, False
     if options.cache:
         return str(cache_root), False
@@ -64,8 +70,16 @@ def byte_cache_dir(tasks: Sequence[ChunkTask], options: RunOptions, cache_root: 
     return tempfile.mkdtemp(prefix=".agc-spool-", dir=out), True
 
 
-def close_byte_cache(byte_dir: str | None, spool: bool, options: RunOptions) -> None:
-    """After processing: the spool deleted, or the cache trimmed to its bound."""
+def close_byte_cache(byte_dir: str | None, spool: bool, options: RunOptions,
+                     clf_file: str | None = None) -> None:
+    """After processing: the spool deleted, or the cache trimmed to its bound; the
+    classifier's pickle of :func:`release_fork_server` removed."""
+    if clf_file is not None:
+        with contextlib.suppress(OSError):
+            Path(clf_file).unlink()
+    from agc_core.io.remote import close_xrootd_handles
+
+    close_xrootd_handles()  # at once, not one round trip after the other at exit
     if byte_dir is None:
         return
     if spool:
@@ -82,6 +96,28 @@ def close_byte_cache(byte_dir: str | None, spool: bool, options: RunOptions) -> 
         log.info("byte cache %s: removed %.1f MB of the least recently used ranges (bound "
                  "%.1f GB)", byte_dir, removed / 1e6,
                  ByteCache(byte_dir, options.cache_size).max_bytes / 1e9)
+
+
+def release_fork_server(early: Path | None, samples: Sequence[SampleFiles],
+                        setup: WorkerSetup, folder: Path) -> tuple[Path | None, str | None]:
+    """Planning many remote files forks parsing processes from the fork server (see
+    :func:`agc_core.planning.plan_tasks`); one that ``python -m agc_core run`` started early
+    waits for its warm-up instructions, which come after planning: it gets them now, without a
+    file (the MLP only; the warm-up skips remote files anyway).
+
+    Returns:
+        (the instructions file still to write, None once written; the classifier's pickle
+        file to remove after the run, or None).
+    """
+    from agc_core import planning
+    from agc_core.forkserver import write_instructions
+    from agc_core.worker import warmup_spec
+
+    if early is None or remote_files(samples) < planning.PLAN_PROCESSES_MIN_FILES:
+        return early, None
+    spec, clf_file = warmup_spec(None, setup, folder)
+    write_instructions(early, spec)
+    return None, clf_file
 
 
 def prefetcher(todo: Sequence[ChunkTask], setup: WorkerSetup, options: RunOptions,

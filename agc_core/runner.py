@@ -468,6 +468,14 @@ def _run_with(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: Lo
                 else tuple(cfg.analysis_branches))
     cache_root = bytecache.cache_folder(options.cache_dir)
     cache = EntriesCache(cache_root / bytecache.PLANS_DIR if options.cache else None)
+    byte_dir, spool = remote_inputs.byte_cache_dir(samples, options, cache_root, out)
+    model_dir = None if options.model_dir is None else str(options.model_dir)
+    setup = WorkerSetup(str(cfg.path), options.inference, model_dir, options.seed,
+                        options.io_only,
+                        branches, options.tree, options.systematics == "none", log_setup,
+                        BACKENDS.get(options.processor, options.processor), classifier,
+                        options.io_timeout, byte_dir, options.cache_size, run_started)
+    early, clf_file = remote_inputs.release_fork_server(early, samples, setup, out)
     set_io_timeout(options.io_timeout)  # here and (inherited, and in init_worker) in workers
     tasks, plan_failures = plan_tasks(samples, branches, options.chunksize, options.tree, cache,
                                       options.max_retries, options.retry_backoff)
@@ -476,17 +484,9 @@ def _run_with(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: Lo
 
     io.close_files()
     stage_times["plan"] = time.perf_counter() - t
-    byte_dir, spool = remote_inputs.byte_cache_dir(tasks, options, cache_root, out)
     log.info("plan: %s: %d samples, %s to read (chunks of up to %d entries), executor %s",
              fileset, len(samples), summarize_plan(tasks).describe(), options.chunksize,
              options.executor)
-
-    model_dir = None if options.model_dir is None else str(options.model_dir)
-    setup = WorkerSetup(str(cfg.path), options.inference, model_dir, options.seed,
-                        options.io_only,
-                        branches, options.tree, options.systematics == "none", log_setup,
-                        BACKENDS.get(options.processor, options.processor), classifier,
-                        options.io_timeout, byte_dir, options.cache_size, run_started)
     if compile_first:
         t = time.perf_counter()
         if background is not None and background.wait():
@@ -510,7 +510,7 @@ def _run_with(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: Lo
                                                                               options, journal,
                                                                               early)
     finally:
-        remote_inputs.close_byte_cache(byte_dir, spool, options)
+        remote_inputs.close_byte_cache(byte_dir, spool, options, clf_file)
     prefetched = remote_inputs.PREFETCH_STATS[-1] if remote_inputs.PREFETCH_STATS else None
     if prepared is not None:
         prepared.join()

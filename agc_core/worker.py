@@ -357,28 +357,12 @@ def slice_chunk(chunk: Any, lo: int, hi: int) -> Any:
 WARMUP_ENTRIES = 64
 
 
-@contextlib.contextmanager
-def forkserver_warmup(tasks: Sequence[ChunkTask], setup: WorkerSetup, folder: Path,
-                      early: Path | None = None) -> Any:
-    """Let the process pool's fork server warm the reader, the kernels and the MLP once.
-
-    Numba loads compiled kernels on their first call (~0.3 s each for the reader and the MLP);
-    done once in the fork server (which imports this module, see :func:`warm_up_from_env`),
-    every worker forked from it starts warm. The instructions travel in the file ``early``
-    that a fork server started by :func:`agc_core.forkserver.start` waits for, else in the
-    environment variable :data:`WARMUP_ENV` (the fork server inherits it when it starts);
-    the classifier goes in a temporary pickle file; all are removed afterwards.
-    """
-    from agc_core.io.remote import is_remote
-
-    # a local file only: a remote one would cost the fork server a fetch (round trips and whole
-    # baskets, while the read-ahead fetches them too) to save each worker ~10 ms of loading
-    task = next((t for t in tasks if not is_remote(t.path)), None)
-    if task is None or (early is None and os.environ.get(WARMUP_ENV)):
-        if early is not None:
-            write_instructions(early, {})
-        yield
-        return
+def warmup_spec(task: ChunkTask | None, setup: WorkerSetup, folder: Path
+                ) -> tuple[dict[str, Any], str | None]:
+    """The fork server's warm-up instructions: the reader and the chunk processor on the
+    first entries of ``task`` (None: none; a remote file would cost the fork server a fetch of
+    whole baskets that the read-ahead fetches too, to save each worker ~7 ms), and the MLP;
+    and the temporary pickle file of the classifier (to remove afterwards), if any."""
     import pickle
     import tempfile
 
@@ -387,12 +371,38 @@ def forkserver_warmup(tasks: Sequence[ChunkTask], setup: WorkerSetup, folder: Pa
         fd, clf_file = tempfile.mkstemp(prefix=".classifier.", suffix=".pkl", dir=folder)
         with os.fdopen(fd, "wb") as fh:
             pickle.dump(setup.classifier, fh)
-    spec = {
-        "path": task.path, "branches": list(setup.branches), "tree": setup.tree,
-        "stop": min(task.entry_stop, task.entry_start + WARMUP_ENTRIES),
-        "start": task.entry_start, "config": setup.config_path,
-        "layout": getattr(task, "layout", None),
-        "processor": None if setup.io_only else setup.processor, "classifier": clf_file}
+    spec: dict[str, Any] = {"path": None, "config": setup.config_path, "classifier": clf_file,
+                            "processor": None if setup.io_only else setup.processor}
+    if task is not None:
+        spec.update({"path": task.path, "branches": list(setup.branches), "tree": setup.tree,
+                     "stop": min(task.entry_stop, task.entry_start + WARMUP_ENTRIES),
+                     "start": task.entry_start, "layout": getattr(task, "layout", None)})
+    return spec, clf_file
+
+
+@contextlib.contextmanager
+def forkserver_warmup(tasks: Sequence[ChunkTask], setup: WorkerSetup, folder: Path,
+                      early: Path | None = None) -> Any:
+    """Let the process pool's fork server warm the reader, the kernels and the MLP once.
+
+    Numba loads compiled kernels on their first call (~0.3 s each for the reader and the MLP);
+    done once in the fork server (which imports this module, see :func:`warm_up_from_env`),
+    every worker forked from it starts warm. The instructions (:func:`warmup_spec`: the first
+    local task) travel in the file ``early`` that a fork server started by
+    :func:`agc_core.forkserver.start` waits for, else in the environment variable
+    :data:`WARMUP_ENV` (the fork server inherits it when it starts); the classifier goes in a
+    temporary pickle file; all are removed afterwards.
+    """
+    from agc_core.io.remote import is_remote
+
+    task = next((t for t in tasks if not is_remote(t.path)), None)
+    if (task is None and setup.classifier is None) or (early is None and os.environ.get(
+            WARMUP_ENV)):
+        if early is not None:
+            write_instructions(early, {})
+        yield
+        return
+    spec, clf_file = warmup_spec(task, setup, folder)
     if early is not None:
         write_instructions(early, spec)
     else:
@@ -455,19 +465,21 @@ def warm_up_from_env() -> None:
             w = wait_for_instructions(w)
             if not w:
                 return
-        chunk = io.read_chunk(w["path"], w["branches"], w["start"], w["stop"], w["tree"],
-                              w.get("layout"))
-        if w["processor"]:
+        if w.get("path"):  # the reader and the processor on a local file's first entries
+            chunk = io.read_chunk(w["path"], w["branches"], w["start"], w["stop"], w["tree"],
+                                  w.get("layout"))
+            if w["processor"]:
+                cfg = load_analysis_config(w["config"])
+                sample = _Sample(cfg.signal_process, "nominal", 0, 0, 1.0)
+                load_function(w["processor"])(chunk, sample, cfg, ConstantClassifier(), 0)
+            io.close_files()
+        if w["processor"] and w.get("classifier"):
             cfg = load_analysis_config(w["config"])
-            sample = _Sample(cfg.signal_process, "nominal", 0, 0, 1.0)
-            load_function(w["processor"])(chunk, sample, cfg, ConstantClassifier(), 0)
-            if w["classifier"]:
-                with open(w["classifier"], "rb") as fh:
-                    classifier = pickle.load(fh)
-                for region in cfg.regions:
-                    classifier.classify(region.name,
-                                        np.zeros((4, len(region.features)), np.float32))
-        io.close_files()
+            with open(w["classifier"], "rb") as fh:
+                classifier = pickle.load(fh)
+            for region in cfg.regions:
+                classifier.classify(region.name,
+                                    np.zeros((4, len(region.features)), np.float32))
     except Exception as exc:  # never let a warm-up break the pool
         log.debug("warm-up skipped: %s: %s", type(exc).__name__, exc)
 

@@ -244,8 +244,19 @@ def test_early_forkserver_instructions(dataset, cfg, tmp_path, monkeypatch):
         worker.warm_up_from_env()
     assert calls == [worker.WARMUP_ENTRIES, worker.WARMUP_ENTRIES]  # in memory, then the file
     assert not early.exists() and not Path(spec["classifier"]).exists()
+    # no local file (none, or remote ones: a fetch in the fork server): the MLP alone
+    remote = [replace(t, path="root://127.0.0.1:1//f.root") for t in tasks]
+    for given in ([], remote):
+        calls.clear()
+        with worker.forkserver_warmup(given, setup, tmp_path, early):
+            spec = json.loads(early.read_text())
+            assert spec["path"] is None and Path(spec["classifier"]).is_file()
+            monkeypatch.setenv(worker.WARMUP_ENV, server_env)
+            worker.warm_up_from_env()
+        assert calls == [worker.WARMUP_ENTRIES]  # in memory only
+        assert not early.exists() and not Path(spec["classifier"]).exists()
     # nothing to do: an empty object, which the fork server removes
-    with worker.forkserver_warmup([], setup, tmp_path, early):
+    with worker.forkserver_warmup([], replace(setup, classifier=None), tmp_path, early):
         assert json.loads(early.read_text()) == {}
     assert forkserver.wait_for_instructions(json.loads(server_env)) == {}
     assert not early.exists()

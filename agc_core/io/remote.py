@@ -177,6 +177,32 @@ def forget_xrootd_handles(url: str | None = None) -> None:
                 cache.pop(key, None)
 
 
+def close_xrootd_handles() -> None:
+    """Close every XRootD file handle fsspec-xrootd keeps open in this process, all at once.
+
+    The XRootD client closes the handles left at exit one after the other, a round trip
+    each: ~10 s after a run over 90 files at 100 ms. Called at the end of a run.
+    """
+    if "fsspec_xrootd" not in sys.modules:
+        return
+    from fsspec.asyn import sync
+    from fsspec_xrootd import XRootDFileSystem
+
+    for fs in list(getattr(XRootDFileSystem, "_cache", {}).values()):
+        cache = getattr(fs, "_readonly_filehandle_cache", None)
+        keys = list(getattr(cache, "_cache", {}))
+        if not keys:
+            continue
+        t = max(1, round(_timeout))
+
+        async def close_all(cache: Any = cache, keys: list[str] = keys, t: int = t) -> None:
+            await asyncio.gather(*(cache._close(key, t) for key in keys),
+                                 return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            sync(cache.loop, close_all, timeout=_timeout + 1)
+
+
 def _same_url(a: str, b: str) -> bool:
     def norm(u: str) -> str:
         scheme, _, rest = u.partition("://")
