@@ -73,13 +73,17 @@ def byte_cache_dir(samples: Sequence[SampleFiles], options: RunOptions, cache_ro
 def close_byte_cache(byte_dir: str | None, spool: bool, options: RunOptions,
                      clf_file: str | None = None) -> None:
     """After processing: the spool deleted, or the cache trimmed to its bound; the
-    classifier's pickle of :func:`release_fork_server` removed."""
+    classifier's pickle of :func:`release_fork_server` removed; this process's XRootD handles
+    closed and its reads no longer through the byte cache."""
     if clf_file is not None:
         with contextlib.suppress(OSError):
             Path(clf_file).unlink()
+    from agc_core.io.cache import set_byte_cache
     from agc_core.io.remote import close_xrootd_handles
 
     close_xrootd_handles()  # at once, not one round trip after the other at exit
+    set_byte_cache(None)  # the iterative executor's worker is this process: reads after the
+    # run (io.read_chunk by a user) go to the network again
     if byte_dir is None:
         return
     if spool:
