@@ -119,3 +119,26 @@ def test_parse_size():
     assert parse_size("0") == 0 and parse_size(None) is None
     with pytest.raises(ConfigError, match="not a size"):
         parse_size("lots")
+
+
+def test_cache_command_shows_trims_and_clears(tmp_path, capsys):
+    """``python -m agc_core cache``: what the cache holds, --trim to a size (least recently
+    used first), --clear; a size that is no size is one line of error."""
+    from agc_core.cli import main
+
+    cache = ByteCache(tmp_path)
+    for i in range(4):
+        cache.put(KEY, i * 1000, (i + 1) * 1000, payload(1000, i))
+    (tmp_path / "plans" / "ab").mkdir(parents=True)
+    (tmp_path / "plans" / "ab" / "abc.json").write_text("{}")
+    assert main(["cache", "--cache-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path) in out and "4 from 1 remote files" in out and "plans        : 1" in out
+    assert main(["cache", "--cache-dir", str(tmp_path), "--trim", "2500B"]) == 0
+    assert "2 from 1 remote files" in capsys.readouterr().out
+    assert main(["cache", "--cache-dir", str(tmp_path), "--clear"]) == 0
+    out = capsys.readouterr().out
+    assert "cleared" in out and "0 from 0 remote files" in out and "plans        : 0" in out
+    with pytest.raises(SystemExit) as info:  # argparse's usage error
+        main(["cache", "--cache-dir", str(tmp_path), "--trim", "lots"])
+    assert info.value.code == 2 and "'lots' is not a size" in capsys.readouterr().err

@@ -26,7 +26,7 @@ def cache_command(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> None:
     """Register the ``cache`` subcommand."""
-    from agc_core.io.cache import parse_size
+    from agc_core.cli.formatting import size
 
     parser = subparsers.add_parser(
         "cache", help="show, trim or clear the cache of remote inputs",
@@ -36,11 +36,11 @@ def add_parser(subparsers: Any) -> None:
                     "`run --no-cache` bypasses it.")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="the cache folder (default: $AGC_CORE_CACHE or ~/.cache/agc-core)")
-    parser.add_argument("--cache-size", type=parse_size, default=None, metavar="SIZE",
+    parser.add_argument("--cache-size", type=size, default=None, metavar="SIZE",
                         help="the bound to report (default: $AGC_CORE_CACHE_SIZE or 20GB)")
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--clear", action="store_true",
                       help="remove every cached byte range and plan")
-    what.add_argument("--trim", type=parse_size, default=None, metavar="SIZE",
+    what.add_argument("--trim", type=size, default=None, metavar="SIZE",
                       help="remove the least recently used byte ranges beyond SIZE (e.g. 5GB)")
     parser.set_defaults(func=cache_command)

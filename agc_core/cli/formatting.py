@@ -13,3 +13,16 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
             return text
         return super()._get_help_string(action)
+
+
+def size(text: str) -> int:
+    """An argparse type: a size such as ``20GB`` in bytes (a usage error when it is none)."""
+    from agc_core.errors import ConfigError
+    from agc_core.io.cache import parse_size
+
+    try:
+        value = parse_size(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    assert value is not None
+    return value

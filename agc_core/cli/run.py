@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from agc_core.cli.formatting import HelpFormatter
+from agc_core.cli.formatting import HelpFormatter, size
 
 
 def options_from_args(args: argparse.Namespace) -> Any:
@@ -79,7 +79,6 @@ def add_parser(subparsers: Any) -> None:
     from agc_core import executors, retry
     from agc_core.classifier import INFERENCE_KINDS
     from agc_core.config import load_analysis_config
-    from agc_core.io.cache import parse_size
     from agc_core.io.remote import DEFAULT_IO_TIMEOUT
     from agc_core.results import DEFAULT_CHUNKSIZE, DEFAULT_OUTPUT_DIR, DEFAULT_SEED
     from agc_core.runner import SYSTEMATICS_CHOICES
@@ -141,7 +140,7 @@ def add_parser(subparsers: Any) -> None:
     g.add_argument("--no-cache", action="store_true",
                    help="remote inputs: neither read nor write the cache (plan every file, "
                         "fetch every byte; read-ahead goes through a spool deleted at the end)")
-    g.add_argument("--cache-size", type=parse_size, default=None, metavar="SIZE",
+    g.add_argument("--cache-size", type=size, default=None, metavar="SIZE",
                    help="bound of the byte cache, e.g. 50GB (default: $AGC_CORE_CACHE_SIZE or "
                         "20GB); the least recently used ranges go first")
     g.add_argument("--no-read-ahead", action="store_true",
