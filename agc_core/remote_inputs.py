@@ -1,6 +1,8 @@
-"""How a run reads its remote inputs: the byte cache folder (or a private spool), the
-read-ahead of the next chunks (:mod:`agc_core.io.prefetch`), the cache's bound after the run,
-and the http client loaded early. The runner's side of :mod:`agc_core.io`'s remote reading."""
+"""How a run reads its remote inputs, the runner's side of :mod:`agc_core.io`'s remote
+reading: the byte cache folder (or a private spool), the read-ahead of the next chunks
+(:mod:`agc_core.io.prefetch`), the cache's bound and the XRootD handles closed after the run,
+the http client loaded early, and an early fork server released before planning forks parsing
+processes from it."""
 
 from __future__ import annotations
 
