@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -156,3 +157,15 @@ class OrderedMerger:
     def done(self) -> bool:
         """Every task has been accepted."""
         return self.next == len(self.tasks)
+
+
+def histogram_digest(hist: bh.Histogram) -> str:
+    """sha256 of a histogram's axes and of every sum of weights and of squares (flow bins)."""
+    digest = hashlib.sha256()
+    for axis in hist.axes:
+        digest.update(repr(axis).encode())
+    view = hist.view(flow=True)
+    for array in (view.value, view.variance):
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array, dtype="<f8").tobytes())
+    return digest.hexdigest()

@@ -23,10 +23,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: the read-ahead's statistics of the last ``runner.process_tasks`` calls (read by the run)
-PREFETCH_STATS: list[Any] = []
-
-
 def preload_http_client(fileset: Any) -> None:
     """Import the http(s) client (fsspec's and aiohttp, ~0.17 s) in a thread while the run
     loads its classifier and fileset, when the fileset names http(s) URLs: planning probes

@@ -229,7 +229,7 @@ def _progress_bar(total: int, enabled: bool | None) -> Any:
 def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOptions,
                   journal: Journal | None = None, early: Path | None = None,
                   ) -> tuple[OrderedMerger, list[ChunkResult], list[ChunkFailure], float, int,
-                             float]:
+                             float, Any]:
     """Run the tasks on the chosen executor, merging histograms in task order.
 
     A ``KeyboardInterrupt`` (or SIGTERM) stops the processing but keeps what was computed: the
@@ -240,7 +240,8 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
 
     Returns:
         (merger, successful results without histograms, failures in task order, processing
-        wall time, workers used, start-up seconds: until the first chunk began).
+        wall time, workers used, start-up seconds: until the first chunk began, the
+        read-ahead's :class:`agc_core.io.prefetch.PrefetchStats` or None).
     """
     from agc_core.progress import redirect_logging
 
@@ -269,6 +270,7 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
     first: float | None = None
     n_workers = executor.workers
     t0 = time.perf_counter()
+    read_ahead = None
     try:
         redirect = redirect_logging(bar)
         warm = (forkserver_warmup(todo, setup, Path(options.output_dir), early)
@@ -318,9 +320,8 @@ def process_tasks(tasks: Sequence[ChunkTask], setup: WorkerSetup, options: RunOp
         bar.close()
     order = {(t.path, t.entry_start): t.index for t in tasks}
     failures.sort(key=lambda f: order.get((f.path, f.entry_start), -1))  # task order
-    if read_ahead is not None:
-        remote_inputs.PREFETCH_STATS.append(read_ahead.stats)
-    return merger, results, failures, time.perf_counter() - t0, n_workers, first or 0.0
+    return (merger, results, failures, time.perf_counter() - t0, n_workers, first or 0.0,
+            None if read_ahead is None else read_ahead.stats)
 
 
 @contextlib.contextmanager
@@ -504,14 +505,11 @@ def _run_with(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: Lo
             "processor": setup.processor, "branches": branches, "tree": options.tree}),
             options.resume)
     prepared = _prepare_fit(options)
-    remote_inputs.PREFETCH_STATS.clear()
     try:
-        merger, results, failures, walltime, n_workers, first = process_tasks(tasks, setup,
-                                                                              options, journal,
-                                                                              early)
+        merger, results, failures, walltime, n_workers, first, prefetched = process_tasks(
+            tasks, setup, options, journal, early)
     finally:
         remote_inputs.close_byte_cache(byte_dir, spool, options, clf_file)
-    prefetched = remote_inputs.PREFETCH_STATS[-1] if remote_inputs.PREFETCH_STATS else None
     if prepared is not None:
         prepared.join()
     failures = plan_failures + failures

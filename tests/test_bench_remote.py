@@ -16,9 +16,9 @@ from agc_core.bench.remote import (
     RUN_COLUMNS,
     bench_remote,
     format_table,
-    histogram_digest,
 )
 from agc_core.cli import main
+from agc_core.histograms import histogram_digest
 
 
 def files_under(folder):

@@ -8,7 +8,6 @@ code must leave it unchanged. Regenerate it only for a deliberate change of the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -16,24 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from agc_core.histograms import histogram_digest
+
 REFERENCE = Path(__file__).parent / "data" / "pinned_run.json"
 #: the pinned run: one generated file of this many events per sample, read in these chunks
 EVENTS, CHUNK = 2000, 700
 #: fit results that are timings, not results
 UNPINNED = ("seconds",)
 TOLERANCE = 1e-10
-
-
-def histogram_digest(hist: Any) -> str:
-    """sha256 of the histogram's axes and of every sum of weights and of squares (flow bins)."""
-    digest = hashlib.sha256()
-    for axis in hist.axes:
-        digest.update(repr(axis).encode())
-    view = hist.view(flow=True)
-    for array in (view.value, view.variance):
-        digest.update(str(array.shape).encode())
-        digest.update(np.ascontiguousarray(array, dtype="<f8").tobytes())
-    return digest.hexdigest()
 
 
 def _drop_unpinned(value: Any) -> Any:

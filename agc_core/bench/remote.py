@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -27,10 +26,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from agc_core.bench import BenchTable, register_section
 from agc_core.config import AnalysisConfig
+from agc_core.histograms import histogram_digest
 
 log = logging.getLogger(__name__)
 
@@ -138,18 +136,6 @@ def stage_dataset(fileset: Path, export: Path, copies: int) -> Staged:
 
 # --------------------------------------------------------------------------------------------
 # one run, one plan
-
-
-def histogram_digest(hist: Any) -> str:
-    """sha256 of a histogram's axes and of every sum of weights and of squares (flow bins)."""
-    digest = hashlib.sha256()
-    for axis in hist.axes:
-        digest.update(repr(axis).encode())
-    view = hist.view(flow=True)
-    for array in (view.value, view.variance):
-        digest.update(str(array.shape).encode())
-        digest.update(np.ascontiguousarray(array, dtype="<f8").tobytes())
-    return digest.hexdigest()
 
 
 def run_options(fileset: Path, folder: Path, workers: int, extra: Mapping[str, Any]) -> Any:
