@@ -261,14 +261,43 @@ def filesystem(url: str) -> tuple[Any, str]:
     return fsspec.core.url_to_fs(url, **open_options(url))
 
 
-def split_spans(spans: Sequence[tuple[int, int]], piece: int = PIECE_BYTES
+def split_spans(spans: Sequence[tuple[int, int]], piece: int | None = None
                 ) -> list[tuple[int, int]]:
-    """Spans cut into pieces of at most ``piece`` bytes (requests that can run concurrently)."""
+    """Spans cut into pieces of at most ``piece`` bytes (default :data:`PIECE_BYTES`): requests
+    that can run concurrently."""
+    piece = piece or PIECE_BYTES
     out = []
     for a, b in spans:
         n = max(1, -(-(b - a) // piece))
         bounds = [a + (b - a) * i // n for i in range(n + 1)]
         out += list(itertools.pairwise(bounds))
+    return out
+
+
+def _http_spans(url: str, per_span: Sequence[Sequence[tuple[int, int]]]
+                ) -> list[np.ndarray] | None:
+    """The spans' bytes by :mod:`agc_core.io.http`, each span's pieces received straight into
+    its buffer (None: an answer it does not handle: read with fsspec)."""
+    from agc_core.io import http
+
+    bufs = [np.empty(ps[-1][1] - ps[0][0], np.uint8) for ps in per_span]
+    jobs = [(pa, memoryview(buf)[pa - ps[0][0]:pb - ps[0][0]])
+            for ps, buf in zip(per_span, bufs, strict=True) for pa, pb in ps]
+    try:
+        sizes = iter(http.read_into(url, jobs, _timeout))
+    except http.Unsupported as exc:
+        log.debug("%s: read through fsspec (%s)", url, exc)
+        return None
+    out = []
+    for ps, buf in zip(per_span, bufs, strict=True):
+        got = 0
+        short = False
+        for pa, pb in ps:
+            n = next(sizes)
+            if not short:
+                got += n
+                short = n < pb - pa  # the file ends here: the span stays short
+        out.append(buf if got == len(buf) else buf[:got])
     return out
 
 
@@ -285,8 +314,13 @@ def fetch_spans(url: str, spans: Sequence[tuple[int, int]]) -> list[np.ndarray]:
     """
     per_span = [split_spans([span]) for span in spans]
     pieces = [p for ps in per_span for p in ps]
-    fs, fpath = filesystem(url)
     try:
+        if url.lower().startswith(("http://", "https://")):
+            got = _http_spans(url, per_span)
+            if got is not None:
+                _count(sum(len(d) for d in got))
+                return got
+        fs, fpath = filesystem(url)
         datas = fs.cat_ranges([fpath] * len(pieces), [a for a, _ in pieces],
                               [b for _, b in pieces], on_error="raise")
     except Exception as exc:
@@ -369,15 +403,23 @@ def parse_header(head: bytes, where: str) -> tuple[int, bytes]:
     return int(fields[3]), bytes(fields[-1])
 
 
+def _probe_bytes(url: str) -> Any:
+    if url.lower().startswith(("http://", "https://")):
+        got = _http_spans(url, [[(0, HEADER_BYTES)]])
+        if got is not None:
+            return got[0].tobytes()
+    fs, fpath = filesystem(url)
+    return fs.cat_file(fpath, start=0, end=HEADER_BYTES)
+
+
 def probe(url: str) -> tuple[int, bytes]:
     """One small request: a remote ROOT file's (fEND, fUUID), its identity for the caches.
 
     Raises:
         InputError: network problems (transient or permanent, named), or not a ROOT file.
     """
-    fs, fpath = filesystem(url)
     try:
-        head = fs.cat_file(fpath, start=0, end=HEADER_BYTES)
+        head = _probe_bytes(url)
     except Exception as exc:
         err = remote_error(exc, url, "cannot open")
         if err is not None:
@@ -445,7 +487,17 @@ def classify(exc: BaseException, url: str) -> tuple[bool, str] | None:
         import aiohttp
     except ImportError:  # pragma: no cover
         aiohttp = None  # type: ignore[assignment]
+    from agc_core.io.http import HTTPStatusError
+
     for e in _chain(exc):
+        if isinstance(e, HTTPStatusError):
+            if e.status == 200:
+                return False, f"{server} ignores byte ranges (HTTP 200 to a range request)"
+            if e.status == 404:
+                return False, f"no such file on {server} (HTTP 404)"
+            if e.status >= 500 or e.status in (408, 429):
+                return True, f"HTTP {e.status} ({e.reason}) from {server}"
+            return False, f"HTTP {e.status} ({e.reason}) from {server}"
         if aiohttp is not None and isinstance(e, aiohttp.ClientResponseError):
             status = int(e.status)
             if status >= 500 or status in (408, 429):
