@@ -130,6 +130,7 @@ class EntriesCache:
         self.path = folder
         self.data: dict[str, dict[str, Any]] = {}
         self._dirty: set[str] = set()
+        self._latest: dict[str, str] = {}  # remote URL + tree -> the key of its last probe
         self._lock = threading.Lock()
 
     @property
@@ -180,6 +181,26 @@ class EntriesCache:
             rec.setdefault("bytes", {})[ranges_key] = int(nbytes)
             self._dirty.add(key)
 
+    def _latest_file(self, path: str, tree: str) -> Path | None:
+        name = hashlib.blake2b(json.dumps([path, tree]).encode(), digest_size=16).hexdigest()
+        return None if self.path is None else self.path / "latest" / f"{name}.json"
+
+    def latest(self, path: str, tree: str) -> str | None:
+        """The record key of the last probe of the remote file ``path`` (None: never seen):
+        what :mod:`agc_core.speculation` plans a warm file from."""
+        file = self._latest_file(path, tree)
+        if file is None:
+            return None
+        try:
+            return str(json.loads(file.read_text())["key"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def set_latest(self, path: str, tree: str, key: str) -> None:
+        """Remember ``key`` as the last probe of the remote file ``path`` (on :meth:`save`)."""
+        with self._lock:
+            self._latest[json.dumps([path, tree])] = key
+
     def get_layout(self, key: str, branches_key: str) -> dict[str, Any] | None:
         """The cached :func:`agc_core.io.file_layout` of a file's branches, or None."""
         rec = self._record(key)
@@ -203,6 +224,16 @@ class EntriesCache:
         with self._lock:
             todo = {k: self.data[k] for k in self._dirty if k in self.data}
             self._dirty.clear()
+            latest, self._latest = self._latest, {}
+        for which, key in latest.items():
+            file = self._latest_file(*json.loads(which))
+            assert file is not None
+            if self.latest(*json.loads(which)) != key:
+                try:
+                    file.parent.mkdir(parents=True, exist_ok=True)
+                    write_text_atomic(file, json.dumps({"key": key}))
+                except OSError as exc:
+                    log.warning("cannot write plan cache record %s: %s", file, exc)
         for key, rec in todo.items():
             path = self._file(key)
             assert path is not None
@@ -292,6 +323,8 @@ def _plan_file(path: str, branches: Sequence[str], chunksize: int, tree: str,
     probe = probe_file(path, tree)
     ranges_key = f"{chunksize}|{','.join(branches)}"
     branches_key = ",".join(branches)
+    if _local(path) is None:
+        cache.set_latest(path, tree, probe.key)
     hit = cache.get(probe.key, ranges_key)
     if hit is not None:
         return (*hit, cache.get_layout(probe.key, branches_key) if hit[1] else None)
@@ -317,6 +350,25 @@ def _plan_file(path: str, branches: Sequence[str], chunksize: int, tree: str,
     if layout is not None:
         cache.put_layout(probe.key, branches_key, layout)
     return n, ranges, identity, nbytes, layout
+
+
+def _assumed_plan(path: str, branches: Sequence[str], chunksize: int, tree: str,
+                  cache: EntriesCache, speculation: Any
+                  ) -> tuple[int, list[tuple[int, int]], int, int, dict[str, Any]] | None:
+    """:func:`_plan_file`'s result for a remote file from its last probe's record, without a
+    request, where the byte cache holds all its chunks' bytes (confirmed later: see
+    :mod:`agc_core.speculation`); None: plan it the usual way."""
+    key = cache.latest(path, tree)
+    hit = None if key is None else cache.get(key, f"{chunksize}|{','.join(branches)}")
+    if key is None or hit is None or not hit[1]:
+        return None
+    layout = cache.get_layout(key, ",".join(branches))
+    if layout is None or not layout.get("remote") or not speculation.covers(path, layout,
+                                                                             hit[1]):
+        return None
+    size, uuid_hex = layout["file"]
+    speculation.assume(path, int(size), bytes.fromhex(uuid_hex))
+    return (*hit, layout)
 
 
 def _inspect_with_layout(path: str, branches: Sequence[str], chunksize: int, tree: str
@@ -433,7 +485,7 @@ def _inspect_with_retries(path: str, branches: Sequence[str], chunksize: int, tr
 
 def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksize: int,
                tree: str = "events", cache: EntriesCache | None = None,
-               max_retries: int = 0, retry_backoff: float = 1.0,
+               max_retries: int = 0, retry_backoff: float = 1.0, speculation: Any = None,
                ) -> tuple[list[ChunkTask], list[ChunkFailure]]:
     """Split every file of every sample into chunk tasks.
 
@@ -445,6 +497,8 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
         cache: entry counts and ranges known from earlier runs (updated).
         max_retries: retries of a file whose inspection failed on a transient network error.
         retry_backoff: seconds before the first retry, doubled for each further one.
+        speculation: a :class:`agc_core.speculation.Speculation`: remote files whose plan and
+            bytes the caches hold are planned without a request (and recorded in it).
 
     Returns:
         (tasks with stable indices, failures of files that could not be inspected).
@@ -458,7 +512,14 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
     down: dict[str, str] = {}  # servers that failed for good (dict ops are thread-safe)
     retrier = _Retrier()
 
-    remote_files = sum(1 for _, f in files if _local(f.path) is None)
+    if speculation is not None:
+        for i, (_s, f) in enumerate(files):
+            if _local(f.path) is None:
+                assumed = _assumed_plan(f.path, branches, chunksize, tree, cache, speculation)
+                if assumed is not None:
+                    known[i], tries[i] = assumed, 0
+    todo = [i for i in range(len(files)) if i not in known]
+    remote_files = sum(1 for i in todo if _local(files[i][1].path) is None)
     processes = _planning_processes(remote_files)
 
     def plan_one(i: int) -> tuple[int, Any, int]:
@@ -467,11 +528,11 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
                                          processes)
 
     try:
-        if files:
+        if todo:
             threads = ((2 if processes is not None else 1) * PLAN_THREADS_REMOTE
                        if remote_files else PLAN_THREADS)
-            with ThreadPoolExecutor(min(threads, len(files))) as pool:
-                for i, res, n_tries in pool.map(plan_one, range(len(files))):
+            with ThreadPoolExecutor(min(threads, len(todo))) as pool:
+                for i, res, n_tries in pool.map(plan_one, todo):
                     known[i] = res
                     tries[i] = n_tries
     finally:

@@ -137,3 +137,15 @@ def prefetcher(todo: Sequence[ChunkTask], setup: WorkerSetup, options: RunOption
     return prefetch.Prefetcher(todo, setup.branches,
                                ByteCache(setup.cache_dir, setup.cache_max_bytes), workers,
                                spool=not options.cache)
+
+
+def speculation(options: RunOptions, setup: WorkerSetup) -> Any:
+    """The :class:`agc_core.speculation.Speculation` of a run with remote inputs and a byte
+    cache (warm files planned without a request, confirmed while processing); None without a
+    cache, and on Dask (its workers read through their own machines' caches)."""
+    from agc_core.speculation import Speculation
+
+    if setup.cache_dir is None or not options.cache or options.executor == "dask":
+        return None
+    return Speculation(ByteCache(setup.cache_dir, setup.cache_max_bytes), setup.branches)
+

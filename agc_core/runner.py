@@ -448,6 +448,33 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
             early.unlink(missing_ok=True)
 
 
+def _plan(samples: Sequence[SampleFiles], branches: tuple[str, ...], options: RunOptions,
+          cache: EntriesCache, speculation: Any) -> tuple[list[ChunkTask], list[ChunkFailure]]:
+    """:func:`plan_tasks` with the run's options; the plan cache saved, the files closed."""
+    from agc_core import io
+
+    planned = plan_tasks(samples, branches, options.chunksize, options.tree, cache,
+                         options.max_retries, options.retry_backoff, speculation)
+    cache.save()
+    io.close_files()
+    if speculation is not None:
+        speculation.start()  # the assumed files probed while their chunks are processed
+    return planned
+
+
+def _journal(out: Path, tasks: Sequence[ChunkTask], options: RunOptions, setup: WorkerSetup,
+             cfg: AnalysisConfig) -> Journal | None:
+    """The records of the chunks this run finishes (None in the I/O-only mode)."""
+    if options.io_only:
+        return None
+    model_dir = None if options.model_dir is None else str(options.model_dir)
+    return Journal(out, run_key(tasks, {
+        "seed": options.seed, "inference": options.inference, "model_dir": model_dir,
+        "systematics": options.systematics, "config": cfg.path.read_text(),
+        "processor": setup.processor, "branches": setup.branches, "tree": options.tree}),
+        options.resume)
+
+
 def _run_with(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetup,
               t_start: float, early: Path | None) -> RunResult:
     stage_times: dict[str, float] = {}
@@ -478,12 +505,8 @@ def _run_with(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: Lo
                         options.io_timeout, byte_dir, options.cache_size, run_started)
     early, clf_file = remote_inputs.release_fork_server(early, samples, setup, out)
     set_io_timeout(options.io_timeout)  # here and (inherited, and in init_worker) in workers
-    tasks, plan_failures = plan_tasks(samples, branches, options.chunksize, options.tree, cache,
-                                      options.max_retries, options.retry_backoff)
-    cache.save()
-    from agc_core import io
-
-    io.close_files()
+    speculation = remote_inputs.speculation(options, setup)  # warm remote files: no probe
+    tasks, plan_failures = _plan(samples, branches, options, cache, speculation)
     stage_times["plan"] = time.perf_counter() - t
     log.info("plan: %s: %d samples, %s to read (chunks of up to %d entries), executor %s",
              fileset, len(samples), summarize_plan(tasks).describe(), options.chunksize,
@@ -497,17 +520,24 @@ def _run_with(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: Lo
             log.info("compiling the numba kernels (first run; cached for later runs)")
             compile_kernels(cfg, classifier)
             stage_times["compile"] = time.perf_counter() - t  # not in the processing wall time
-    journal = None
-    if not options.io_only:
-        journal = Journal(out, run_key(tasks, {
-            "seed": options.seed, "inference": options.inference, "model_dir": model_dir,
-            "systematics": options.systematics, "config": cfg.path.read_text(),
-            "processor": setup.processor, "branches": branches, "tree": options.tree}),
-            options.resume)
     prepared = _prepare_fit(options)
     try:
+        journal = _journal(out, tasks, options, setup, cfg)
         merger, results, failures, walltime, n_workers, first, prefetched = process_tasks(
             tasks, setup, options, journal, early)
+        t = time.perf_counter()
+        changed = [] if speculation is None else speculation.changed()
+        walltime += time.perf_counter() - t  # the outputs waited for the confirmation
+        if changed:  # nothing of the assumed plan is kept: planned and processed anew
+            log.warning("%d remote file(s) not as their cached plan assumed, planning and "
+                        "processing again:\n  %s", len(changed), "\n  ".join(changed[:20]))
+            t = time.perf_counter()
+            tasks, plan_failures = _plan(samples, branches, options, cache, None)
+            stage_times["plan"] += time.perf_counter() - t
+            journal = _journal(out, tasks, options, setup, cfg)
+            merger, results, failures, again, n_workers, first, prefetched = process_tasks(
+                tasks, setup, options, journal, None)
+            walltime += again
     finally:
         remote_inputs.close_byte_cache(byte_dir, spool, options, clf_file)
     if prepared is not None:
