@@ -57,6 +57,34 @@ def test_run_rows_equal_the_local_run(tiny_rows, small_run):
     # the remote run went through the proxy
     assert http_cold["connections"] >= 1 and http_cold["peak_open"] >= 1
     assert http_cold["proxy_bytes"] > 0
+    # CPU seconds: the analysis's always, the server's and proxy's for the remote runs only
+    assert all(r["cpu_s"] > 0 for r in runs)
+    assert local_cold["cpu_others_s"] is None and http_cold["cpu_others_s"] > 0
+
+
+def test_cpu_meter_counts_each_party():
+    """A child process burning CPU counts as the analysis's; a process named as the server
+    counts as the server's, not the analysis's."""
+    import subprocess
+    import sys
+    import time
+
+    from agc_core.bench.cpu import CpuMeter, process_cpu
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+    server = subprocess.Popen([sys.executable, "-c", burn + "time.sleep(60)"])
+    try:
+        meter = CpuMeter(server=server.pid)
+        meter.start()
+        subprocess.run([sys.executable, "-c", burn], check=True)
+        while (process_cpu(server.pid) or 0.0) < 0.3:  # the "server" burnt its share
+            time.sleep(0.05)
+        cpu = meter.stop()
+    finally:
+        server.kill()
+        server.wait()
+    assert cpu["client"] >= 0.25 and cpu["server"] >= 0.25 and cpu["proxy"] == 0.0
+    assert cpu["client"] < 0.3 + 0.25  # the server's 0.3 s are not in it
 
 
 def served_files(served_dataset) -> int:

@@ -42,8 +42,8 @@ COPIES = 5
 WORKERS = 2
 
 RUN_COLUMNS = ["input", "RTT ms", "cache", "events", "plan s", "process s", "rate ev/s",
-               "spread", "of local", "network MB", "cache MB", "proxy MB", "conns",
-               "peak open", "hist"]
+               "spread", "of local", "CPU s", "srv+proxy CPU s", "network MB", "cache MB",
+               "proxy MB", "conns", "peak open", "hist"]
 PLAN_COLUMNS = ["input", "RTT ms", "files", "plan s", "spread", "tasks", "failed", "conns",
                 "peak open"]
 
@@ -151,12 +151,19 @@ def run_options(fileset: Path, folder: Path, workers: int, extra: Mapping[str, A
     return RunOptions(**{k: v for k, v in kwargs.items() if k in fields})
 
 
-def timed_run(options: Any, proxy: Any = None) -> dict[str, Any]:
-    """Run the analysis; its events, times, bytes and histogram digest (and the proxy's
-    counts: connections, peak open, bytes server -> client)."""
+def timed_run(options: Any, proxy: Any = None, server: Any = None) -> dict[str, Any]:
+    """Run the analysis; its events, times, bytes, CPU seconds (the analysis's processes, and
+    the ``server``'s and ``proxy``'s) and histogram digest (and the proxy's counts:
+    connections, peak open, bytes server -> client)."""
+    from agc_core.bench.cpu import CpuMeter
     from agc_core.runner import run_analysis
 
+    proc = getattr(proxy, "_proc", None)
+    meter = CpuMeter(getattr(getattr(server, "proc", None), "pid", None),
+                     getattr(proc, "pid", None))
+    meter.start()
     result = run_analysis(options)
+    cpu = meter.stop()
     metrics = result.metrics or {}
     plan = float(result.stage_times.get("plan", 0.0))
     seconds = plan + result.walltime
@@ -166,6 +173,9 @@ def timed_run(options: Any, proxy: Any = None) -> dict[str, Any]:
         "bytes_network": int(metrics.get("bytes_from_network", 0)),
         "bytes_cache": int(metrics.get("bytes_from_cache", 0)),
         "complete": bool(result.complete), "hist_sha256": histogram_digest(result.hist),
+        "cpu_s": cpu["client"],
+        "cpu_others_s": (None if cpu["server"] is None or proxy is None
+                         else cpu["server"] + (cpu["proxy"] or 0.0)),
     }
     row.update(proxy_counts(proxy))
     return row
@@ -253,7 +263,7 @@ def _cold_warm(label: str, fileset_for: Any, server: Any, rtt_ms: float | None, 
             for state in ("cold", "warm"):
                 if proxy is not None:
                     proxy.reset_counts()
-                row = timed_run(run_options(fileset, folder, workers, extra), proxy)
+                row = timed_run(run_options(fileset, folder, workers, extra), proxy, server)
                 runs[state].append(row)
                 log.info("remote bench: %s, RTT %s ms, %s: %d events, plan %.2f s, "
                          "processing %.2f s, %.0f events/s", label, rtt_ms, state,
@@ -404,6 +414,10 @@ def _mb(n: int | None) -> str:
     return "-" if n is None else f"{n / 1e6:,.1f}"
 
 
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _opt(value: Any) -> Any:
     return "-" if value is None else value
 
@@ -437,6 +451,7 @@ def run_table(rows: Sequence[Mapping[str, Any]]) -> BenchTable:
             r["input"], _rtt(r["rtt_ms"]), r["cache"], f"{r['events']:,}", r["plan_s"],
             r["process_s"], r["rate_hz"], _pct(r.get("spread")),
             "-" if frac is None else f"{100 * frac:.0f} %",
+            _secs(r.get("cpu_s")), _secs(r.get("cpu_others_s")),
             _mb(r["bytes_network"]), _mb(r["bytes_cache"]), _mb(r["proxy_bytes"]),
             _opt(r["connections"]), _opt(r["peak_open"]),
             _hist_cell(r)])
@@ -447,6 +462,9 @@ def run_table(rows: Sequence[Mapping[str, Any]]) -> BenchTable:
         "network/cache MB: the run's metrics (bytes_from_network, bytes_from_cache); proxy MB: "
         "what the delaying proxy forwarded server -> client; conns: connections it accepted; "
         "hist: the histograms equal the local run's ('='), or 'incomplete' (failed chunks)",
+        "CPU s: the analysis's processes (this one, its fork server and workers) during the "
+        "run; srv+proxy CPU s: the XRootD server's and the delaying proxy's, which share this "
+        "machine's cores here (a real server does not)",
     ]
     plans = [r for r in rows if r["table"] == "plan"]
     if plans:
