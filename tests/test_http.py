@@ -31,7 +31,7 @@ def test_spans_equal_the_file(xrootd_server, served_file, scheme, monkeypatch):
     the end comes back short; the connections are kept alive (fewer than the requests)."""
     path, data = served_file
     url = xrootd_server.url(scheme, path.relative_to(xrootd_server.root))
-    monkeypatch.setattr(remote, "PIECE_BYTES", 50_000)
+    monkeypatch.setattr(remote, "PIECE_BYTES", 20_000)
     spans = [(0, 1), (5, 1_000_005), (2_500_000, 3_100_000), (1_200_000, 1_200_128)]
     connects = []
     real_connect = http._connect
@@ -39,7 +39,7 @@ def test_spans_equal_the_file(xrootd_server, served_file, scheme, monkeypatch):
     got = remote.fetch_spans(url, spans)
     for (a, b), arr in zip(spans, got, strict=True):
         assert np.array_equal(arr, data[a:min(b, len(data))]), (a, b)
-    requests = sum(len(remote.split_spans([s], 50_000)) for s in spans)
+    requests = sum(len(remote.split_spans([s], 20_000)) for s in spans)
     assert 0 < len(connects) <= http.STREAMS + 1 < requests  # +1: the piece past the end
     again = remote.fetch_spans(url, [(0, 1000)])[0]  # on a kept-alive connection
     assert np.array_equal(again, data[:1000])

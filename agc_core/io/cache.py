@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import mmap
 import os
 import struct
 import threading
@@ -228,19 +229,26 @@ class ByteCache:
     def _read_entry(self, key: str, a: int, b: int) -> tuple[np.ndarray, float] | None:
         """(the verified content, when it was written) of an entry, None if absent or bad."""
         path = self._dir(key) / self._name(a, b)
-        try:
-            with open(path, "rb") as fh:
+        mapped = None
+        try:  # mapped, not read: no copy, and no fresh pages to fault in (a third of a
+            with open(path, "rb") as fh:  # CPU-second per run's 222 MB on a VM)
                 written = os.fstat(fh.fileno()).st_mtime
-                head = fh.read(_HEADER.size)
-                body = fh.read()
+                mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:  # an empty file cannot be mapped: a bad entry
+            pass
         except OSError:
             return None
-        ok = len(head) == _HEADER.size
+        ok = mapped is not None and len(mapped) >= _HEADER.size
         if ok:
-            magic, version, length, digest = _HEADER.unpack(head)
-            ok = (magic == _MAGIC and version == _VERSION and length == b - a
-                  and len(body) == length and xxhash.xxh3_64_intdigest(body) == digest)
+            assert mapped is not None
+            magic, version, length, digest = _HEADER.unpack(mapped[:_HEADER.size])
+            with memoryview(mapped) as view:
+                ok = (magic == _MAGIC and version == _VERSION and length == b - a
+                      and len(view) - _HEADER.size == length
+                      and xxhash.xxh3_64_intdigest(view[_HEADER.size:]) == digest)
         if not ok:
+            if mapped is not None:
+                mapped.close()
             log.warning("byte cache: corrupt entry %s (truncated or changed): removed, the "
                         "range is fetched again", path)
             with self._lock:
@@ -253,7 +261,8 @@ class ByteCache:
             return None
         with contextlib.suppress(OSError):
             os.utime(path, (time.time(), written))  # used now (trim: least recently used first)
-        return np.frombuffer(body, np.uint8), written
+        assert mapped is not None
+        return np.frombuffer(mapped, np.uint8, offset=_HEADER.size), written  # keeps the map
 
     def put(self, key: str, start: int, stop: int, data: bytes | np.ndarray) -> None:
         """Store the bytes [start, stop) of the file ``key`` (atomically; errors only logged:

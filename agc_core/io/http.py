@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 __all__ = ["STREAMS", "HTTPStatusError", "Unsupported", "fetch_into", "read_into"]
 
 #: concurrent requests (and kept-alive connections) per process
-STREAMS = 16
+STREAMS = 64
 #: largest response header accepted
 MAX_HEADER = 64 * 1024
 

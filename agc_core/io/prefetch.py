@@ -8,7 +8,8 @@ chunks at once and each chunk's byte ranges as concurrent requests
 (:func:`agc_core.io.remote.read_ranges`). The executor submits a task once its bytes are there
 (:meth:`Prefetcher.wait`), and the worker then reads them from the cache at local speed.
 
-Bounds. At most ``depth`` chunks are fetched at once; the depth starts at four per worker and
+Bounds. At most ``depth`` chunks are fetched at once (one per worker until as many arrived: the
+first chunks are what the workers wait for); the depth starts at four per worker and
 adapts to the measured time a chunk takes to fetch and to process (more chunks in flight when
 the network is slow), up to :data:`MAX_DEPTH`, and never more than :data:`MEMORY_BYTES` of
 chunks in flight (this process holds each in memory while it is fetched). At most
@@ -177,6 +178,14 @@ class Prefetcher:
         want = math.ceil(self.workers * (1 + fetch / max(process, 1e-3)))
         self.depth = max(min(MAX_DEPTH, 2 * self.workers), min(MAX_DEPTH, want))
 
+    def _depth_now(self) -> int:
+        """The chunks that may be in flight now: one per worker until as many were fetched
+        (the chunks the workers wait for first get the bandwidth to themselves), then
+        :attr:`depth`."""
+        if self.stats.chunks + self.stats.failed < self.workers:
+            return self.workers
+        return self.depth
+
     def _trim(self) -> None:
         """Keep the cache within its bound during a long run (what was fetched ahead is the
         most recently used: the least recently used go first), each time a tenth of the bound
@@ -207,7 +216,7 @@ class Prefetcher:
             size = sum(b - a for a, b in ranges)
             with self._cond:
                 while not self._stop and (self._in_flight or self._ahead) and (
-                        len(self._in_flight) >= self.depth
+                        len(self._in_flight) >= self._depth_now()
                         or sum(self._in_flight.values()) + size > MEMORY_BYTES
                         or self._ahead + size > ahead_max):
                     self._cond.wait(0.5)
