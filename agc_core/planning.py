@@ -81,11 +81,13 @@ class FileProbe:
     key: str
     uuid: bytes
     size: int = 0
+    #: a remote file's first bytes, when the probe asked for more than its header
+    head: Any = field(default=None, repr=False, compare=False)
 
 
-def probe_file(path: str, tree: str) -> FileProbe:
+def probe_file(path: str, tree: str, head_bytes: int = 0) -> FileProbe:
     """The :class:`FileProbe` of a file: local (stat + its first bytes) or remote (one request
-    for its header: :func:`agc_core.io.remote.probe`).
+    for its header, or for its first ``head_bytes`` when more: :func:`agc_core.io.remote.probe`).
 
     Raises:
         InputError: missing or unreadable, not a ROOT file (network problems named, transient
@@ -95,8 +97,10 @@ def probe_file(path: str, tree: str) -> FileProbe:
     from agc_core.io import remote
 
     local = _local(path)
+    head = None
     if local is None:
-        size, uuid = remote.probe(path)
+        size, uuid, first = remote.probe_head(path, max(head_bytes, remote.HEADER_BYTES))
+        head = first if head_bytes > remote.HEADER_BYTES else None
         ident: list[Any] = [path, tree, size, uuid.hex()]
     else:
         from agc_core import io
@@ -110,7 +114,7 @@ def probe_file(path: str, tree: str) -> FileProbe:
         size, uuid = remote.parse_header(head, path)
         ident = [os.path.abspath(local), tree, st.st_size, uuid.hex(), st.st_mtime_ns]
     key = hashlib.blake2b(json.dumps(ident).encode(), digest_size=16).hexdigest()
-    return FileProbe(key, uuid, size)
+    return FileProbe(key, uuid, size, head)
 
 
 class EntriesCache:
@@ -320,10 +324,15 @@ def _plan_file(path: str, branches: Sequence[str], chunksize: int, tree: str,
     """(entries, chunk ranges, identity, compressed bytes, basket layout) of one file: from
     the plan cache after a cheap :func:`probe_file`, else inspected (and remembered); a
     remote file in one of the planning ``processes`` when given."""
-    probe = probe_file(path, tree)
+    remote_file = _local(path) is None
+    # a remote file never planned: its first 64 kB with the probe (its planning reads them)
+    from agc_core.io.source import METADATA_BYTES, fetch_metadata
+
+    new = remote_file and cache.latest(path, tree) is None
+    probe = probe_file(path, tree, METADATA_BYTES if new else 0)
     ranges_key = f"{chunksize}|{','.join(branches)}"
     branches_key = ",".join(branches)
-    if _local(path) is None:
+    if remote_file:
         cache.set_latest(path, tree, probe.key)
     hit = cache.get(probe.key, ranges_key)
     if hit is not None:
@@ -333,9 +342,8 @@ def _plan_file(path: str, branches: Sequence[str], chunksize: int, tree: str,
                                                                    tree)
     elif processes is not None:
         from agc_core.io.remote import io_timeout
-        from agc_core.io.source import fetch_metadata
 
-        held = fetch_metadata(path, probe.size)  # the round trip here, the parsing there
+        held = fetch_metadata(path, probe.size, probe.head)  # fetched here, parsed there
         try:
             n, ranges, identity, nbytes, layout = processes.submit(
                 _inspect_remote, path, tuple(branches), chunksize, tree, probe.size,
@@ -344,8 +352,9 @@ def _plan_file(path: str, branches: Sequence[str], chunksize: int, tree: str,
             n, ranges, identity, nbytes, layout = _inspect_remote(
                 path, branches, chunksize, tree, probe.size, held=held)
     else:
-        n, ranges, identity, nbytes, layout = _inspect_remote(path, branches, chunksize, tree,
-                                                              probe.size)
+        n, ranges, identity, nbytes, layout = _inspect_remote(
+            path, branches, chunksize, tree, probe.size,
+            held=fetch_metadata(path, probe.size, probe.head))
     cache.put(probe.key, ranges_key, n, ranges, identity, nbytes)
     if layout is not None:
         cache.put_layout(probe.key, branches_key, layout)

@@ -122,6 +122,7 @@ def test_planning_reads_the_metadata_in_one_go(xrootd_server, small_dataset, sha
     it from them: no request of uproot's own reaches the server (ROOT writes the TTree near
     the end of the file, uproot near its start), and the layout is the local file's."""
     from agc_core.io import files
+    from agc_core.io.source import METADATA_BYTES
 
     if which.startswith("ROOT"):
         src, branches = shared_agc / "poet_layout_sample.root", None
@@ -139,10 +140,14 @@ def test_planning_reads_the_metadata_in_one_go(xrootd_server, small_dataset, sha
             branches = [b for b in cfg.analysis_branches if b in f["events"].keys()]
     io.close_files()
     cache = planning.EntriesCache(None)
+    before = remote.network_bytes()
     n, _, _, _, layout = planning._plan_file(url, branches, 10**6, "events",
                                            cache)
     handle = files._cache[(url,)]
     assert handle.directory.file.source.num_requests == 0
+    # the probe brought the first 64 kB (a file never planned): only the rest was fetched
+    size = (xrootd_server.root / name).stat().st_size
+    assert remote.network_bytes() - before == min(size, 2 * METADATA_BYTES)
     want = io.file_layout(src, branches)
     assert layout["num_entries"] == want["num_entries"] == n
     assert layout["branches"] == want["branches"]

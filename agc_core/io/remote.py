@@ -403,30 +403,43 @@ def parse_header(head: bytes, where: str) -> tuple[int, bytes]:
     return int(fields[3]), bytes(fields[-1])
 
 
-def _probe_bytes(url: str) -> Any:
+def _probe_bytes(url: str, nbytes: int) -> Any:
     if url.lower().startswith(("http://", "https://")):
-        got = _http_spans(url, [[(0, HEADER_BYTES)]])
+        got = _http_spans(url, [[(0, nbytes)]])
         if got is not None:
-            return got[0].tobytes()
+            return got[0]
     fs, fpath = filesystem(url)
-    return fs.cat_file(fpath, start=0, end=HEADER_BYTES)
+    return np.frombuffer(fs.cat_file(fpath, start=0, end=nbytes), np.uint8)
 
 
-def probe(url: str) -> tuple[int, bytes]:
-    """One small request: a remote ROOT file's (fEND, fUUID), its identity for the caches.
+def probe_head(url: str, nbytes: int = HEADER_BYTES) -> tuple[int, bytes, np.ndarray]:
+    """One request for a remote ROOT file's first ``nbytes``: its (fEND, fUUID), its identity
+    for the caches, and those bytes (a new file's planning needs its first 64 kB anyway).
 
     Raises:
         InputError: network problems (transient or permanent, named), or not a ROOT file.
     """
     try:
-        head = _probe_bytes(url)
+        head = _probe_bytes(url, nbytes)
     except Exception as exc:
         err = remote_error(exc, url, "cannot open")
         if err is not None:
             raise err from exc
         raise InputError(f"{url}: cannot open ({type(exc).__name__}: {_short(exc)})") from exc
     _count(len(head))
-    return parse_header(bytes(head), url)
+    size, uuid = parse_header(head[:HEADER_BYTES].tobytes(), url)
+    return size, uuid, head
+
+
+def probe(url: str) -> tuple[int, bytes]:
+    """One small request (:data:`HEADER_BYTES`): a remote ROOT file's (fEND, fUUID), its
+    identity for the caches.
+
+    Raises:
+        InputError: network problems (transient or permanent, named), or not a ROOT file.
+    """
+    size, uuid, _ = probe_head(url)
+    return size, uuid
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,15 +35,27 @@ def metadata_spans(size: int, n: int = METADATA_BYTES) -> list[tuple[int, int]]:
     return [(0, n), (size - n, size)]
 
 
-def fetch_metadata(url: str, size: int) -> dict[tuple[int, int], np.ndarray]:
+def fetch_metadata(url: str, size: int, head: np.ndarray | None = None
+                   ) -> dict[tuple[int, int], np.ndarray]:
     """The first and last :data:`METADATA_BYTES` of ``url`` (of ``size`` bytes: its
-    ``fEND``), fetched at once: (start, stop) -> bytes.
+    ``fEND``), fetched at once: (start, stop) -> bytes. ``head``: the file's first bytes
+    already fetched (by its probe): only what they do not hold is fetched.
 
     Raises:
         InputError: the fetch failed (network problems named, transient ones retried).
     """
     spans = metadata_spans(size)
-    return dict(zip(spans, remote.fetch_spans(url, spans), strict=True))
+    known = 0 if head is None else min(len(head), spans[0][1])  # spans[0] starts at 0
+    todo = [(max(a, known), b) for a, b in spans if b > known]
+    got = dict(zip(todo, remote.fetch_spans(url, todo), strict=True)) if todo else {}
+    held = {}
+    for a, b in spans:
+        if a == 0 and known:
+            rest = got.get((known, b))
+            held[(a, b)] = head[:known] if rest is None else np.concatenate([head[:known], rest])
+        else:
+            held[(a, b)] = got[(a, b)]
+    return held
 
 
 @contextlib.contextmanager
