@@ -53,6 +53,8 @@ def test_run_rows_equal_the_local_run(tiny_rows, small_run):
         assert r["repeat"] == 1
     local_cold, local_warm, http_cold, _ = runs
     assert local_cold["local_fraction"] == local_warm["local_fraction"] == 1.0
+    # of a local run just before each remote repetition (not of the local rows' medians)
+    assert http_cold["local_fraction"] > 0
     assert local_cold["connections"] is None and local_cold["proxy_bytes"] is None
     # the remote run went through the proxy
     assert http_cold["connections"] >= 1 and http_cold["peak_open"] >= 1
@@ -209,3 +211,25 @@ def test_median_run_and_spread():
     assert (row["n"], row["repeat"], row["spread"]) == ("c", 4, 1.5)  # the lower middle
     one = bench_remote_module._median_run([{"plan_s": 2.0}], "plan_s")
     assert one["spread"] is None and one["repeat"] == 1
+
+
+def test_fraction_of_local_is_of_the_paired_local_runs(monkeypatch, tmp_path):
+    """Each remote repetition's rate is divided by that of the local run just before it (the
+    median of the ratios), whatever the rates of runs minutes apart."""
+    from pathlib import Path
+
+    local, remote = Path("local.json"), Path("remote.json")
+    rates = iter([100.0, 200.0, 50.0, 150.0,   # rep 0: local cold, warm; remote cold, warm
+                  300.0, 300.0, 120.0, 270.0,  # rep 1
+                  10.0, 10.0, 9.0, 1.0])       # rep 2
+
+    def fake_run(options, proxy=None, server=None):
+        return {"events": 1, "plan_s": 0.1, "process_s": 0.1, "rate_hz": next(rates),
+                "fileset": options.fileset}
+
+    monkeypatch.setattr(bench_remote_module, "timed_run", fake_run)
+    cold, warm = bench_remote_module._cold_warm(
+        "http", lambda port, out: remote, None, None, tmp_path, 3, 1, {}, local=local)
+    assert cold["local_fraction"] == pytest.approx(0.5)    # of 0.5, 0.4, 0.9
+    assert warm["local_fraction"] == pytest.approx(0.75)   # of 0.75, 0.9, 0.1
+    assert cold["rate_hz"] == 50.0 and warm["rate_hz"] == 150.0  # the median remote runs

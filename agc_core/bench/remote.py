@@ -250,13 +250,23 @@ def _proxy(server: Any, rtt_ms: float | None) -> Iterator[Any]:
 
 
 def _cold_warm(label: str, fileset_for: Any, server: Any, rtt_ms: float | None, tmp: Path,
-               repeat: int, workers: int, extra: Mapping[str, Any]) -> list[dict[str, Any]]:
+               repeat: int, workers: int, extra: Mapping[str, Any],
+               local: Path | None = None) -> list[dict[str, Any]]:
     """``repeat`` cold + warm pairs of one configuration: the median cold and warm rows.
 
-    ``fileset_for(port, out)`` writes the fileset for a proxy's port (None: local)."""
+    ``fileset_for(port, out)`` writes the fileset for a proxy's port (None: local). With
+    ``local`` (the local fileset), each repetition is preceded by a local cold + warm pair,
+    and the rows' ``local_fraction`` is the median of each repetition's rate over its local
+    pair's: a ratio of runs seconds apart, not of runs minutes apart on a machine whose speed
+    drifts."""
     runs: dict[str, list[dict[str, Any]]] = {"cold": [], "warm": []}
+    ratios: dict[str, list[float]] = {"cold": [], "warm": []}
     for rep in range(repeat):
         folder = tmp / "runs" / f"{label}-{rtt_ms}-{rep}"
+        paired = {}
+        if local is not None:
+            for state in ("cold", "warm"):
+                paired[state] = timed_run(run_options(local, folder / "local", workers, extra))
         # one proxy for both: the warm run reads the same URLs (the caches' keys)
         with _proxy(server, rtt_ms) as proxy:
             fileset = fileset_for(None if proxy is None else proxy.port, folder / "fileset")
@@ -265,12 +275,20 @@ def _cold_warm(label: str, fileset_for: Any, server: Any, rtt_ms: float | None, 
                     proxy.reset_counts()
                 row = timed_run(run_options(fileset, folder, workers, extra), proxy, server)
                 runs[state].append(row)
+                if state in paired and paired[state]["rate_hz"] > 0:
+                    ratios[state].append(row["rate_hz"] / paired[state]["rate_hz"])
                 log.info("remote bench: %s, RTT %s ms, %s: %d events, plan %.2f s, "
                          "processing %.2f s, %.0f events/s", label, rtt_ms, state,
                          row["events"], row["plan_s"], row["process_s"], row["rate_hz"])
         shutil.rmtree(folder, ignore_errors=True)
-    return [{"table": "run", "input": label, "rtt_ms": rtt_ms, "cache": state,
-             **_median_run(runs[state])} for state in ("cold", "warm")]
+    rows = []
+    for state in ("cold", "warm"):
+        row = {"table": "run", "input": label, "rtt_ms": rtt_ms, "cache": state,
+               **_median_run(runs[state])}
+        if ratios[state]:
+            row["local_fraction"] = sorted(ratios[state])[(len(ratios[state]) - 1) // 2]
+        rows.append(row)
+    return rows
 
 
 def _url_fileset_for(staged: Path, server: Any, scheme: str) -> Any:
@@ -318,7 +336,8 @@ def _local_fractions(rows: list[dict[str, Any]]) -> None:
         if r["table"] != "run" or r["cache"] not in local:
             continue
         ref = local[r["cache"]]
-        r["local_fraction"] = r["rate_hz"] / ref["rate_hz"] if ref["rate_hz"] > 0 else None
+        if "local_fraction" not in r:  # else: of its own paired local runs
+            r["local_fraction"] = r["rate_hz"] / ref["rate_hz"] if ref["rate_hz"] > 0 else None
         r["same_hist"] = r["hist_sha256"] == ref["hist_sha256"]
 
 
@@ -326,7 +345,8 @@ def bench_remote(fileset: str | Path | None = None, *, schemes: Sequence[str] = 
                  rtts_ms: Sequence[float] = RTTS_MS, repeat: int = 1, workers: int = WORKERS,
                  copies: int = COPIES, server: Any = None,
                  options: Mapping[str, Any] | None = None,
-                 cfg: AnalysisConfig | None = None) -> list[dict[str, Any]]:
+                 cfg: AnalysisConfig | None = None, paired: bool = True
+                 ) -> list[dict[str, Any]]:
     """Time the analysis on local files and over each scheme at each RTT, cold and warm,
     and cold planning of the files and of ``copies`` names of each.
 
@@ -342,6 +362,9 @@ def bench_remote(fileset: str | Path | None = None, *, schemes: Sequence[str] = 
             started in a temporary folder and stopped at the end).
         options: more :class:`~agc_core.results.RunOptions` fields for every run.
         cfg: the analysis configuration (for the planning table; None: the packaged one).
+        paired: precede each remote repetition by a local cold + warm pair, and give each
+            remote row's fraction of local as the median of its repetitions' ratios to their
+            pairs (False: of the ``local`` rows).
 
     Returns:
         Rows (dicts): ``table`` ``run`` (input, rtt_ms, cache, events, plan_s, process_s,
@@ -387,7 +410,8 @@ def bench_remote(fileset: str | Path | None = None, *, schemes: Sequence[str] = 
         for rtt in rtts_ms:
             for scheme in schemes:
                 rows += _cold_warm(scheme, _url_fileset_for(staged.fileset, server, scheme),
-                                   server, rtt, tmp, repeat, workers, extra)
+                                   server, rtt, tmp, repeat, workers, extra,
+                                   local if paired else None)
         _local_fractions(rows)
         if copies >= 1:
             rows += _plan_rows(staged, server, schemes, rtts_ms, tmp, cfg, repeat)
@@ -458,7 +482,8 @@ def run_table(rows: Sequence[Mapping[str, Any]]) -> BenchTable:
     table.notes += [
         f"median of {repeat} run(s) by rate (spread: (largest - smallest) / median); cold: "
         "new output and cache folders, warm: the same folders again; 'of local': of the local "
-        "run in the same cache state",
+        "run in the same cache state (each remote repetition's rate over that of a local "
+        "run just before it: the median of these ratios)",
         "network/cache MB: the run's metrics (bytes_from_network, bytes_from_cache); proxy MB: "
         "what the delaying proxy forwarded server -> client; conns: connections it accepted; "
         "hist: the histograms equal the local run's ('='), or 'incomplete' (failed chunks)",
