@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import http.server as stdlib_http
 import threading
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -104,35 +105,58 @@ def test_server_ignoring_ranges_is_a_named_error(no_range_server, served_file):
 
 
 class _RedirectHandler(stdlib_http.BaseHTTPRequestHandler):
-    """Redirects every GET to the same path on ``target`` (a server this reader hands to
-    fsspec, which follows it)."""
+    """Redirects every GET to the same path on ``target`` (a data federation's redirector);
+    counts the requests it got."""
 
+    protocol_version = "HTTP/1.1"  # kept alive, as a redirector's connections are
     target = ""
+    seen: ClassVar[list] = []
 
     def do_GET(self):
+        self.seen.append(self.headers.get("Range"))
         self.send_response(302)
         self.send_header("Location", self.target + self.path)
-        self.send_header("Content-Length", "0")
+        self.send_header("Content-Length", "3")
         self.end_headers()
+        self.wfile.write(b"see")
 
     def log_message(self, *args):
         pass
 
 
-def test_redirect_falls_back_to_fsspec(xrootd_server, served_file):
-    path, data = served_file
-    handler = type("Redirect", (_RedirectHandler,), {
-        "target": xrootd_server.url("http", "").rstrip("/")})
+def _redirector(target):
+    handler = type("Redirect", (_RedirectHandler,), {"target": target, "seen": []})
     server = stdlib_http.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, handler
+
+
+def test_redirect_is_followed(xrootd_server, served_file):
+    """A redirector in front of the data server: every request is sent on (with its Range)
+    and answered there, by this reader, not fsspec; a redirect loop gives up after
+    MAX_REDIRECTS hops."""
+    path, data = served_file
+    server, handler = _redirector(xrootd_server.url("http", "").rstrip("/"))
     try:
         rel = path.relative_to(xrootd_server.root).as_posix()
         url = f"http://127.0.0.1:{server.server_address[1]}/{rel}"
-        with pytest.raises(http.Unsupported, match="HTTP 302"):
-            http.read_into(url, [(5, memoryview(bytearray(10)))], 10.0)
+        buf = bytearray(10)
+        assert http.read_into(url, [(5, memoryview(buf))], 10.0) == [10]
+        assert bytes(buf) == data[5:15].tobytes()
         got = remote.fetch_spans(url, [(5, 15), (2_000_000, 2_000_100)])
         assert np.array_equal(got[0], data[5:15])
         assert np.array_equal(got[1], data[2_000_000:2_000_100])
+        assert sorted(handler.seen) == ["bytes=2000000-2000099", "bytes=5-14", "bytes=5-14"]
     finally:
         server.shutdown()
         server.server_close()
+    loop, _ = _redirector("")
+    try:
+        port = loop.server_address[1]
+        loop.RequestHandlerClass.target = f"http://127.0.0.1:{port}"
+        with pytest.raises(http.Unsupported, match="more than 5 redirects"):
+            http.read_into(f"http://127.0.0.1:{port}/x.root", [(0, memoryview(bytearray(4)))],
+                           10.0)
+    finally:
+        loop.shutdown()
+        loop.server_close()

@@ -13,8 +13,11 @@ completes first. Every socket wait is bounded by the io timeout. A kept-alive co
 the server closed meanwhile is retried once on a new one; other failures raise the socket's
 error or :class:`HTTPStatusError` (:func:`agc_core.io.remote.classify` tells transient from
 permanent ones; a server that ignores ``Range`` and sends the whole file is a permanent error).
-Anything else this reader does not handle (a redirect, a chunked or unsized answer) raises
-:class:`Unsupported`, and the caller falls back to fsspec.
+Redirects (a data federation's redirector sending each request to a data server, as EOS and
+dCache do over https) are followed, up to :data:`MAX_REDIRECTS` per request, never cached:
+their targets may be per request. Anything else this reader does not handle (a chunked or
+unsized answer, a redirect to another protocol) raises :class:`Unsupported`, and the caller
+falls back to fsspec.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import ssl
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 __all__ = ["STREAMS", "HTTPStatusError", "Unsupported", "fetch_into", "read_into"]
 
@@ -33,6 +36,9 @@ __all__ = ["STREAMS", "HTTPStatusError", "Unsupported", "fetch_into", "read_into
 STREAMS = 64
 #: largest response header accepted
 MAX_HEADER = 64 * 1024
+#: redirects followed for one request (a data federation's redirector, then a data server)
+MAX_REDIRECTS = 5
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class HTTPStatusError(Exception):
@@ -50,6 +56,16 @@ class Unsupported(Exception):
 
 class _Stale(Exception):
     """A kept-alive connection the server had closed: nothing was received."""
+
+
+class _Redirect(Exception):
+    """The server sends the request elsewhere (``location``); ``keep``: the connection can
+    serve another request."""
+
+    def __init__(self, location: str, keep: bool) -> None:
+        super().__init__(location)
+        self.location = location
+        self.keep = keep
 
 
 class _PastEnd(Exception):
@@ -172,7 +188,8 @@ def _request(sock: socket.socket, host: str, port: int, target: str, start: int,
              out: memoryview, url: str) -> tuple[int, bool]:
     """GET ``[start, start + len(out))`` of ``target`` into ``out``: (bytes received, whether
     the connection can be kept)."""
-    request = (f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+    name = f"[{host}]" if ":" in host else host  # an IPv6 address
+    request = (f"GET {target} HTTP/1.1\r\nHost: {name}:{port}\r\n"
                f"Range: bytes={start}-{start + len(out) - 1}\r\n"
                f"User-Agent: agc-core\r\nAccept-Encoding: identity\r\n\r\n").encode()
     try:
@@ -194,6 +211,19 @@ def _request(sock: socket.socket, host: str, port: int, target: str, start: int,
     length = headers.get("content-length")
     if status == 416:  # the range starts at or past the end: no bytes
         return 0, False
+    if status in _REDIRECTS and headers.get("location"):
+        body = int(length) if length is not None and length.isdigit() else None
+        keep = keep and body is not None and body <= MAX_HEADER
+        if keep:  # the redirect's (small) body read, so that the connection can serve again
+            assert body is not None
+            got = len(rest)
+            while got < body:
+                data = sock.recv(body - got)
+                if not data:
+                    keep = False
+                    break
+                got += len(data)
+        raise _Redirect(headers["location"], keep)
     if status >= 400:
         raise HTTPStatusError(status, reason, url)
     if status == 200:  # the whole file, not the range: never taken for the range's bytes
@@ -228,10 +258,25 @@ def fetch_into(url: str, start: int, out: memoryview, timeout: float) -> int:
     server, target = _server(url)
     _, host, port = server
     fresh = False
+    where = url
+    hops = 0
     while True:
         sock, reused = _take(server, timeout, fresh)
         try:
             n, keep = _request(sock, host, port, target, start, out, url)
+        except _Redirect as redirect:  # as asked, on a connection to where it points
+            if redirect.keep:
+                _give_back(server, sock)
+            else:
+                sock.close()
+            hops += 1
+            if hops > MAX_REDIRECTS:
+                raise Unsupported(f"more than {MAX_REDIRECTS} redirects") from None
+            where = urljoin(where, redirect.location)
+            server, target = _server(where)
+            _, host, port = server
+            fresh = False
+            continue
         except _Stale:
             sock.close()
             if reused:  # the server closed kept-alive connections: once more on a new one
