@@ -10,7 +10,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -495,6 +495,7 @@ def _inspect_with_retries(path: str, branches: Sequence[str], chunksize: int, tr
 def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksize: int,
                tree: str = "events", cache: EntriesCache | None = None,
                max_retries: int = 0, retry_backoff: float = 1.0, speculation: Any = None,
+               on_planned: Callable[[int], Any] | None = None,
                ) -> tuple[list[ChunkTask], list[ChunkFailure]]:
     """Split every file of every sample into chunk tasks.
 
@@ -508,6 +509,8 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
         retry_backoff: seconds before the first retry, doubled for each further one.
         speculation: a :class:`agc_core.speculation.Speculation`: remote files whose plan and
             bytes the caches hold are planned without a request (and recorded in it).
+        on_planned: called with the number of files just planned (or failed), as they are
+            (a progress bar's ``update``).
 
     Returns:
         (tasks with stable indices, failures of files that could not be inspected).
@@ -527,6 +530,8 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
                 assumed = _assumed_plan(f.path, branches, chunksize, tree, cache, speculation)
                 if assumed is not None:
                     known[i], tries[i] = assumed, 0
+    if on_planned is not None and known:
+        on_planned(len(known))
     todo = [i for i in range(len(files)) if i not in known]
     remote_files = sum(1 for i in todo if _local(files[i][1].path) is None)
     processes = _planning_processes(remote_files)
@@ -544,6 +549,8 @@ def plan_tasks(samples: Sequence[SampleFiles], branches: Sequence[str], chunksiz
                 for i, res, n_tries in pool.map(plan_one, todo):
                     known[i] = res
                     tries[i] = n_tries
+                    if on_planned is not None:
+                        on_planned(1)
     finally:
         if processes is not None:
             processes.shutdown(wait=False, cancel_futures=True)

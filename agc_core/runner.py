@@ -450,11 +450,19 @@ def _run(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: LogSetu
 
 def _plan(samples: Sequence[SampleFiles], branches: tuple[str, ...], options: RunOptions,
           cache: EntriesCache, speculation: Any) -> tuple[list[ChunkTask], list[ChunkFailure]]:
-    """:func:`plan_tasks` with the run's options; the plan cache saved, the files closed."""
+    """:func:`plan_tasks` with the run's options (a bar of the files once it takes more than a
+    second: thousands of new remote files take a while); the plan cache saved, files closed."""
     from agc_core import io
+    from agc_core.progress import progress_bar
 
-    planned = plan_tasks(samples, branches, options.chunksize, options.tree, cache,
-                         options.max_retries, options.retry_backoff, speculation)
+    bar = progress_bar(sum(len(s.files) for s in samples), options.progress, unit="file",
+                       desc="planning", delay=1.0, leave=False)
+    try:
+        planned = plan_tasks(samples, branches, options.chunksize, options.tree, cache,
+                             options.max_retries, options.retry_backoff, speculation,
+                             bar.update)
+    finally:
+        bar.close()
     cache.save()
     io.close_files()
     if speculation is not None:

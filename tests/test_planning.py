@@ -32,3 +32,19 @@ def test_format_bytes():
     assert format_bytes(3.44e12) == "3.44 TB"
     assert format_bytes(12_345_678) == "12.3 MB"
     assert format_bytes(512) == "512 B"
+
+
+def test_planning_reports_each_file_once(small_dataset, cfg, tmp_path):
+    """The progress callback counts every file once, planned or failed (a missing one here),
+    whether planned from the caches or inspected."""
+    import dataclasses
+
+    samples = load_fileset(small_dataset, cfg)
+    missing = dataclasses.replace(samples[0].files[0], path=str(tmp_path / "missing.root"))
+    samples[0] = dataclasses.replace(samples[0], files=(*samples[0].files, missing))
+    n_files = sum(len(s.files) for s in samples)
+    seen = []
+    tasks, failures = plan_tasks(samples, cfg.analysis_branches, 700,
+                                 cache=EntriesCache(tmp_path / "plans"), on_planned=seen.append)
+    assert len(failures) == 1 and "missing.root" in failures[0].path
+    assert sum(seen) == n_files == 10 and tasks
