@@ -284,20 +284,28 @@ def _http_spans(url: str, per_span: Sequence[Sequence[tuple[int, int]]]
     jobs = [(pa, memoryview(buf)[pa - ps[0][0]:pb - ps[0][0]])
             for ps, buf in zip(per_span, bufs, strict=True) for pa, pb in ps]
     try:
-        sizes = iter(http.read_into(url, jobs, _timeout))
+        sizes = http.read_into(url, jobs, _timeout)
     except http.Unsupported as exc:
         log.debug("%s: read through fsspec (%s)", url, exc)
         return None
+    return [buf[:n] for buf, n in zip(bufs, _received(per_span, sizes), strict=True)]
+
+
+def _received(per_span: Sequence[Sequence[tuple[int, int]]], sizes: Sequence[int]
+              ) -> list[int]:
+    """The bytes each span holds, from what its pieces received (in order): up to the first
+    short piece, where the file ends."""
+    it = iter(sizes)
     out = []
-    for ps, buf in zip(per_span, bufs, strict=True):
+    for ps in per_span:
         got = 0
         short = False
         for pa, pb in ps:
-            n = next(sizes)
+            n = next(it)
             if not short:
                 got += n
-                short = n < pb - pa  # the file ends here: the span stays short
-        out.append(buf if got == len(buf) else buf[:got])
+                short = n < pb - pa
+        out.append(got)
     return out
 
 
@@ -305,8 +313,9 @@ def fetch_spans(url: str, spans: Sequence[tuple[int, int]]) -> list[np.ndarray]:
     """The bytes of ``spans`` of a remote file, all requested at once.
 
     Large spans go out as several concurrent range requests (:data:`PIECE_BYTES` each); http
-    sends them over fsspec's pool of kept-alive connections, ``root://`` as XRootD vector
-    reads. Every wait is bounded by the io timeout (:func:`set_io_timeout`).
+    sends them over :mod:`agc_core.io.http`'s kept-alive connections (fsspec where it cannot),
+    ``root://`` as XRootD vector reads. Every wait is bounded by the io timeout
+    (:func:`set_io_timeout`).
 
     Raises:
         InputError: a network problem (:class:`TransientInputError`, retried) or a permanent
@@ -333,17 +342,11 @@ def fetch_spans(url: str, spans: Sequence[tuple[int, int]]) -> list[np.ndarray]:
             err = remote_error(d, url, "cannot read a byte range")
             raise err if err is not None else d
     _count(sum(len(d) for d in datas))
+    parts = iter(np.frombuffer(d, np.uint8) for d in datas)
     out = []
-    it = iter(datas)
-    for ps in per_span:
-        parts = []
-        short = False
-        for pa, pb in ps:
-            d = next(it)
-            if not short:
-                parts.append(np.frombuffer(d, np.uint8))
-                short = len(d) < pb - pa  # the file ends here: the span stays short
-        out.append(parts[0] if len(parts) == 1 else np.concatenate(parts))
+    for ps, n in zip(per_span, _received(per_span, [len(d) for d in datas]), strict=True):
+        mine = [next(parts) for _ in ps]
+        out.append((mine[0] if len(mine) == 1 else np.concatenate(mine))[:n])
     return out
 
 
