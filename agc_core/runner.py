@@ -529,23 +529,23 @@ def _run_with(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: Lo
             compile_kernels(cfg, classifier)
             stage_times["compile"] = time.perf_counter() - t  # not in the processing wall time
     prepared = _prepare_fit(options)
+    walltime = 0.0
     try:
-        journal = _journal(out, tasks, options, setup, cfg)
-        merger, results, failures, walltime, n_workers, first, prefetched = process_tasks(
-            tasks, setup, options, journal, early)
-        t = time.perf_counter()
-        changed = [] if speculation is None else speculation.changed()
-        walltime += time.perf_counter() - t  # the outputs waited for the confirmation
-        if changed:  # nothing of the assumed plan is kept: planned and processed anew
+        while True:  # twice only when a file was not as its cached plan assumed
+            journal = _journal(out, tasks, options, setup, cfg)
+            merger, results, failures, seconds, n_workers, first, prefetched = process_tasks(
+                tasks, setup, options, journal, early)
+            t = time.perf_counter()
+            changed = [] if speculation is None else speculation.changed()
+            walltime += seconds + time.perf_counter() - t  # outputs wait for the confirmation
+            if not changed:
+                break
             log.warning("%d remote file(s) not as their cached plan assumed, planning and "
                         "processing again:\n  %s", len(changed), "\n  ".join(changed[:20]))
             t = time.perf_counter()
+            speculation = early = None  # nothing of the assumed plan is kept
             tasks, plan_failures = _plan(samples, branches, options, cache, None)
             stage_times["plan"] += time.perf_counter() - t
-            journal = _journal(out, tasks, options, setup, cfg)
-            merger, results, failures, again, n_workers, first, prefetched = process_tasks(
-                tasks, setup, options, journal, None)
-            walltime += again
     finally:
         remote_inputs.close_byte_cache(byte_dir, spool, options, clf_file)
     if prepared is not None:
