@@ -135,6 +135,7 @@ class EntriesCache:
         self.data: dict[str, dict[str, Any]] = {}
         self._dirty: set[str] = set()
         self._latest: dict[str, str] = {}  # remote URL + tree -> the key of its last probe
+        self._seen: dict[str, str | None] = {}  # the same, as read from the folder
         self._lock = threading.Lock()
 
     @property
@@ -192,9 +193,20 @@ class EntriesCache:
     def latest(self, path: str, tree: str) -> str | None:
         """The record key of the last probe of the remote file ``path`` (None: never seen):
         what :mod:`agc_core.speculation` plans a warm file from."""
+        which = json.dumps([path, tree])
+        with self._lock:
+            if which in self._latest:
+                return self._latest[which]
+            if which in self._seen:
+                return self._seen[which]
         file = self._latest_file(path, tree)
-        if file is None:
-            return None
+        key = None if file is None else self._on_disk(file)
+        with self._lock:
+            self._seen[which] = key
+        return key
+
+    @staticmethod
+    def _on_disk(file: Path) -> str | None:
         try:
             return str(json.loads(file.read_text())["key"])
         except (OSError, ValueError, KeyError, TypeError):
@@ -204,6 +216,7 @@ class EntriesCache:
         """Remember ``key`` as the last probe of the remote file ``path`` (on :meth:`save`)."""
         with self._lock:
             self._latest[json.dumps([path, tree])] = key
+            self._seen[json.dumps([path, tree])] = key
 
     def get_layout(self, key: str, branches_key: str) -> dict[str, Any] | None:
         """The cached :func:`agc_core.io.file_layout` of a file's branches, or None."""
@@ -232,7 +245,7 @@ class EntriesCache:
         for which, key in latest.items():
             file = self._latest_file(*json.loads(which))
             assert file is not None
-            if self.latest(*json.loads(which)) != key:
+            if self._on_disk(file) != key:
                 try:
                     file.parent.mkdir(parents=True, exist_ok=True)
                     write_text_atomic(file, json.dumps({"key": key}))
