@@ -15,10 +15,10 @@ the server closed meanwhile is retried once on a new one; other failures raise t
 error or :class:`HTTPStatusError` (:func:`agc_core.io.remote.classify` tells transient from
 permanent ones; a server that ignores ``Range`` and sends the whole file is a permanent error).
 Redirects (a data federation's redirector sending each request to a data server, as EOS and
-dCache do over https) are followed, up to :data:`MAX_REDIRECTS` per request, never cached:
-their targets may be per request. Anything else this reader does not handle (a chunked or
-unsized answer, a redirect to another protocol) raises :class:`Unsupported`, and the caller
-falls back to fsspec.
+dCache do over https) are followed, up to :data:`MAX_REDIRECTS` per request (more: a loop, a
+permanent error), never cached: their targets may be per request. Anything else this reader
+does not handle (a chunked or unsized answer, a redirect to another protocol) raises
+:class:`Unsupported`, and the caller falls back to fsspec.
 """
 
 from __future__ import annotations
@@ -63,8 +63,9 @@ class _Redirect(Exception):
     """The server sends the request elsewhere (``location``); ``keep``: the connection can
     serve another request."""
 
-    def __init__(self, location: str, keep: bool) -> None:
+    def __init__(self, status: int, location: str, keep: bool) -> None:
         super().__init__(location)
+        self.status = status
         self.location = location
         self.keep = keep
 
@@ -224,7 +225,7 @@ def _request(sock: socket.socket, host: str, port: int, target: str, start: int,
                     keep = False
                     break
                 got += len(data)
-        raise _Redirect(headers["location"], keep)
+        raise _Redirect(status, headers["location"], keep)
     if status >= 400:
         raise HTTPStatusError(status, reason, url)
     if status == 200:  # the whole file, not the range: never taken for the range's bytes
@@ -271,8 +272,9 @@ def fetch_into(url: str, start: int, out: memoryview, timeout: float) -> int:
             else:
                 sock.close()
             hops += 1
-            if hops > MAX_REDIRECTS:
-                raise Unsupported(f"more than {MAX_REDIRECTS} redirects") from None
+            if hops > MAX_REDIRECTS:  # a loop: fsspec would loop too
+                raise HTTPStatusError(redirect.status, f"more than {MAX_REDIRECTS} redirects",
+                                      url) from None
             where = urljoin(where, redirect.location)
             server, target = _server(where)
             _, host, port = server
