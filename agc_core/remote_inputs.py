@@ -1,14 +1,12 @@
 """How a run reads its remote inputs, the runner's side of :mod:`agc_core.io`'s remote
 reading: the byte cache folder (or a private spool), the read-ahead of the next chunks
 (:mod:`agc_core.io.prefetch`), the cache's bound and the XRootD handles closed after the run,
-the http client loaded early, and an early fork server released before planning forks parsing
-processes from it."""
+and an early fork server released before planning forks parsing processes from it."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,28 +20,6 @@ if TYPE_CHECKING:
     from agc_core.worker import WorkerSetup
 
 log = logging.getLogger(__name__)
-
-def preload_http_client(fileset: Any) -> None:
-    """Import the http(s) client (fsspec's and aiohttp, ~0.17 s) in a thread while the run
-    loads its classifier and fileset, when the fileset names http(s) URLs: planning probes
-    every file at once right after."""
-    if fileset is None:
-        return
-    try:
-        with open(fileset, "rb") as fh:
-            head = fh.read(1 << 20)
-    except OSError:
-        return  # the fileset's own loading names the problem
-    if b"http://" not in head and b"https://" not in head:
-        return
-
-    def load() -> None:
-        with contextlib.suppress(ImportError):
-            import aiohttp  # noqa: F401
-            import fsspec.implementations.http  # noqa: F401
-
-    threading.Thread(target=load, name="agc-preload-http", daemon=True).start()
-
 
 def remote_files(samples: Sequence[SampleFiles]) -> int:
     """How many of the samples' files are remote (http, https, root)."""

@@ -488,7 +488,6 @@ def _run_with(options: RunOptions, cfg: AnalysisConfig, out: Path, log_setup: Lo
     stage_times: dict[str, float] = {}
     t = time.perf_counter()
     run_started = time.time()
-    remote_inputs.preload_http_client(options.fileset)
     # loaded once here (fails early on missing weights) and handed to the workers
     classifier = None if options.io_only else load_classifier(options.inference, options.model_dir,
                                                                  cfg)

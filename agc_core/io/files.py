@@ -182,9 +182,10 @@ def _acquire(path: str) -> _Handle:
         else:
             from agc_core.io import source
 
-            handler = {"handler": source.PrefetchedSource} if source.is_prefetched(path) else {}
-            directory = uproot.open(path, array_cache=None, **remote.open_options(path),
-                                    **handler)
+            if source.is_prefetched(path):  # planning: its metadata held in memory
+                directory = uproot.open(path, array_cache=None, handler=source.PrefetchedSource)
+            else:
+                directory = uproot.open(path, array_cache=None, **remote.open_options(path))
     except (MemoryError, KeyboardInterrupt, InputError):
         raise
     except Exception as exc:

@@ -4,7 +4,7 @@ uproot opens a ROOT file by reading its header, then its keys, then the TTree's 
 (a round trip each, and ROOT writes the keys and the TTree near the end of the file, uproot
 near its start). The planner fetches the file's first and last :data:`METADATA_BYTES` at once
 (:func:`metadata_prefetched`) and uproot then reads them from memory
-(:class:`PrefetchedSource`); anything outside them is fetched as uproot would.
+(:class:`PrefetchedSource`); anything outside them is fetched as the workers fetch baskets.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from uproot.source.chunk import Chunk
-from uproot.source.fsspec import FSSpecSource
+from uproot.source.chunk import Chunk, Source
 from uproot.source.futures import TrivialFuture
 
 from agc_core.io import remote
@@ -85,14 +84,35 @@ def is_prefetched(url: str) -> bool:
         return url in _prefetched
 
 
-class PrefetchedSource(FSSpecSource):
-    """uproot's fsspec source, serving the byte ranges that :func:`metadata_prefetched`
-    holds from memory (``num_requests`` counts only what went to the network)."""
+class PrefetchedSource(Source):
+    """An uproot source of a remote file that :func:`metadata_prefetched` holds bytes of:
+    those ranges from memory, any other through :func:`agc_core.io.remote.fetch_spans` (its
+    retries, timeouts and named errors; ``num_requests`` counts these only).
+
+    Unlike uproot's fsspec source it starts no event-loop thread and creates no fsspec file
+    system (for http(s): aiohttp, ~0.15 CPU-s to import) for the few milliseconds uproot
+    parses a TTree.
+    """
 
     def __init__(self, file_path: str, **options: Any) -> None:
+        super().__init__()
         with _lock:
             self._held = dict(_prefetched.get(file_path, {}))
-        super().__init__(file_path, **options)
+        self._file_path = file_path
+        ends = [b for _a, b in self._held]
+        self._num_bytes = max(ends) if ends else None  # held spans end at the file's end
+        self._closed = False
+
+    def __enter__(self) -> PrefetchedSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
 
     def _held_range(self, start: int, stop: int) -> np.ndarray | None:
         for (a, b), data in self._held.items():
@@ -100,20 +120,38 @@ class PrefetchedSource(FSSpecSource):
                 return data[start - a:stop - a]
         return None
 
+    def _fetch(self, ranges: list[tuple[int, int]]) -> list[np.ndarray]:
+        self._num_requests += 1
+        self._num_requested_chunks += len(ranges)
+        self._num_requested_bytes += sum(b - a for a, b in ranges)
+        return remote.fetch_spans(self._file_path, ranges)
+
     def chunk(self, start: int, stop: int) -> Chunk:
         """The bytes [start, stop): from memory when held, else from the network."""
+        if self._closed:
+            raise OSError(f"file {self._file_path!r} is closed")
         data = self._held_range(start, stop)
         if data is None:
-            return super().chunk(start, stop)
+            data = self._fetch([(start, stop)])[0]
         return Chunk(self, start, stop, TrivialFuture(data))
 
     def chunks(self, ranges: list[tuple[int, int]], notifications: Any) -> list[Chunk]:
-        """The byte ranges: from memory when all are held, else as uproot fetches them."""
-        if not all(self._held_range(a, b) is not None for a, b in ranges):
-            return super().chunks(ranges, notifications)
+        """The byte ranges: those held from memory, the others in one fetch."""
+        if self._closed:
+            raise OSError(f"file {self._file_path!r} is closed")
+        datas: dict[tuple[int, int], np.ndarray] = {}
+        missing = []
+        for a, b in ranges:
+            data = self._held_range(a, b)
+            if data is None:
+                missing.append((a, b))
+            else:
+                datas[(a, b)] = data
+        if missing:
+            datas.update(zip(missing, self._fetch(missing), strict=True))
         out = []
         for a, b in ranges:
-            chunk = self.chunk(a, b)
+            chunk = Chunk(self, a, b, TrivialFuture(datas[(a, b)]))
             notifications.put(chunk)
             out.append(chunk)
         return out
