@@ -233,3 +233,38 @@ def test_fraction_of_local_is_of_the_paired_local_runs(monkeypatch, tmp_path):
     assert cold["local_fraction"] == pytest.approx(0.5)    # of 0.5, 0.4, 0.9
     assert warm["local_fraction"] == pytest.approx(0.75)   # of 0.75, 0.9, 0.1
     assert cold["rate_hz"] == 50.0 and warm["rate_hz"] == 150.0  # the median remote runs
+
+
+def test_cpu_ceiling_is_the_paired_local_cpu_over_the_runs():
+    """The most 'of local' a CPU-bound run can reach: local CPU s over the run's CPU s plus
+    the server's and the proxy's (None where a figure is missing)."""
+    ceiling = bench_remote_module.cpu_ceiling
+    assert ceiling({"cpu_s": 1.8}, {"cpu_s": 2.0, "cpu_others_s": 0.4}) == pytest.approx(0.75)
+    assert ceiling({"cpu_s": 1.8}, {"cpu_s": 1.8, "cpu_others_s": None}) == pytest.approx(1.0)
+    assert ceiling({"cpu_s": None}, {"cpu_s": 2.0}) is None
+    assert ceiling({"cpu_s": 1.8}, {"cpu_s": 0.0}) is None
+
+
+def test_cpu_ceiling_column_is_the_median_of_the_repetitions(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    cpus = iter([2.0, 1.5, 4.0, 1.5,   # rep 0: local cold, warm; remote cold, warm
+                 2.0, 1.5, 2.0, 1.5,   # rep 1
+                 2.0, 1.5, 3.0, 3.0])  # rep 2
+
+    def fake_run(options, proxy=None, server=None):
+        return {"events": 1, "plan_s": 0.1, "process_s": 0.1, "rate_hz": 1.0,
+                "cpu_s": next(cpus), "cpu_others_s": 0.0}
+
+    monkeypatch.setattr(bench_remote_module, "timed_run", fake_run)
+    cold, warm = bench_remote_module._cold_warm(
+        "http", lambda port, out: Path("r.json"), None, None, tmp_path, 3, 1, {},
+        local=Path("l.json"))
+    assert cold["cpu_ceiling"] == pytest.approx(2 / 3)  # of 0.5, 1.0, 2/3
+    assert warm["cpu_ceiling"] == pytest.approx(1.0)    # of 1.0, 1.0, 0.5
+    table = bench_remote_module.format_table([
+        {"table": "run", "input": "http", "rtt_ms": 0.0, "cache": "cold", "events": 1,
+         "plan_s": 0.1, "process_s": 0.1, "rate_hz": 1.0, "local_fraction": 0.6,
+         "cpu_ceiling": 0.7, "bytes_network": 0, "bytes_cache": 0, "proxy_bytes": 0,
+         "connections": 1, "peak_open": 1}])
+    assert "CPU ceiling" in table and "70 %" in table

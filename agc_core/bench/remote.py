@@ -42,8 +42,8 @@ COPIES = 5
 WORKERS = 2
 
 RUN_COLUMNS = ["input", "RTT ms", "cache", "events", "plan s", "process s", "rate ev/s",
-               "spread", "of local", "CPU s", "srv+proxy CPU s", "network MB", "cache MB",
-               "proxy MB", "conns", "peak open", "hist"]
+               "spread", "of local", "CPU ceiling", "CPU s", "srv+proxy CPU s", "network MB",
+               "cache MB", "proxy MB", "conns", "peak open", "hist"]
 PLAN_COLUMNS = ["input", "RTT ms", "files", "plan s", "spread", "tasks", "failed", "conns",
                 "peak open"]
 
@@ -261,6 +261,7 @@ def _cold_warm(label: str, fileset_for: Any, server: Any, rtt_ms: float | None, 
     drifts."""
     runs: dict[str, list[dict[str, Any]]] = {"cold": [], "warm": []}
     ratios: dict[str, list[float]] = {"cold": [], "warm": []}
+    ceilings: dict[str, list[float]] = {"cold": [], "warm": []}
     for rep in range(repeat):
         folder = tmp / "runs" / f"{label}-{rtt_ms}-{rep}"
         paired = {}
@@ -277,6 +278,9 @@ def _cold_warm(label: str, fileset_for: Any, server: Any, rtt_ms: float | None, 
                 runs[state].append(row)
                 if state in paired and paired[state]["rate_hz"] > 0:
                     ratios[state].append(row["rate_hz"] / paired[state]["rate_hz"])
+                    ceiling = cpu_ceiling(paired[state], row)
+                    if ceiling is not None:
+                        ceilings[state].append(ceiling)
                 log.info("remote bench: %s, RTT %s ms, %s: %d events, plan %.2f s, "
                          "processing %.2f s, %.0f events/s", label, rtt_ms, state,
                          row["events"], row["plan_s"], row["process_s"], row["rate_hz"])
@@ -287,8 +291,21 @@ def _cold_warm(label: str, fileset_for: Any, server: Any, rtt_ms: float | None, 
                **_median_run(runs[state])}
         if ratios[state]:
             row["local_fraction"] = sorted(ratios[state])[(len(ratios[state]) - 1) // 2]
+        if ceilings[state]:
+            row["cpu_ceiling"] = sorted(ceilings[state])[(len(ceilings[state]) - 1) // 2]
         rows.append(row)
     return rows
+
+
+def cpu_ceiling(local: Mapping[str, Any], run: Mapping[str, Any]) -> float | None:
+    """The fraction of the ``local`` run's rate that ``run`` could reach if both were bound
+    by the CPU of the same cores: the local run's CPU seconds over the run's, the XRootD
+    server's and the proxy's included (they share the cores here); None without CPU figures.
+    A run whose "of local" is near it is bound by the CPU, not by the network."""
+    mine = run.get("cpu_s")
+    if not local.get("cpu_s") or not mine:
+        return None
+    return float(local["cpu_s"]) / (float(mine) + float(run.get("cpu_others_s") or 0.0))
 
 
 def _url_fileset_for(staged: Path, server: Any, scheme: str) -> Any:
@@ -474,7 +491,7 @@ def run_table(rows: Sequence[Mapping[str, Any]]) -> BenchTable:
         table.rows.append([
             r["input"], _rtt(r["rtt_ms"]), r["cache"], f"{r['events']:,}", r["plan_s"],
             r["process_s"], r["rate_hz"], _pct(r.get("spread")),
-            "-" if frac is None else f"{100 * frac:.0f} %",
+            "-" if frac is None else f"{100 * frac:.0f} %", _pct(r.get("cpu_ceiling")),
             _secs(r.get("cpu_s")), _secs(r.get("cpu_others_s")),
             _mb(r["bytes_network"]), _mb(r["bytes_cache"]), _mb(r["proxy_bytes"]),
             _opt(r["connections"]), _opt(r["peak_open"]),
@@ -489,7 +506,9 @@ def run_table(rows: Sequence[Mapping[str, Any]]) -> BenchTable:
         "hist: the histograms equal the local run's ('='), or 'incomplete' (failed chunks)",
         "CPU s: the analysis's processes (this one, its fork server and workers) during the "
         "run; srv+proxy CPU s: the XRootD server's and the delaying proxy's, which share this "
-        "machine's cores here (a real server does not)",
+        "machine's cores here (a real server does not); CPU ceiling: the paired local run's "
+        "CPU s over this run's CPU s + srv+proxy CPU s, the most 'of local' can be where both "
+        "runs are bound by these cores (the median over the repetitions)",
     ]
     plans = [r for r in rows if r["table"] == "plan"]
     if plans:
