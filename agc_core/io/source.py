@@ -126,32 +126,24 @@ class PrefetchedSource(Source):
         self._num_requested_bytes += sum(b - a for a, b in ranges)
         return remote.fetch_spans(self._file_path, ranges)
 
-    def chunk(self, start: int, stop: int) -> Chunk:
-        """The bytes [start, stop): from memory when held, else from the network."""
+    def _data(self, ranges: list[tuple[int, int]]) -> list[np.ndarray]:
+        """The bytes of each range: those held from memory, the others in one fetch."""
         if self._closed:
             raise OSError(f"file {self._file_path!r} is closed")
-        data = self._held_range(start, stop)
-        if data is None:
-            data = self._fetch([(start, stop)])[0]
-        return Chunk(self, start, stop, TrivialFuture(data))
+        datas = [self._held_range(a, b) for a, b in ranges]
+        missing = [r for r, d in zip(ranges, datas, strict=True) if d is None]
+        fetched = iter(self._fetch(missing) if missing else [])
+        return [next(fetched) if d is None else d for d in datas]
+
+    def chunk(self, start: int, stop: int) -> Chunk:
+        """The bytes [start, stop): from memory when held, else from the network."""
+        return Chunk(self, start, stop, TrivialFuture(self._data([(start, stop)])[0]))
 
     def chunks(self, ranges: list[tuple[int, int]], notifications: Any) -> list[Chunk]:
         """The byte ranges: those held from memory, the others in one fetch."""
-        if self._closed:
-            raise OSError(f"file {self._file_path!r} is closed")
-        datas: dict[tuple[int, int], np.ndarray] = {}
-        missing = []
-        for a, b in ranges:
-            data = self._held_range(a, b)
-            if data is None:
-                missing.append((a, b))
-            else:
-                datas[(a, b)] = data
-        if missing:
-            datas.update(zip(missing, self._fetch(missing), strict=True))
         out = []
-        for a, b in ranges:
-            chunk = Chunk(self, a, b, TrivialFuture(datas[(a, b)]))
+        for (a, b), data in zip(ranges, self._data(ranges), strict=True):
+            chunk = Chunk(self, a, b, TrivialFuture(data))
             notifications.put(chunk)
             out.append(chunk)
         return out
